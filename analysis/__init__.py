@@ -1,0 +1,1 @@
+"""Latent-space metrics, geometry and figures of the study."""

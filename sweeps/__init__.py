@@ -1,0 +1,1 @@
+"""Sweep service: config, CLI, Ray Tune and MLflow."""

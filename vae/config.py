@@ -1,0 +1,57 @@
+"""The trainer's configuration: one validated object per trial, defaults from the study.
+
+Defaults follow paper.md section 2 and science.md: 2x200 ReLU MLPs, Adam at 1e-3, batch 100,
+K = 5 training samples, dynamic binarisation. ``extra="forbid"`` makes a typo name its field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vae.model import ACTIVATIONS
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a trained model (data location aside)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alpha: float = Field(1.0, description="Rényi alpha: 1 = ELBO, 0 = IWAE, -inf = VR-max")
+    k: int = Field(30, gt=0, description="latent dimension")
+    hidden: tuple[int, ...] = Field((200, 200), min_length=1, description="hidden widths of each MLP")
+    activation: str = Field("relu", description=f"hidden activation: {', '.join(ACTIVATIONS)}")
+    epochs: int = Field(1000, gt=0, description="training epochs")
+    batch_size: int = Field(100, gt=0, description="images per step")
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
+    train_samples: int = Field(5, gt=0, description="K, importance samples per image in training")
+    seed: int = Field(0, ge=0, description="seeds every source of randomness of the trial")
+    binarization: Literal["dynamic", "static", "none"] = Field(
+        "dynamic", description="dynamic: fresh Bernoulli draw per use; static: one per seed; none: grey levels"
+    )
+    train_subset: int | None = Field(None, gt=0, description="first N training images only")
+    test_subset: int | None = Field(None, gt=0, description="first N test images only")
+    device: str = Field("auto", description="auto (cuda when present), cpu, cuda, cuda:N")
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_not_nan(cls, alpha: float) -> float:
+        if math.isnan(alpha):
+            raise ValueError("alpha must be a number or +-inf, not NaN")
+        return alpha
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden: tuple[int, ...]) -> tuple[int, ...]:
+        if any(width <= 0 for width in hidden):
+            raise ValueError("every hidden width must be positive")
+        return hidden
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, activation: str) -> str:
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        return activation
