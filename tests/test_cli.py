@@ -1,0 +1,94 @@
+"""`vaesweep train` and `vaesweep data` through the real console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VAESWEEP = Path(sys.executable).with_name("vaesweep")
+TINY = ["--epochs", "1", "--train-subset", "300", "--test-subset", "50", "--is-samples", "20", "--k", "5"]
+
+
+def run(*args: str, env_extra: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_train_writes_metrics_and_checkpoint_then_resumes(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    done = run("train", "--alpha", "0.5", *TINY, "--out", str(out), env_extra={"VAESWEEP_DATA_DIR": str(mnist_dir)})
+    assert done.returncode == 0, done.stderr
+    assert "test log-likelihood (IS, 20 samples)" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_vr_bound_alpha", "test_vr_bound_0", "test_log_likelihood"):
+        assert -1000 < metrics[key] < 0, key
+    assert metrics["epochs_completed"] == 1 and (out / "checkpoint.pt").is_file()
+
+    again = run("train", "--alpha", "0.5", *TINY[2:], "--epochs", "2", "--out", str(out), "--data-dir", str(mnist_dir))
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_fetch_from_directory(mnist_dir, tmp_path):
+    done = run("data", "fetch", "--from", str(mnist_dir), env_extra={"VAESWEEP_DATA_DIR": str(tmp_path / "c")})
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "c" / "MNIST" / "raw").iterdir())) == 4
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "--k", "abc"], "--k: invalid int value"),
+        (["train", "--k", "-3"], "--k: Input should be greater than 0"),
+        (["train", "--alpha", "nan"], "--alpha"),
+        (["train", "--binarization", "half"], "--binarization"),
+        (["train", "--hidden", "200,x"], "--hidden"),
+        (["train", "--is-samples", "0"], "--is-samples"),
+        (["train", "--nope"], "unrecognized arguments: --nope"),
+        (["frobnicate"], "invalid choice"),
+        (["data", "fetch", "--from", "/nonexistent/mnist"], "--from /nonexistent/mnist: not a directory"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(args, expected, tmp_path):
+    done = run(*args, env_extra={"VAESWEEP_DATA_DIR": str(tmp_path / "cache")}, cwd=tmp_path)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_dataset_is_a_clean_error(tmp_path):
+    done = run("train", *TINY, "--out", str(tmp_path / "o"), env_extra={"VAESWEEP_DATA_DIR": str(tmp_path / "none")})
+    assert done.returncode == 2 and "vaesweep data fetch" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_existing_run_with_another_config_is_not_overwritten(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {"VAESWEEP_DATA_DIR": str(mnist_dir)}
+    assert run("train", *TINY, "--out", str(out), env_extra=env).returncode == 0
+    before = (out / "checkpoint.pt").read_bytes(), (out / "metrics.json").read_bytes()
+    done = run("train", *TINY, "--alpha", "0", "--out", str(out), env_extra=env)
+    assert done.returncode == 2 and "holds another run" in done.stderr
+    assert before == ((out / "checkpoint.pt").read_bytes(), (out / "metrics.json").read_bytes())
+
+
+def test_unwritable_out_dir(tmp_path, mnist_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = run("train", *TINY, "--out", str(blocker / "sub"), env_extra={"VAESWEEP_DATA_DIR": str(mnist_dir)})
+    assert done.returncode == 2 and "--out" in done.stderr and "Traceback" not in done.stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_core_packages_do_not_import_ray_or_mlflow():
+    code = "import sys, vae.train, vae.fetch, analysis; print(any(m in sys.modules for m in ('ray', 'mlflow')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
