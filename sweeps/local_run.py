@@ -84,8 +84,8 @@ def train_to_directory(
 
     with tqdm(total=config.epochs, initial=trainer.epoch, desc=f"train alpha={config.alpha} k={config.k}", unit="epoch") as bar:
         trainer.fit(record)
-    log(f"evaluating on {len(trainer.test_x)} test images: VR bound ({bound_samples} samples), IS log-likelihood ({is_samples} samples)")
-    final = trainer.evaluate(bound_samples, is_samples)
+    with tqdm(total=len(trainer.test_x), desc=f"test IS log-likelihood ({is_samples} samples)", unit="img") as bar:
+        final = trainer.evaluate(bound_samples, is_samples, progress=bar.update)
     result = {"config": config.model_dump(), "history": history, "epochs_completed": trainer.epoch,
               "bound_samples": bound_samples, "is_samples": is_samples, **final}
     write_json(result, metrics_path)

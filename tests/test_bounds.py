@@ -9,7 +9,15 @@ import torch
 
 from vae.bounds import dataset_bounds, log_likelihood, log_weights, vr_bound
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Exact comparisons need float64; restore the default so other test modules are unaffected."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 class LinearGaussian:

@@ -18,6 +18,7 @@ Models are duck-typed: anything with ``encode(x) -> (mean, logvar)`` and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -91,12 +92,14 @@ def log_likelihood(
     x: torch.Tensor,
     samples: int = 2000,
     batch_size: int = 100,
-    max_rows: int = 25_000,
+    max_rows: int = 4_000,
     generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Importance-sampled log p(x) per data point (float64 [N]), the alpha = 0 bound with S samples.
 
     At most ``max_rows`` latent samples are decoded at once, which bounds memory whatever N and S.
+    ``progress`` is called with the number of data points finished after each batch.
     """
     chunk = max(1, min(samples, max_rows // batch_size))
     out = torch.empty(len(x), dtype=torch.float64, device=x.device)
@@ -108,4 +111,6 @@ def log_likelihood(
             log_w = log_weights_from_posterior(model, xb, mean, logvar, min(chunk, samples - done), generator)
             total = torch.logaddexp(total, torch.logsumexp(log_w.double(), dim=0))
         out[start : start + batch_size] = total - math.log(samples)
+        if progress is not None:
+            progress(len(xb))
     return out

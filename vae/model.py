@@ -45,6 +45,14 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) summed over pixels; ``z`` is [K, B, k], ``x`` is [B, 784]; returns [K, B]."""
-        logits = self.decode(z)
-        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        """log p(x|z) = sum_d x_d l_d - softplus(l_d) for logits l; ``z`` [K, B, k], ``x`` [B, 784] -> [K, B].
+
+        With l = W h + b, sum_d x_d l_d = h . (x W) + x . b: the data term costs a [B, 784] x [784, H]
+        product once per image instead of an elementwise pass over every sample's 784 logits, which
+        leaves softplus as the only per-pixel work (half the cost of the IS estimate otherwise).
+        """
+        *hidden_layers, output = self.decoder
+        h = nn.Sequential(*hidden_layers)(z) if hidden_layers else z
+        logits = output(h)
+        data_term = (h * (x @ output.weight)).sum(-1) + x @ output.bias
+        return data_term - F.softplus(logits).sum(-1)

@@ -63,6 +63,7 @@ class Trainer:
         data = data.to(self.device)
         self.train_x = fixed_binarization(data.train_x, config.seed) if config.binarization == "static" else data.train_x
         self.test_x = data.test_x if config.binarization == "none" else fixed_binarization(data.test_x, TEST_BINARIZATION_SEED)
+        self.train_y, self.test_y = data.train_y, data.test_y
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training set in shuffled batches; returns the epoch's metrics."""
@@ -105,17 +106,29 @@ class Trainer:
                 on_epoch(metrics)
         return history
 
-    def evaluate(self, bound_samples: int = 10, is_samples: int = 2000) -> dict[str, float]:
-        """Test VR bound at the training alpha and at alpha = 0 (K = ``bound_samples``), and IS log p(x)."""
+    def evaluate(
+        self, bound_samples: int = 10, is_samples: int = 2000, progress: Callable[[int], None] | None = None
+    ) -> dict[str, float]:
+        """Test VR bound at the training alpha and at alpha = 0 (K = ``bound_samples``), and IS log p(x).
+
+        ``progress`` receives the number of test images done by the IS estimate, batch by batch.
+        """
         self.model.eval()
         generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
         bounds = dataset_bounds(self.model, self.test_x, [self.config.alpha, 0.0], bound_samples, generator=generator)
-        log_px = log_likelihood(self.model, self.test_x, is_samples, generator=generator)
+        log_px = log_likelihood(self.model, self.test_x, is_samples, generator=generator, progress=progress)
         return {
             "test_vr_bound_alpha": bounds[self.config.alpha],
             "test_vr_bound_0": bounds[0.0],
             "test_log_likelihood": log_px.mean().item(),
         }
+
+    def probe_train_set(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``size`` training images as the model sees them at evaluation (fixed binarisation)."""
+        x = self.train_x[:size]
+        if self.config.binarization == "dynamic":
+            x = fixed_binarization(x, TEST_BINARIZATION_SEED)
+        return x, self.train_y[:size]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically (see the module docstring)."""

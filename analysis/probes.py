@@ -1,0 +1,90 @@
+"""Linear probes: how linearly separable the digit classes are in latent space (paper.md 2.2).
+
+A multinomial logistic regression (scikit-learn, standardized features) is fit on training-set
+features and scored on the test set, for posterior means, means + variances (the diagonal
+covariance), one sampled latent per image, and raw pixels as the baseline. ``ProbeCallback`` runs
+the latent probes at chosen epochs of training (the study's Figure 3).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from analysis.latent import Posterior, encode_dataset
+
+PROBE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+LATENT_FEATURES = ("means", "means_variances", "samples")
+
+
+def probe_accuracy(
+    train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, test_labels: np.ndarray,
+    max_iter: int = 300,
+) -> float:
+    """Test accuracy of a standardized multinomial logistic regression fit on the training features."""
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    classifier.fit(train_features, train_labels)
+    return float(classifier.score(test_features, test_labels))
+
+
+def latent_features(posterior: Posterior) -> dict[str, np.ndarray]:
+    return {
+        "means": posterior.means,
+        "means_variances": np.hstack([posterior.means, posterior.variances]),
+        "samples": posterior.samples,
+    }
+
+
+def latent_probes(train: Posterior, train_labels: np.ndarray, test: Posterior, test_labels: np.ndarray) -> dict[str, float]:
+    """Accuracy for each latent feature set."""
+    train_sets, test_sets = latent_features(train), latent_features(test)
+    return {name: probe_accuracy(train_sets[name], train_labels, test_sets[name], test_labels) for name in LATENT_FEATURES}
+
+
+def probe_epochs(last_epoch: int, epochs: Iterable[int] = PROBE_EPOCHS) -> list[int]:
+    """The probe epochs not past the end of training."""
+    return sorted(e for e in set(epochs) if 0 < e <= last_epoch)
+
+
+class ProbeCallback:
+    """Adds ``probe_<features>`` accuracies to the epoch metrics at the chosen epochs.
+
+    ``trainer`` is a ``vae.train.Trainer``; probes are fit on the first ``train_size`` images of its
+    fixed-binarised training set and scored on its test set. Chain it before callbacks that record
+    the metrics, since it updates the dict in place.
+    """
+
+    def __init__(self, trainer, epochs: Iterable[int] = PROBE_EPOCHS, train_size: int | None = 10000, seed: int = 0):
+        self.trainer = trainer
+        self.epochs = set(probe_epochs(trainer.config.epochs, epochs))
+        self.train_size = train_size
+        self.seed = seed
+
+    def __call__(self, metrics: dict[str, float]) -> None:
+        if metrics["epoch"] in self.epochs:
+            start = time.perf_counter()
+            accuracies = trainer_probes(self.trainer, self.train_size, self.seed)
+            metrics.update({f"probe_{name}": acc for name, acc in accuracies.items()})
+            metrics["probe_seconds"] = time.perf_counter() - start
+
+
+def trainer_probes(trainer, train_size: int | None = 10000, seed: int = 0, pixels: bool = False) -> dict[str, float]:
+    """Probe accuracies of a trainer's current model (and of raw pixels if ``pixels``)."""
+    train_x, train_y = trainer.probe_train_set(train_size)
+    train_labels, test_labels = to_numpy(train_y), to_numpy(trainer.test_y)
+    train = encode_dataset(trainer.model, train_x, seed=seed + 1)
+    test = encode_dataset(trainer.model, trainer.test_x, seed=seed)
+    accuracies = latent_probes(train, train_labels, test, test_labels)
+    if pixels:
+        accuracies["pixels"] = probe_accuracy(to_numpy(train_x), train_labels, to_numpy(trainer.test_x), test_labels)
+    return accuracies
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
