@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from vae.checkpoint import CheckpointError
+from analysis.model_analysis import AnalysisSettings, analyze_trainer
+from vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from vae.config import TrainConfig
-from vae.data import DataError, default_data_dir
+from vae.data import DataError, default_data_dir, load_mnist
 from vae.fetch import fetch_mnist
-from vae.train import NonFiniteLossError
+from vae.train import NonFiniteLossError, Trainer
 
-from sweeps.local_run import RunDirError, train_to_directory
+from sweeps.local_run import RunDirError, prepare_out_dir, train_to_directory
 
 
 class UsageError(Exception):
@@ -101,11 +102,55 @@ def run_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
+    defaults = AnalysisSettings()
+    cmd = commands.add_parser("analyze", help="spectrum, active components, probes, interpolations of a checkpoint")
+    cmd.add_argument("checkpoint", type=Path, help="a checkpoint.pt, or the run directory holding one")
+    cmd.add_argument("--out", type=Path, default=None, help="output directory (default: CHECKPOINT's folder/analysis)")
+    cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
+    cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help="eigenvalue threshold of an active component (default 0.01)")
+    cmd.add_argument("--probe-train-size", type=positive_int, default=defaults.probe_train_size,
+                     help="training images the probes are fit on (default 10000)")
+    cmd.add_argument("--steps", type=positive_int, default=defaults.interpolation_steps, help="interpolation steps (default 10)")
+    cmd.add_argument("--pair", type=int, nargs=2, default=defaults.pair, metavar=("I", "J"),
+                     help="test-image indices to interpolate between (default 0 1)")
+    cmd.add_argument("--seed", type=int, default=defaults.seed, help="seed of the sampled latents (default 0)")
+    cmd.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
+    cmd.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
+    state = load_checkpoint(path)
+    config = TrainConfig(**{**state["config"], "device": args.device})
+    if not args.epsilon > 0:
+        raise UsageError(f"--epsilon must be positive, got {args.epsilon}")
+    data = load_mnist(args.data_dir, config.train_subset, config.test_subset)
+    if not all(0 <= i < len(data.test_x) for i in args.pair):
+        raise UsageError(f"--pair {args.pair[0]} {args.pair[1]}: indices must be in [0, {len(data.test_x)})")
+    trainer = Trainer(config, data)
+    trainer.load_state_dict(state)
+    settings = AnalysisSettings(args.epsilon, args.probe_train_size, args.steps, tuple(args.pair), seed=args.seed)
+    out = args.out or path.parent / "analysis"
+    prepare_out_dir(out)
+    print(f"analyzing {path} (alpha={config.alpha:g}, k={config.k}, epoch {trainer.epoch}) ...")
+    result = analyze_trainer(trainer, out, settings)
+    eigen = ", ".join(f"{v:.3g}" for v in result["eigenvalues"][:10])
+    print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
+    print(f"active components (eigenvalue > {args.epsilon:g}): {result['active_components']} of {config.k}; "
+          f"active units (Burda): {result['active_units']}; axis alignment: {result['axis_alignment']:.3f}")
+    print("probe accuracy: " + ", ".join(f"{name} {acc:.4f}" for name, acc in result["probe_accuracy"].items()))
+    print(f"wrote {out}/analysis.json, spectrum.csv, probes.csv, interpolations.png, fig4_geodesics.png "
+          f"({result['seconds']:.0f} s)")
+    return 0
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST; track them in MLflow.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
     add_data_parser(commands)
+    add_analyze_parser(commands)
     return parser
 
 

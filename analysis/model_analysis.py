@@ -1,0 +1,77 @@
+"""Everything the study measures on one trained model, written to a directory.
+
+Used by ``vaesweep analyze CHECKPOINT`` and at the end of every sweep trial. Writes
+``analysis.json`` (spectrum, active components and units, axis alignment, probe accuracies),
+``spectrum.csv``, ``probes.csv``, ``interpolations.png`` (+ ``.npy``) and ``fig4_geodesics.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import pyplot as plt
+
+from analysis.figures import geodesic_figure
+from analysis.geodesics import fisher_rao_distance_1d
+from analysis.interpolate import interpolation_rows, save_interpolation_grid
+from analysis.latent import encode_dataset
+from analysis.probes import trainer_probes
+from analysis.spectrum import EPSILON, spectrum
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    epsilon: float = EPSILON
+    probe_train_size: int | None = 10000
+    interpolation_steps: int = 10
+    pair: tuple[int, int] = (0, 1)
+    geodesic_curves: int = 4
+    seed: int = 0
+
+
+def analyze_trainer(trainer, out: Path, settings: AnalysisSettings = AnalysisSettings()) -> dict[str, Any]:
+    """Measure ``trainer.model`` and write the artifacts into ``out``; returns the analysis dict."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    test = encode_dataset(trainer.model, trainer.test_x, seed=settings.seed)
+    spec = spectrum(test.means, settings.epsilon)
+    probes = trainer_probes(trainer, settings.probe_train_size, settings.seed, pixels=True)
+
+    first, second = settings.pair
+    rows = interpolation_rows(trainer.model, trainer.test_x[first], trainer.test_x[second],
+                              settings.interpolation_steps, settings.seed)
+    save_interpolation_grid(rows, out / "interpolations.png")
+    np.save(out / "interpolations.npy", rows)
+
+    # Figure 4 from this model: the coordinates where the two posteriors are furthest apart.
+    mu, sigma = test.means[[first, second]], np.sqrt(test.variances[[first, second]])
+    far = np.argsort(fisher_rao_distance_1d(mu[0], sigma[0], mu[1], sigma[1]))[::-1][: settings.geodesic_curves]
+    figure = geodesic_figure(mu[0, far], sigma[0, far], mu[1, far], sigma[1, far])
+    figure.savefig(out / "fig4_geodesics.png", dpi=120)
+    plt.close(figure)
+
+    result = {
+        **spec.as_dict(),
+        "probe_accuracy": probes,
+        "probe_train_size": settings.probe_train_size,
+        "interpolation_pair": [first, second],
+        "interpolation_labels": [int(trainer.test_y[first]), int(trainer.test_y[second])],
+        "geodesic_coordinates": far.tolist(),
+        "epoch": trainer.epoch,
+        "seconds": time.perf_counter() - start,
+    }
+    (out / "analysis.json").write_text(json.dumps(result, indent=2))
+    unit_variance = test.means.var(axis=0, ddof=1)
+    pd.DataFrame({
+        "component": np.arange(1, len(spec.eigenvalues) + 1),
+        "eigenvalue": spec.eigenvalues,
+        "unit_variance_sorted": np.sort(unit_variance)[::-1],
+    }).to_csv(out / "spectrum.csv", index=False)
+    pd.DataFrame({"features": list(probes), "accuracy": list(probes.values())}).to_csv(out / "probes.csv", index=False)
+    return result
