@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from analysis.probes import PROBE_EPOCHS
 from analysis.model_analysis import AnalysisSettings, analyze_trainer
 from vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from vae.config import TrainConfig
@@ -71,6 +72,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--bound-samples", type=positive_int, default=10, help="samples of the test VR bound (default 10)")
     cmd.add_argument("--is-samples", type=positive_int, default=2000, help="samples of the IS log-likelihood (default 2000)")
     cmd.add_argument("--checkpoint-every", type=positive_int, default=1, help="epochs between checkpoints (default 1)")
+    cmd.add_argument("--probe-epochs", type=int_list, default=PROBE_EPOCHS,
+                     help="epochs after which the linear probes run, comma-separated; 0 for none "
+                          f"(default {','.join(map(str, PROBE_EPOCHS))}, those not past --epochs)")
     cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
     cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/train/a{alpha}_k{k}_s{seed}); rerun to resume")
     cmd.set_defaults(func=run_train)
@@ -79,7 +83,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.model_fields})
     out = args.out or Path("runs") / "train" / f"a{config.alpha:g}_k{config.k}_s{config.seed}"
-    result = train_to_directory(config, out, args.data_dir, args.bound_samples, args.is_samples, args.checkpoint_every)
+    result = train_to_directory(config, out, args.data_dir, args.bound_samples, args.is_samples, args.checkpoint_every,
+                                args.probe_epochs)
     print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result['test_vr_bound_alpha']:.3f} nats")
     print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result['test_vr_bound_0']:.3f} nats")
     print(f"test log-likelihood (IS, {args.is_samples} samples): {result['test_log_likelihood']:.3f} nats")

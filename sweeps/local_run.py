@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from analysis.probes import PROBE_EPOCHS, ProbeCallback
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist
@@ -54,9 +55,13 @@ def train_to_directory(
     bound_samples: int = 10,
     is_samples: int = 2000,
     checkpoint_every: int = 1,
+    probe_epochs: Sequence[int] = PROBE_EPOCHS,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train (or resume) ``config`` into ``out``, evaluate, and return the metrics written."""
+    """Train (or resume) ``config`` into ``out``, evaluate, and return the metrics written.
+
+    Linear probes run after each of ``probe_epochs`` (not past the last) and land in the history.
+    """
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
@@ -74,7 +79,10 @@ def train_to_directory(
             raise RunDirError(f"--out {out} already holds {trainer.epoch} epochs, more than --epochs {config.epochs}")
         log(f"resuming {out} from epoch {trainer.epoch}")
 
+    probes = ProbeCallback(trainer, probe_epochs)
+
     def record(metrics: dict[str, float]) -> None:
+        probes(metrics)
         history.append(metrics)
         bar.set_postfix(bound=f"{metrics['train_vr_bound_alpha']:.2f}", sec=f"{metrics['epoch_seconds']:.1f}")
         bar.update()
