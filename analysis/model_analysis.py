@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,8 @@ from analysis.geodesics import fisher_rao_distance_1d
 from analysis.interpolate import interpolation_rows, save_interpolation_grid
 from analysis.latent import encode_dataset
 from analysis.probes import trainer_probes
-from analysis.spectrum import EPSILON, spectrum
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    epsilon: float = EPSILON
-    probe_train_size: int | None = 10000
-    interpolation_steps: int = 10
-    pair: tuple[int, int] = (0, 1)
-    geodesic_curves: int = 4
-    seed: int = 0
+from analysis.settings import AnalysisSettings
+from analysis.spectrum import spectrum
 
 
 def analyze_trainer(trainer, out: Path, settings: AnalysisSettings = AnalysisSettings()) -> dict[str, Any]:

@@ -18,8 +18,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from analysis.latent import Posterior, encode_dataset
+from analysis.settings import PROBE_EPOCHS
 
-PROBE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 LATENT_FEATURES = ("means", "means_variances", "samples")
 
 

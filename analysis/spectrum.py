@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
-EPSILON = 0.01
+from analysis.settings import EPSILON
+
 
 
 @dataclass

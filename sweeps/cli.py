@@ -14,15 +14,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from analysis.probes import PROBE_EPOCHS
-from analysis.model_analysis import AnalysisSettings, analyze_trainer
-from vae.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from analysis.settings import PROBE_EPOCHS, AnalysisSettings
+from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
-from vae.data import DataError, default_data_dir, load_mnist
-from vae.fetch import fetch_mnist
-from vae.train import NonFiniteLossError, Trainer
-
-from sweeps.local_run import RunDirError, prepare_out_dir, train_to_directory
+from vae.data import default_data_dir, load_mnist
+from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
+from vae.train import Trainer
 
 
 class UsageError(Exception):
@@ -80,7 +77,13 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     cmd.set_defaults(func=run_train)
 
 
+# Handlers import scikit-learn, matplotlib and torchvision only when they run: a mistyped flag
+# should be answered in about a second, not after five seconds of imports.
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from sweeps.local_run import train_to_directory
+
     config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.model_fields})
     out = args.out or Path("runs") / "train" / f"a{config.alpha:g}_k{config.k}_s{config.seed}"
     result = train_to_directory(config, out, args.data_dir, args.bound_samples, args.is_samples, args.checkpoint_every,
@@ -103,6 +106,8 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
+    from vae.fetch import fetch_mnist
+
     fetch_mnist(args.data_dir or default_data_dir(), args.source)
     return 0
 
@@ -125,6 +130,9 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
+    from analysis.model_analysis import analyze_trainer
+    from sweeps.local_run import prepare_out_dir
+
     path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
     state = load_checkpoint(path)
     config = TrainConfig(**{**state["config"], "device": args.device})

@@ -17,17 +17,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from analysis.probes import PROBE_EPOCHS, ProbeCallback
+from analysis.probes import ProbeCallback
+from analysis.settings import PROBE_EPOCHS
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist
+from vae.errors import RunDirError
 from vae.train import Trainer
 
 METRICS_NAME = "metrics.json"
-
-
-class RunDirError(ValueError):
-    """The output directory cannot be used as asked (one line, says what to do)."""
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vae.model import VAE
+from vae.config import TrainConfig
+from vae.model import ACTIVATIONS, VAE
+
+
+def test_config_offers_exactly_the_model_activations():
+    assert set(TrainConfig.model_fields["activation"].annotation.__args__) == set(ACTIVATIONS)
 
 
 @pytest.mark.parametrize("hidden, activation", [((200, 200), "relu"), ((64,), "tanh"), ((32, 16, 8), "softplus")])

@@ -14,11 +14,9 @@ from typing import Any
 
 import torch
 
+from vae.errors import CheckpointError
+
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read (missing, partial, corrupt or not ours)."""
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

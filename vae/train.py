@@ -20,6 +20,7 @@ import torch
 
 from vae.bounds import dataset_bounds, log_likelihood, log_weights, vr_bound
 from vae.config import TrainConfig
+from vae.errors import NonFiniteLossError
 from vae.data import MNIST, binarize, fixed_binarization
 from vae.model import VAE
 
@@ -29,10 +30,6 @@ TEST_BINARIZATION_SEED = 12345
 EVAL_SEED = 2024
 
 EpochCallback = Callable[[dict[str, float]], None]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the message names epoch, step and config."""
 
 
 def resolve_device(name: str) -> torch.device:
