@@ -95,6 +95,35 @@ class MNIST:
         return MNIST(*(t.to(device) for t in (self.train_x, self.train_y, self.test_x, self.test_y)))
 
 
+def load_arrays(root: Path | str | None = None) -> dict[str, np.ndarray]:
+    """Both splits, verified, as compact arrays (uint8 images): what a sweep puts in Ray's object store."""
+    root = Path(root) if root is not None else default_data_dir()
+    if not root.is_dir():
+        raise DataError(f"data directory {root} does not exist; {FETCH_HINT}")
+    arrays = {}
+    for split in SPLIT_FILES:
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = load_split(root, split)
+    return arrays
+
+
+def mnist_from_arrays(
+    arrays: dict[str, np.ndarray],
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    device: torch.device | str = "cpu",
+) -> MNIST:
+    """Float tensors in [0, 1] from ``load_arrays`` output, optionally the first N images of each split."""
+    tensors = []
+    for split, subset in (("train", train_subset), ("test", test_subset)):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if subset is not None:
+            if not 0 < subset <= len(images):
+                raise DataError(f"{split}_subset={subset} must be between 1 and {len(images)}")
+            images, labels = images[:subset], labels[:subset]
+        tensors += [torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels.copy())]
+    return MNIST(*tensors).to(device)
+
+
 def load_mnist(
     root: Path | str | None = None,
     train_subset: int | None = None,
@@ -102,18 +131,7 @@ def load_mnist(
     device: torch.device | str = "cpu",
 ) -> MNIST:
     """Load and verify MNIST from ``root`` (default: the cache), optionally the first N images."""
-    root = Path(root) if root is not None else default_data_dir()
-    if not root.is_dir():
-        raise DataError(f"data directory {root} does not exist; {FETCH_HINT}")
-    tensors = []
-    for split, subset in (("train", train_subset), ("test", test_subset)):
-        images, labels = load_split(root, split)
-        if subset is not None:
-            if not 0 < subset <= len(images):
-                raise DataError(f"{split}_subset={subset} must be between 1 and {len(images)}")
-            images, labels = images[:subset], labels[:subset]
-        tensors += [torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels)]
-    return MNIST(*tensors).to(device)
+    return mnist_from_arrays(load_arrays(root), train_subset, test_subset, device)
 
 
 BINARIZATIONS = ("dynamic", "static", "none")

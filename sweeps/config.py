@@ -1,0 +1,199 @@
+"""A sweep as validated data: the grid, the training and evaluation settings, resources, tracking.
+
+Loaded from a YAML preset (``sweeps/presets/NAME.yaml``) or file, then ``--set key=value``
+overrides (dotted keys, YAML values: ``--set grid.alpha=[0,1] --set train.epochs=3``). Every model
+forbids unknown keys, so a typo fails naming its field. ``SweepConfig.trials()`` lists the grid in a
+fixed order (alpha, then k, then seed), the same order Ray Tune's grid_search expands.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from analysis.settings import EPSILON, PROBE_EPOCHS
+from vae.config import TrainConfig
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class ConfigError(ValueError):
+    """A sweep file or override that cannot be used; the message names the field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GridConfig(Strict):
+    """The study's grid: every combination of alpha, k and seed is one trial."""
+
+    alpha: list[float] = Field(min_length=1, description="Rényi alphas (1 = ELBO, 0 = IWAE, -inf = VR-max)")
+    k: list[int] = Field(min_length=1, description="latent dimensions")
+    seed: list[int] = Field(min_length=1, description="seeds (replicates)")
+
+    @field_validator("alpha")
+    @classmethod
+    def _no_nan(cls, alphas: list[float]) -> list[float]:
+        if any(math.isnan(a) for a in alphas):
+            raise ValueError("alpha values must be numbers or +-inf, not NaN")
+        return alphas
+
+    @field_validator("k", "seed")
+    @classmethod
+    def _non_negative(cls, values: list[int], info) -> list[int]:
+        lowest = 1 if info.field_name == "k" else 0
+        if any(v < lowest for v in values):
+            raise ValueError(f"every {info.field_name} must be >= {lowest}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate {info.field_name} values")
+        return values
+
+
+class EvalConfig(Strict):
+    """What each trial measures at the end (and the probes during training); study defaults."""
+
+    bound_samples: int = Field(10, gt=0, description="samples of the test VR bound")
+    is_samples: int = Field(2000, gt=0, description="samples of the IS log-likelihood")
+    probe_epochs: list[int] = Field(list(PROBE_EPOCHS), description="epochs after which the linear probes run")
+    probe_train_size: int = Field(10000, gt=0, description="training images the probes are fit on")
+    epsilon: float = Field(EPSILON, gt=0, description="eigenvalue threshold of an active component")
+    val_images: int = Field(1000, gt=0, description="test images of the cheap per-epoch bound (ASHA's metric)")
+
+
+class ResourcesConfig(Strict):
+    cpus: float = Field(1.0, gt=0, description="CPUs per trial (torch threads follow it)")
+    gpu: float = Field(0.0, ge=0, description="GPU per trial; a fraction packs several trials on one GPU")
+
+    @field_validator("gpu")
+    @classmethod
+    def _fraction_or_integer(cls, gpu: float) -> float:
+        if gpu > 1 and gpu != int(gpu):
+            raise ValueError("a GPU share above 1 must be a whole number")
+        return gpu
+
+
+class TrackingConfig(Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; empty = an embedded sqlite store under the sweep")
+    experiment: str = Field("vaesweep", min_length=1, description="MLflow experiment name")
+
+
+class OptunaConfig(Strict):
+    """Optuna (TPE) search over alpha in a range and k in a list, with ASHA early stopping."""
+
+    num_samples: int = Field(8, gt=0, description="trials Optuna proposes")
+    alpha_range: tuple[float, float] = Field((0.0, 1.0), description="alpha is drawn uniformly from [low, high]")
+    max_concurrent: int = Field(2, gt=0, description="trials running at once")
+    grace_period: int = Field(1, gt=0, description="ASHA: epochs every trial gets before it can be stopped")
+    reduction_factor: int = Field(2, gt=1, description="ASHA: keep 1/reduction_factor at each rung")
+
+    @field_validator("alpha_range")
+    @classmethod
+    def _ordered(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        if not (math.isfinite(bounds[0]) and math.isfinite(bounds[1]) and bounds[0] < bounds[1]):
+            raise ValueError("alpha_range must be two finite numbers, low < high")
+        return bounds
+
+
+class SweepConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
+    grid: GridConfig
+    train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings; alpha, k, seed come from grid")
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    storage: str = Field("runs", min_length=1, description="folder holding every sweep (Ray results, embedded MLflow)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    search: Literal["grid", "optuna"] = Field("grid", description="grid: every grid point; optuna: TPE + ASHA")
+    optuna: OptunaConfig = Field(default_factory=OptunaConfig)
+    checkpoint_every: int = Field(1, gt=0, description="epochs between trial checkpoints")
+    max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint (-1: forever)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SweepConfig":
+        grid_fields = {"alpha", "k", "seed"} & self.train.model_fields_set
+        if grid_fields:
+            field = sorted(grid_fields)[0]
+            raise ValueError(f"train.{field} is set per trial by grid.{field}; set grid.{field} instead")
+        late = [e for e in self.eval.probe_epochs if e > self.train.epochs or e < 1]
+        if late:
+            raise ValueError(f"eval.probe_epochs {late} are outside 1..train.epochs={self.train.epochs}")
+        return self
+
+    def trials(self) -> list[TrainConfig]:
+        """Every grid point as a full TrainConfig, in grid order."""
+        return [
+            self.train.model_copy(update={"alpha": alpha, "k": k, "seed": seed})
+            for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)
+        ]
+
+    def sweep_dir(self) -> Path:
+        return Path(self.storage).expanduser().resolve() / self.name
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def read_yaml(source: str) -> dict[str, Any]:
+    """A preset name or a YAML file path, as a mapping."""
+    path = PRESETS_DIR / f"{source}.yaml" if re.fullmatch(r"[A-Za-z0-9_-]+", source) else Path(source)
+    if not path.is_file():
+        if path.parent == PRESETS_DIR:
+            raise ConfigError(f"unknown preset {source!r}; choose one of {', '.join(preset_names())} or give a YAML file")
+        raise ConfigError(f"config file {source} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{path}: not readable YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``dotted.key=yaml-value`` to ``data`` in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"--set {assignment!r}: expected key=value with a dotted key, e.g. train.epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {assignment!r}: the value is not valid YAML") from None
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def load_sweep(source: str, overrides: list[str] = (), name: str | None = None, storage: str | None = None,
+               tracking_uri: str | None = None) -> SweepConfig:
+    """Read, override and validate a sweep config (ConfigError names the first bad field)."""
+    from pydantic import ValidationError
+
+    data = read_yaml(source)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    for key, value in (("name", name), ("storage", storage)):
+        if value is not None:
+            data[key] = value
+    if tracking_uri is not None:
+        data.setdefault("tracking", {})["uri"] = tracking_uri
+    try:
+        return SweepConfig(**data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{field}: {message}") from None

@@ -1,0 +1,79 @@
+"""The sweep's own MLflow server on 127.0.0.1: one process writes the embedded sqlite store.
+
+Several trial processes writing one sqlite file race on its locks and migrations; routing every
+write through one ``mlflow server`` is the same path a cluster takes with a shared server. The
+store (``mlflow.db``) and artifacts (``mlartifacts/``) live in the sweep's folder, so the records
+outlive the server: ``vaesweep ui NAME`` serves them again.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+STARTUP_TIMEOUT_S = 120
+
+
+def backend_uri(sweep_dir: Path) -> str:
+    return f"sqlite:///{sweep_dir / 'mlflow.db'}"
+
+
+def artifacts_dir(sweep_dir: Path) -> Path:
+    return sweep_dir / "mlartifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command(sweep_dir: Path, port: int, ui_only: bool = False) -> list[str]:
+    """``mlflow server`` (or ``mlflow ui``) on the sweep's store, bound to loopback."""
+    return [sys.executable, "-m", "mlflow", "ui" if ui_only else "server",
+            "--backend-store-uri", backend_uri(sweep_dir),
+            "--artifacts-destination", str(artifacts_dir(sweep_dir)),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+class LocalMlflowServer:
+    """Context manager: starts the server, waits until it answers, stops it on exit."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.sweep_dir = sweep_dir
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> "LocalMlflowServer":
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.sweep_dir / "mlflow-server.log", "ab")
+        self.process = subprocess.Popen(server_command(self.sweep_dir, self.port), stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited at start; see {self.sweep_dir / 'mlflow-server.log'}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {STARTUP_TIMEOUT_S} s; see mlflow-server.log")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
