@@ -8,6 +8,10 @@ traceback. A trial that diverges exits with code 1 and a message naming epoch an
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from analysis.settings import PROBE_EPOCHS, AnalysisSettings
+from sweeps.config import ConfigError, load_sweep, preset_names
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import default_data_dir, load_mnist
@@ -158,12 +163,86 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run (or resume) a sweep with Ray Tune, tracked in MLflow")
+    run.add_argument("config", help=f"a preset ({', '.join(preset_names())}) or a YAML file")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a field, e.g. --set train.epochs=5 --set grid.alpha=[0,1] (repeatable)")
+    run.add_argument("--name", default=None, help="sweep name (default: the config's); the same name resumes")
+    run.add_argument("--storage", default=None, help="folder of all sweeps (default: the config's, ./runs)")
+    run.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: a local Ray)")
+    run.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                     help="MLflow server (default: $MLFLOW_TRACKING_URI, else an embedded store under the sweep)")
+    run.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
+    run.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
+    run.set_defaults(func=run_sweep_command)
+
+    status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
+    status.add_argument("name", help="sweep name")
+    status.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
+    status.set_defaults(func=run_status)
+
+    ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
+    ui.add_argument("name", help="sweep name")
+    ui.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui.set_defaults(func=run_ui)
+
+
+ADDRESS_PATTERN = re.compile(r"^(auto|ray://[\w.-]+:\d+|[\w.-]+:\d{1,5})$")
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    config = load_sweep(args.config, args.overrides, args.name, args.storage, args.tracking_uri)
+    if args.address is not None and not ADDRESS_PATTERN.match(args.address):
+        raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    trials = config.trials()
+    if args.dry_run:
+        for index, trial in enumerate(trials):
+            print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}")
+        print(f"{len(trials)} trials; sweep folder {config.sweep_dir()}")
+        return 0
+    from sweeps.launch import run_sweep
+
+    results = run_sweep(config, args.address, args.data_dir)
+    print(f"sweep {config.name}: {results.num_terminated} trials finished, {results.num_errors} failed")
+    print(f"  status:  vaesweep status {config.name} --storage {config.storage}")
+    if not config.tracking.uri:
+        print(f"  MLflow:  vaesweep ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")
+    return 0 if results.num_errors == 0 else 1
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from sweeps.status import format_status, sweep_status
+
+    status = sweep_status(args.storage, args.name)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    from sweeps.launch import read_tracking
+    from sweeps.mlflow_server import server_command
+
+    sweep_dir = args.storage.expanduser().resolve() / args.name
+    tracking = read_tracking(sweep_dir)
+    if not tracking:
+        raise UsageError(f"no sweep named {args.name!r} in {args.storage}")
+    if not tracking["tracking_uri"].startswith("sqlite:"):
+        print(f"sweep {args.name} logs to {tracking['tracking_uri']}: open that server's UI")
+        return 0
+    print(f"MLflow UI for sweep {args.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(server_command(sweep_dir, args.port, ui_only=True))
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST; track them in MLflow.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
     add_data_parser(commands)
     add_analyze_parser(commands)
+    add_sweep_parsers(commands)
     return parser
 
 
@@ -173,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ValidationError as err:
         print(f"vaesweep: error: {validation_message(err)}", file=sys.stderr)
-    except (UsageError, DataError, CheckpointError, RunDirError) as err:
+    except (UsageError, ConfigError, DataError, CheckpointError, RunDirError) as err:
         print(f"vaesweep: error: {err}", file=sys.stderr)
     except NonFiniteLossError as err:
         print(f"vaesweep: training diverged: {err}", file=sys.stderr)

@@ -8,6 +8,8 @@ outlive the server: ``vaesweep ui NAME`` serves them again.
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +34,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the driver dies, even by SIGKILL (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except OSError:
+        pass
+
+
 def server_command(sweep_dir: Path, port: int, ui_only: bool = False) -> list[str]:
     """``mlflow server`` (or ``mlflow ui``) on the sweep's store, bound to loopback."""
     return [sys.executable, "-m", "mlflow", "ui" if ui_only else "server",
@@ -53,7 +63,7 @@ class LocalMlflowServer:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.sweep_dir / "mlflow-server.log", "ab")
         self.process = subprocess.Popen(server_command(self.sweep_dir, self.port), stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

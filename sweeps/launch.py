@@ -1,0 +1,147 @@
+"""``vaesweep run``: a Tuner over the grid (or Optuna + ASHA), tracked in MLflow, resumable by name.
+
+Everything of a sweep lives in ``STORAGE/NAME/``: ``sweep.yaml`` (the validated config),
+``tracking.json`` (experiment and parent run ids), ``tune/`` (Ray's experiment: trial results and
+checkpoints) and, for the embedded store, ``mlflow.db`` + ``mlartifacts/``. Running the same name
+again restores the Ray experiment (``Tuner.restore``): finished trials are kept, unfinished and
+errored ones resume from their last checkpoint, and MLflow runs are adopted, not duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps.config import ConfigError, SweepConfig
+from sweeps.mlflow_server import LocalMlflowServer, backend_uri
+from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
+
+TUNE_DIR = "tune"
+
+
+def experiment_path(sweep_dir: Path) -> Path:
+    return sweep_dir / TUNE_DIR
+
+
+def read_tracking(sweep_dir: Path) -> dict[str, Any]:
+    path = sweep_dir / "tracking.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def check_same_sweep(config: SweepConfig) -> None:
+    """Refuse to resume a sweep under a changed config (Ray cannot change a restored search space)."""
+    saved_path = config.sweep_dir() / "sweep.yaml"
+    if not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text())
+    current = json.loads(config.model_dump_json())
+    ignore = {"storage", "tracking"}
+    if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
+        changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
+        raise ConfigError(f"sweep {config.name!r} already exists in {config.sweep_dir()} with different "
+                          f"{', '.join(changed)}; choose another --name to start a new sweep")
+
+
+@contextlib.contextmanager
+def tracking_server(config: SweepConfig) -> Iterator[str]:
+    """The tracking URI trials write to: the configured one, or a local server on the sweep's store."""
+    if config.tracking.uri:
+        yield config.tracking.uri
+        return
+    with LocalMlflowServer(config.sweep_dir()) as server:
+        yield server.uri
+
+
+def param_space(config: SweepConfig) -> dict[str, Any]:
+    from ray import tune
+
+    if config.search == "grid":
+        return {name: tune.grid_search(list(getattr(config.grid, name))) for name in ("alpha", "k", "seed")}
+    low, high = config.optuna.alpha_range
+    return {"alpha": tune.uniform(low, high), "k": tune.choice(config.grid.k), "seed": config.grid.seed[0]}
+
+
+def tune_config(config: SweepConfig):
+    from ray import tune
+
+    if config.search == "grid":
+        return tune.TuneConfig()
+    # The IS log-likelihood Optuna maximizes exists only in a trial's last result; an ASHA-stopped
+    # trial never reports it and Ray's OptunaSearch then tells Optuna "pruned", which is right.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = ConcurrencyLimiter(OptunaSearch(metric="test_log_likelihood", mode="max", seed=config.grid.seed[0]),
+                                  max_concurrent=config.optuna.max_concurrent)
+    scheduler = ASHAScheduler(metric="val_vr_bound_0", mode="max", max_t=config.train.epochs,
+                              grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
+
+
+def init_ray(address: str | None, env: dict[str, str]) -> None:
+    import ray
+
+    runtime_env = {"env_vars": env}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+
+
+def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None) -> Any:
+    """Run or resume the sweep; returns Ray's ResultGrid."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from sweeps.trainable import TrialContext, train_trial
+    from vae.data import load_arrays
+
+    check_same_sweep(config)
+    sweep_dir = config.sweep_dir()
+    config_dict = json.loads(config.model_dump_json())
+    data = load_arrays(data_dir)  # verified once here; trials get it from the object store
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+    with tracking_server(config) as uri:
+        os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
+        client = MlflowClient(uri)
+        experiment_id = get_or_create_experiment(client, config.tracking.experiment)
+        parent_run_id = ensure_parent_run(client, experiment_id, config.name, config_dict)
+        store = config.tracking.uri or backend_uri(sweep_dir)
+        (sweep_dir / "tracking.json").write_text(json.dumps(
+            {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
+             "parent_run_id": parent_run_id}, indent=2))
+        print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment {config.tracking.experiment!r} "
+              f"parent run {parent_run_id}")
+
+        init_ray(address, {"MLFLOW_TRACKING_URI": uri, **CLIENT_ENV})
+        try:
+            context = TrialContext(config, uri, experiment_id, parent_run_id)
+            resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
+            trainable = tune.with_resources(tune.with_parameters(train_trial, context=context, data=data), resources)
+            path = experiment_path(sweep_dir)
+            if tune.Tuner.can_restore(str(path)):
+                print(f"resuming sweep {config.name} from {path}")
+                tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+            else:
+                run_config = tune.RunConfig(
+                    name=TUNE_DIR, storage_path=str(sweep_dir),
+                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+                tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
+                                   run_config=run_config)
+            results = tuner.fit()
+        finally:
+            ray.shutdown()
+        status = "FINISHED" if results.num_errors == 0 else "FAILED"
+        client.set_terminated(parent_run_id, status)
+    return results

@@ -1,0 +1,69 @@
+"""``vaesweep status``: each trial's grid point, state, MLflow run and final metrics.
+
+Read from Ray's experiment state in ``STORAGE/NAME/tune`` (no Ray cluster and no MLflow server
+needed), plus ``tracking.json`` for the MLflow ids.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from sweeps.config import ConfigError
+from sweeps.launch import experiment_path, read_tracking
+
+FINAL_KEYS = ("test_log_likelihood", "test_vr_bound_alpha", "test_vr_bound_0", "active_components",
+              "active_units", "final_probe_means")
+
+
+def sweep_status(storage: Path, name: str) -> dict[str, Any]:
+    """The status document of sweep ``name`` under ``storage``."""
+    from ray.tune import ExperimentAnalysis
+
+    sweep_dir = storage.expanduser().resolve() / name
+    path = experiment_path(sweep_dir)
+    if not path.is_dir():
+        raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {path}); start it with `vaesweep run`")
+    analysis = ExperimentAnalysis(str(path))
+    trials = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        trials.append({
+            "trial_id": trial.trial_id,
+            "config": {key: trial.config.get(key) for key in ("alpha", "k", "seed")},
+            "state": trial.status,
+            "epochs_completed": last.get("epoch", 0),
+            "mlflow_run_id": last.get("mlflow_run_id") or None,
+            "num_failures": trial.run_metadata.num_failures,
+            "error": last_error_line(trial),
+            **{key: last[key] for key in FINAL_KEYS if key in last},
+        })
+    return {**read_tracking(sweep_dir), "sweep": name, "path": str(sweep_dir), "trials": trials}
+
+
+def last_error_line(trial) -> str | None:
+    """The last line of a trial's error.txt in storage (the exception message), if it failed.
+
+    (``Trial.error_file`` points into a live Ray session; storage is readable without one.)
+    """
+    name = trial.run_metadata.error_filename
+    path = Path(trial.storage.trial_fs_path) / name if name else None
+    if path is None or not path.is_file():
+        return None
+    lines = path.read_text().strip().splitlines()
+    return lines[-1] if lines else None
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A fixed-width table, one line per trial."""
+    header = f"{'alpha':>7} {'k':>4} {'seed':>4} {'state':<11} {'epochs':>6} {'IS loglik':>10} {'active':>6} {'probe':>6}"
+    lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}", header]
+    for trial in sorted(status["trials"], key=lambda t: (t["config"]["alpha"], t["config"]["k"], t["config"]["seed"])):
+        c = trial["config"]
+        ll = trial.get("test_log_likelihood", math.nan)
+        lines.append(f"{c['alpha']:>7.3g} {c['k']:>4} {c['seed']:>4} {trial['state']:<11} {trial['epochs_completed']:>6} "
+                     f"{ll:>10.2f} {trial.get('active_components', '-'):>6} {trial.get('final_probe_means', math.nan):>6.3f}")
+        if trial["error"]:
+            lines.append(f"        error: {trial['error']}")
+    return "\n".join(lines)

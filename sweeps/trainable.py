@@ -1,0 +1,133 @@
+"""The Ray Tune function trainable: one (alpha, k, seed) trial around the plain trainer.
+
+Per epoch it reports the metrics (``tune.report``, one call per epoch, so ``training_iteration``
+is the epoch) with a checkpoint every ``checkpoint_every`` epochs and logs them to the trial's
+MLflow child run. After the last epoch it evaluates (test VR bounds, IS log-likelihood) and runs
+the latent analysis, and reports those in the last epoch's result. A retried or restored trial
+resumes from ``tune.get_checkpoint()`` and adopts its MLflow run. The dataset arrives through
+``tune.with_parameters`` (Ray's object store: read and verified once by the driver, not by trials).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import tune
+
+from analysis.model_analysis import analyze_trainer
+from analysis.probes import ProbeCallback
+from analysis.settings import AnalysisSettings
+from sweeps.config import SweepConfig
+from sweeps.tracking import TrialTracker
+from vae.bounds import dataset_bounds
+from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from vae.config import TrainConfig
+from vae.data import mnist_from_arrays
+from vae.train import EVAL_SEED, Trainer
+
+# Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
+# epoch (a marker file in the trial directory makes the retry pass). Unset in normal use.
+FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial of a sweep shares besides its grid point (passed with tune.with_parameters)."""
+
+    sweep: SweepConfig
+    tracking_uri: str | None
+    experiment_id: str | None
+    parent_run_id: str | None
+
+
+def trial_config(sweep: SweepConfig, point: dict[str, Any]) -> TrainConfig:
+    """The full, validated trainer config of one grid point."""
+    return TrainConfig(**{**sweep.train.model_dump(), "alpha": point["alpha"], "k": point["k"], "seed": point["seed"]})
+
+
+def run_name(config: TrainConfig) -> str:
+    return f"a{config.alpha:g}_k{config.k}_s{config.seed}"
+
+
+def validation_bound(trainer: Trainer, images: int, samples: int) -> float:
+    """Cheap per-epoch signal (ASHA's metric): the alpha=0 bound on the first test images."""
+    generator = torch.Generator(device=trainer.device).manual_seed(EVAL_SEED)
+    return dataset_bounds(trainer.model, trainer.test_x[:images], [0.0], samples, generator=generator)[0.0]
+
+
+def maybe_inject_failure(epoch: int) -> None:
+    """Raise once per trial at the epoch named by ``VAESWEEP_FAIL_ONCE_AT_EPOCH`` (tests only)."""
+    if os.environ.get(FAIL_ONCE_ENV) != str(epoch):
+        return
+    marker = Path(tune.get_context().get_trial_dir()) / "injected_failure"
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"injected failure at epoch {epoch} ({FAIL_ONCE_ENV})")
+
+
+def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np.ndarray]) -> None:
+    """Ray Tune function trainable for one grid point {alpha, k, seed}."""
+    sweep = context.sweep
+    torch.set_num_threads(max(1, int(sweep.resources.cpus)))
+    config = trial_config(sweep, point)
+    trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_NAME))
+
+    tracker = None
+    if context.tracking_uri and context.experiment_id and context.parent_run_id:
+        tracker = TrialTracker(context.tracking_uri, context.experiment_id, context.parent_run_id,
+                               tune.get_context().get_trial_id())
+        tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed)}
+        tracker.start(run_name(config), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()})
+    probes = ProbeCallback(trainer, sweep.eval.probe_epochs, sweep.eval.probe_train_size)
+    try:
+        while trainer.epoch < config.epochs:
+            metrics: dict[str, Any] = trainer.train_epoch()
+            maybe_inject_failure(trainer.epoch)
+            probes(metrics)
+            metrics["val_vr_bound_0"] = validation_bound(trainer, sweep.eval.val_images, sweep.eval.bound_samples)
+            last = trainer.epoch == config.epochs
+            with tempfile.TemporaryDirectory() as tmp:
+                if last:
+                    metrics.update(finish(trainer, sweep, Path(tmp), tracker))
+                if tracker is not None:
+                    tracker.log_epoch(trainer.epoch, metrics)
+                    metrics["mlflow_run_id"] = tracker.run_id or ""
+                if last or trainer.epoch % sweep.checkpoint_every == 0:
+                    save_checkpoint(trainer.state_dict(), Path(tmp) / "checkpoint" / CHECKPOINT_NAME)
+                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(Path(tmp) / "checkpoint"))
+                else:
+                    tune.report(metrics)
+    except BaseException:
+        if tracker is not None:
+            tracker.end("FAILED")
+        raise
+    if tracker is not None:
+        tracker.end("FINISHED")
+
+
+def finish(trainer: Trainer, sweep: SweepConfig, workdir: Path, tracker: TrialTracker | None) -> dict[str, Any]:
+    """Final evaluation and latent analysis; artifacts go to the MLflow run. Returns scalar metrics."""
+    final = trainer.evaluate(sweep.eval.bound_samples, sweep.eval.is_samples)
+    settings = AnalysisSettings(epsilon=sweep.eval.epsilon, probe_train_size=sweep.eval.probe_train_size)
+    analysis = analyze_trainer(trainer, workdir / "analysis", settings)
+    if tracker is not None:
+        tracker.log_artifacts(workdir / "analysis", "analysis")
+        save_checkpoint(trainer.state_dict(), workdir / "model" / CHECKPOINT_NAME)
+        tracker.log_artifacts(workdir / "model", "checkpoint")
+    return {
+        **final,
+        "active_components": analysis["active_components"],
+        "active_units": analysis["active_units"],
+        "axis_alignment": analysis["axis_alignment"],
+        **{f"final_probe_{name}": acc for name, acc in analysis["probe_accuracy"].items()},
+    }
