@@ -1,0 +1,144 @@
+"""End-to-end sweeps through the real CLI: real Ray (local), real MLflow (sqlite via the sweep's
+server), real MNIST subsets. Marked slow: about a minute each."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+VAESWEEP = Path(sys.executable).with_name("vaesweep")
+
+
+def write_config(tmp_path: Path, name: str, alphas: list[float], epochs: int = 2, **extra) -> Path:
+    config = {
+        "name": name,
+        "grid": {"alpha": alphas, "k": [5], "seed": [0]},
+        "train": {"epochs": epochs, "train_subset": 300, "test_subset": 100},
+        "eval": {"is_samples": 20, "probe_epochs": [1], "probe_train_size": 300, "val_images": 100},
+        "storage": str(tmp_path / "runs"),
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def vaesweep(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def children(sweep_dir: Path) -> list:
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
+    tracking = json.loads((sweep_dir / "tracking.json").read_text())
+    return client.search_runs([tracking["experiment_id"]], f"tags.`mlflow.parentRunId` = '{tracking['parent_run_id']}'")
+
+
+def epoch_steps(sweep_dir: Path, run_id: str) -> list[int]:
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, "train_vr_bound_alpha"))
+
+
+def result_lines(sweep_dir: Path) -> dict[str, int]:
+    return {p.parent.name: len(p.read_text().splitlines()) for p in (sweep_dir / "tune").glob("*/result.json")}
+
+
+def test_tiny_grid_end_to_end_then_resume_reruns_nothing(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "tiny", [0.0, 1.0])
+    sweep_dir = tmp_path / "runs" / "tiny"
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "vaesweep ui tiny" in done.stdout
+
+    runs = children(sweep_dir)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.tags["alpha"] for r in runs) == ["0", "1"]
+    for run in runs:
+        assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2]
+        assert run.data.params["trial.k"] == "5" and run.data.params["eval.is_samples"] == "20"
+        assert -1000 < run.data.metrics["test_log_likelihood"] < 0
+        assert "final_probe_pixels" in run.data.metrics and "probe_means" in run.data.metrics
+        artifacts = sweep_dir / "mlartifacts" / run.info.experiment_id / run.info.run_id / "artifacts"
+        for name in ("analysis/analysis.json", "analysis/interpolations.png", "analysis/spectrum.csv",
+                     "analysis/probes.csv", "checkpoint/checkpoint.pt"):
+            assert (artifacts / name).stat().st_size > 0, name
+    tracking = json.loads((sweep_dir / "tracking.json").read_text())
+    parent = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}").get_run(tracking["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+
+    status = json.loads(vaesweep("status", "tiny", "--storage", str(tmp_path / "runs"), "--json").stdout)
+    assert {t["state"] for t in status["trials"]} == {"TERMINATED"}
+    assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
+    assert status["parent_run_id"] == tracking["parent_run_id"]
+
+    before = result_lines(sweep_dir)
+    again = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming sweep tiny" in again.stdout
+    assert result_lines(sweep_dir) == before, "finished trials must not run again"
+    assert sorted(r.info.run_id for r in children(sweep_dir)) == sorted(r.info.run_id for r in runs)
+
+
+def test_a_trial_that_fails_once_is_retried_from_its_checkpoint(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "retry", [0.5], epochs=3)
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir), env={"VAESWEEP_FAIL_ONCE_AT_EPOCH": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "retry"
+    (run,) = children(sweep_dir)
+    assert run.info.status == "FINISHED"
+    assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3], "each epoch once across the retry"
+    (trial,) = json.loads(vaesweep("status", "retry", "--storage", str(tmp_path / "runs"), "--json").stdout)["trials"]
+    assert trial["num_failures"] == 1 and trial["state"] == "TERMINATED"
+
+
+def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "killed", [0.0, 0.5, 1.0, 2.0], epochs=4,
+                          train={"epochs": 4, "train_subset": 3000, "test_subset": 300})
+    sweep_dir = tmp_path / "runs" / "killed"
+    driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 400
+    finished_before: list = []
+    while time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(2)
+        if (sweep_dir / "tracking.json").exists() and (sweep_dir / "mlflow.db").exists():
+            finished_before = [r for r in children(sweep_dir) if r.info.status == "FINISHED"]
+            if finished_before:
+                break
+    assert driver.poll() is None and finished_before, "expected to kill the driver mid-sweep"
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    lines_before = {k: v for k, v in result_lines(sweep_dir).items()}
+
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = children(sweep_dir)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+    for run in finished_before:  # finished trials were not trained again
+        trial_dir = next(d for d, n in lines_before.items() if n == 4 and run.info.run_id in (sweep_dir / "tune" / d / "result.json").read_text())
+        assert result_lines(sweep_dir)[trial_dir] == 4
+
+
+def test_optuna_preset_runs_on_a_tiny_budget(mnist_dir, tmp_path):
+    done = vaesweep("run", "optuna", "--storage", str(tmp_path / "runs"), "--data-dir", str(mnist_dir),
+                    "--set", "optuna.num_samples=2", "--set", "train.epochs=2", "--set", "train.train_subset=300",
+                    "--set", "train.test_subset=100", "--set", "eval.is_samples=20", "--set", "eval.probe_epochs=[1]",
+                    "--set", "eval.probe_train_size=300", "--set", "eval.val_images=100", "--set", "grid.k=[5, 6]",
+                    "--set", "optuna.grace_period=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = children(tmp_path / "runs" / "optuna")
+    assert len(runs) == 2
+    assert all(0.0 <= float(r.data.params["trial.alpha"]) <= 1.0 for r in runs)
+    assert all(r.data.params["trial.k"] in {"5", "6"} for r in runs)

@@ -1,0 +1,79 @@
+"""Sweep configs: presets validate, overrides apply, bad input names its field."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps.config import ConfigError, apply_override, load_sweep, preset_names
+
+
+@pytest.mark.parametrize("preset", ["smoke", "paper", "optuna"])
+def test_presets_validate(preset):
+    config = load_sweep(preset)
+    assert config.name == preset and config.trials()
+
+
+def test_paper_preset_is_the_study_grid():
+    config = load_sweep("paper")
+    assert config.grid.alpha == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0]
+    assert config.grid.k == [30, 40, 50] and len(config.grid.seed) == 10
+    assert len(config.trials()) == 240 and config.train.epochs == 1000
+    assert (config.eval.bound_samples, config.eval.is_samples) == (10, 2000)
+    assert 0 < config.resources.gpu < 1
+
+
+def test_trials_in_grid_order_with_overrides():
+    config = load_sweep("smoke", ["grid.alpha=[0, 1]", "grid.k=[5]", "train.epochs=2", "eval.probe_epochs=[1]"])
+    assert [(t.alpha, t.k, t.seed, t.epochs) for t in config.trials()] == [(0.0, 5, 0, 2), (1.0, 5, 0, 2)]
+
+
+def test_name_storage_and_tracking_flags_override_the_file(tmp_path):
+    config = load_sweep("smoke", name="mine", storage=str(tmp_path), tracking_uri="http://127.0.0.1:5000")
+    assert config.sweep_dir() == tmp_path / "mine" and config.tracking.uri == "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.kk=3"], "train.kk: Extra inputs are not permitted"),
+        (["grid.alpha=[]"], "grid.alpha"),
+        (["grid.k=[0, 10]"], "grid.k"),
+        (["grid.alpha=[.nan]"], "NaN"),
+        (["train.epochs=-1"], "train.epochs"),
+        (["train.alpha=0.5"], "set grid.alpha instead"),
+        (["eval.probe_epochs=[1, 50]"], "outside 1..train.epochs"),
+        (["resources.gpu=1.5"], "whole number"),
+        (["name=bad name"], "name"),
+        (["search=random"], "search"),
+        (["optuna.alpha_range=[1, 0]"], "alpha_range"),
+        (["epochs"], "expected key=value"),
+        (["train..epochs=3"], "expected key=value"),
+        (["grid.alpha=[0, 1"], "not valid YAML"),
+        (["train.epochs.x=3"], "not a section"),
+    ],
+)
+def test_bad_overrides_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_sweep("smoke", overrides)
+
+
+def test_unknown_preset_and_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of"):
+        load_sweep("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: [unclosed\n")
+    with pytest.raises(ConfigError, match="not readable YAML"):
+        load_sweep(str(bad))
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_sweep(str(listy))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_sweep(str(tmp_path / "missing.yaml"))
+
+
+def test_apply_override_builds_sections():
+    data: dict = {}
+    apply_override(data, "eval.is_samples=50")
+    assert data == {"eval": {"is_samples": 50}}
+    assert "smoke" in preset_names()
