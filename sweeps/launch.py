@@ -21,6 +21,7 @@ import yaml
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.mlflow_server import LocalMlflowServer, backend_uri
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
+from sweeps.trainable import OBJECTIVE
 
 TUNE_DIR = "tune"
 
@@ -72,14 +73,11 @@ def tune_config(config: SweepConfig):
 
     if config.search == "grid":
         return tune.TuneConfig()
-    # The IS log-likelihood Optuna maximizes exists only in a trial's last result; an ASHA-stopped
-    # trial never reports it and Ray's OptunaSearch then tells Optuna "pruned", which is right.
-    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher = ConcurrencyLimiter(OptunaSearch(metric="test_log_likelihood", mode="max", seed=config.grid.seed[0]),
+    searcher = ConcurrencyLimiter(OptunaSearch(metric=OBJECTIVE, mode="max", seed=config.grid.seed[0]),
                                   max_concurrent=config.optuna.max_concurrent)
     scheduler = ASHAScheduler(metric="val_vr_bound_0", mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)

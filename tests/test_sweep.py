@@ -49,6 +49,18 @@ def epoch_steps(sweep_dir: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train_vr_bound_alpha"))
 
 
+def terminated_trial_dirs(sweep_dir: Path) -> list[str]:
+    """Trial folders Ray's saved experiment state records as TERMINATED (what a restore keeps)."""
+    states = sorted((sweep_dir / "tune").glob("experiment_state-*.json"))
+    if not states:
+        return []
+    try:
+        trials = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in json.loads(states[-1].read_text())["trial_data"]]
+    except (json.JSONDecodeError, KeyError):  # caught mid-write
+        return []
+    return [t["relative_logdir"] for t in trials if t["status"] == "TERMINATED"]
+
+
 def result_lines(sweep_dir: Path) -> dict[str, int]:
     return {p.parent.name: len(p.read_text().splitlines()) for p in (sweep_dir / "tune").glob("*/result.json")}
 
@@ -108,17 +120,14 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 400
-    finished_before: list = []
-    while time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(2)
-        if (sweep_dir / "tracking.json").exists() and (sweep_dir / "mlflow.db").exists():
-            finished_before = [r for r in children(sweep_dir) if r.info.status == "FINISHED"]
-            if finished_before:
-                break
-    assert driver.poll() is None and finished_before, "expected to kill the driver mid-sweep"
+    finished_before: list[str] = []
+    while time.monotonic() < deadline and driver.poll() is None and not finished_before:
+        time.sleep(1)
+        finished_before = terminated_trial_dirs(sweep_dir)
+    assert driver.poll() is None and 0 < len(finished_before) < 4, "expected to kill the driver mid-sweep"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    lines_before = {k: v for k, v in result_lines(sweep_dir).items()}
+    lines_before = result_lines(sweep_dir)
 
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -126,9 +135,10 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
-    for run in finished_before:  # finished trials were not trained again
-        trial_dir = next(d for d, n in lines_before.items() if n == 4 and run.info.run_id in (sweep_dir / "tune" / d / "result.json").read_text())
-        assert result_lines(sweep_dir)[trial_dir] == 4
+    lines_after = result_lines(sweep_dir)
+    for trial_dir in finished_before:  # finished trials were not trained again
+        assert lines_after[trial_dir] == lines_before[trial_dir] == 4
+    assert set(terminated_trial_dirs(sweep_dir)) == set(lines_after)
 
 
 def test_optuna_preset_runs_on_a_tiny_budget(mnist_dir, tmp_path):
