@@ -49,14 +49,24 @@ def check_same_sweep(config: SweepConfig) -> None:
                           f"{', '.join(changed)}; choose another --name to start a new sweep")
 
 
+class RemoteTracking:
+    """A tracking server someone else runs: nothing to start or wait for."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def wait(self) -> str:
+        return self.uri
+
+
 @contextlib.contextmanager
-def tracking_server(config: SweepConfig) -> Iterator[str]:
-    """The tracking URI trials write to: the configured one, or a local server on the sweep's store."""
+def tracking_server(config: SweepConfig) -> Iterator[LocalMlflowServer | RemoteTracking]:
+    """Where trials write: the configured server, or a local one on the sweep's store (starting)."""
     if config.tracking.uri:
-        yield config.tracking.uri
+        yield RemoteTracking(config.tracking.uri)
         return
     with LocalMlflowServer(config.sweep_dir()) as server:
-        yield server.uri
+        yield server
 
 
 def param_space(config: SweepConfig) -> dict[str, Any]:
@@ -109,20 +119,20 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     data = load_arrays(data_dir)  # verified once here; trials get it from the object store
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
-    with tracking_server(config) as uri:
-        os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
-        client = MlflowClient(uri)
-        experiment_id = get_or_create_experiment(client, config.tracking.experiment)
-        parent_run_id = ensure_parent_run(client, experiment_id, config.name, config_dict)
-        store = config.tracking.uri or backend_uri(sweep_dir)
-        (sweep_dir / "tracking.json").write_text(json.dumps(
-            {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
-             "parent_run_id": parent_run_id}, indent=2))
-        print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment {config.tracking.experiment!r} "
-              f"parent run {parent_run_id}")
-
-        init_ray(address, {"MLFLOW_TRACKING_URI": uri, **CLIENT_ENV})
+    with tracking_server(config) as server:
+        init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV})  # while the server starts
         try:
+            uri = server.wait()
+            os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
+            client = MlflowClient(uri)
+            experiment_id = get_or_create_experiment(client, config.tracking.experiment)
+            parent_run_id = ensure_parent_run(client, experiment_id, config.name, config_dict)
+            store = config.tracking.uri or backend_uri(sweep_dir)
+            (sweep_dir / "tracking.json").write_text(json.dumps(
+                {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
+                 "parent_run_id": parent_run_id}, indent=2))
+            print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment {config.tracking.experiment!r} "
+                  f"parent run {parent_run_id}")
             context = TrialContext(config, uri, experiment_id, parent_run_id)
             resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
             trainable = tune.with_resources(tune.with_parameters(train_trial, context=context, data=data), resources)

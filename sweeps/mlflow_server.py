@@ -51,7 +51,10 @@ def server_command(sweep_dir: Path, port: int, ui_only: bool = False) -> list[st
 
 
 class LocalMlflowServer:
-    """Context manager: starts the server, waits until it answers, stops it on exit."""
+    """Context manager: starts the server on enter, ``wait()`` until it answers, stops it on exit.
+
+    Starting returns at once so the caller can start Ray meanwhile (each takes several seconds).
+    """
 
     def __init__(self, sweep_dir: Path) -> None:
         self.sweep_dir = sweep_dir
@@ -64,6 +67,10 @@ class LocalMlflowServer:
         log = open(self.sweep_dir / "mlflow-server.log", "ab")
         self.process = subprocess.Popen(server_command(self.sweep_dir, self.port), stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        return self
+
+    def wait(self) -> str:
+        """Block until the server answers /health; returns its URI."""
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -71,7 +78,7 @@ class LocalMlflowServer:
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
                     if response.status == 200:
-                        return self
+                        return self.uri
             except OSError:
                 time.sleep(0.5)
         self.stop()
