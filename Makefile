@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: venv
 	$(BIN)/vaesweep data fetch $(if $(DATA_FROM),--from $(DATA_FROM))
-	$(BIN)/vaesweep train --alpha 0.5 --k 30 --epochs 3 --seed 0 --out runs/demo
-	$(BIN)/vaesweep analyze runs/demo
+	$(BIN)/vaesweep run smoke
+	$(BIN)/vaesweep status smoke
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -28,3 +28,4 @@ test: venv
 bench: venv
 	$(BIN)/python bench/train_throughput.py $(if $(DATA_FROM),--data-dir $(DATA_FROM))
 	$(BIN)/python bench/probe_cost.py $(if $(DATA_FROM),--data-dir $(DATA_FROM))
+	$(BIN)/python bench/sweep_overhead.py $(if $(DATA_FROM),--data-dir $(DATA_FROM))

@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")  # keep alpha=-inf in JSON
 
 
 class GridConfig(Strict):
