@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # figures are written to files; no display is assumed
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.geodesics import fisher_rao_geodesic, straight_line
@@ -30,5 +31,104 @@ def geodesic_figure(mu1, sigma1, mu2, sigma2, points: int = 100) -> Figure:
     ax.set_ylim(bottom=0)
     ax.set_title("Geodesics between univariate Gaussians vs straight lines")
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _panels(n: int, width: float = 4.5) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.8), squeeze=False)
+    return fig, list(axes[0])
+
+
+def spectrum_figure(spectra: pd.DataFrame, epsilon: float) -> Figure:
+    """Figure 1: mean PCA eigenvalue per component, one curve per alpha, one panel per k (log scale).
+
+    ``spectra`` has columns alpha, k, seed, step (component, 1-based), value.
+    """
+    ks = sorted(spectra["k"].unique())
+    fig, axes = _panels(max(1, len(ks)))
+    for ax, k in zip(axes, ks):
+        panel = spectra[spectra["k"] == k].groupby(["alpha", "step"])["value"].mean().reset_index()
+        for alpha, curve in panel.groupby("alpha"):
+            ax.plot(curve["step"], curve["value"], marker=".", label=f"alpha={alpha:g}")
+        ax.axhline(epsilon, color="k", linestyle="--", linewidth=1, label=f"epsilon={epsilon:g}")
+        ax.set_yscale("log")
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel("component")
+    axes[0].set_ylabel("PCA eigenvalue of posterior means")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _errorbar_by_k(ax, summary: pd.DataFrame, metric: str) -> None:
+    rows = summary[summary["metric"] == metric]
+    for k, line in rows.groupby("k"):
+        line = line.sort_values("alpha")
+        ax.errorbar(line["alpha"].to_numpy(float), line["mean"].to_numpy(float), yerr=line["std"].fillna(0).to_numpy(float),
+                    marker="o", capsize=3, label=f"k={k}")
+    ax.set_xlabel("alpha")
+
+
+def active_components_figure(summary: pd.DataFrame) -> Figure:
+    """Figure 2 left: active components vs alpha, one line per k, error bars = std over seeds."""
+    fig, (ax,) = _panels(1, 5.5)
+    _errorbar_by_k(ax, summary, "active_components")
+    ax.set_ylabel("active components (eigenvalue > epsilon)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def bounds_figure(summary: pd.DataFrame) -> Figure:
+    """Figure 2 right: test VR bound (its alpha, 10 samples) and IS log-likelihood vs alpha, per k."""
+    fig, axes = _panels(2)
+    for ax, metric, label in zip(axes, ["test_vr_bound_alpha", "test_log_likelihood"],
+                                 ["test VR bound, 10 samples (nats)", "test IS log-likelihood (nats)"]):
+        _errorbar_by_k(ax, summary, metric)
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+PROBE_PANELS = {"probe_means": "means", "probe_means_variances": "means + variances", "probe_samples": "sampled latents"}
+
+
+def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None) -> Figure:
+    """Figure 3: probe accuracy vs epoch, a panel per feature set, a line per k, the pixel baseline.
+
+    ``probe_history`` has columns k, key, step (epoch), value; seeds and alphas given are averaged.
+    """
+    fig, axes = _panels(3)
+    for ax, (key, title) in zip(axes, PROBE_PANELS.items()):
+        panel = probe_history[probe_history["key"] == key].groupby(["k", "step"])["value"].mean().reset_index()
+        for k, line in panel.groupby("k"):
+            ax.plot(line["step"], line["value"], marker="o", label=f"k={k}")
+        if pixel_accuracy is not None:
+            ax.axhline(pixel_accuracy, color="k", linestyle=":", label="pixels")
+        ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("test accuracy")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+INTERPOLATION_LABELS = ["pixels", "means line", "samples line", "geodesic, sampled", "geodesic, mean"]
+
+
+def interpolation_figure(rows: np.ndarray, title: str = "") -> Figure:
+    """Figure 5: the five interpolation rows [5, steps, 28, 28], labelled."""
+    n_rows, steps = rows.shape[:2]
+    fig, axes = plt.subplots(n_rows, steps, figsize=(steps * 0.9, n_rows * 1.0), squeeze=False)
+    for r in range(n_rows):
+        for c in range(steps):
+            ax = axes[r][c]
+            ax.imshow(rows[r, c], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[r][0].set_ylabel(INTERPOLATION_LABELS[r], rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -183,6 +183,13 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.set_defaults(func=run_status)
 
+    report = commands.add_parser("report", help="the study's figures, summary.csv and report.html from a sweep's runs")
+    report.add_argument("name", help="sweep name")
+    report.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default STORAGE/NAME/report)")
+    report.add_argument("--run", default=None, help="MLflow run id for Figure 5 (default: best IS log-likelihood)")
+    report.set_defaults(func=run_report)
+
     ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
     ui.add_argument("name", help="sweep name")
     ui.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
@@ -218,6 +225,19 @@ def run_status(args: argparse.Namespace) -> int:
 
     status = sweep_status(args.storage, args.name)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from sweeps.report import write_report
+
+    out = args.out or args.storage / args.name / "report"
+    written = write_report(args.name, args.storage, out, args.run)
+    print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
+    for problem in written["problems"]:
+        print(f"  missing: {problem}")
+    print(f"wrote {out}/report.html (open it in a browser), 6 figures as PNG + PDF, summary.csv; "
+          f"logged under report/ in the sweep's parent run")
     return 0
 
 

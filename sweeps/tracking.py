@@ -137,6 +137,17 @@ class TrialTracker:
         if self._guard("log metrics", self.client.log_batch, self.run_id, metrics=batch) is not FAILED:
             self.logged_epochs.add(epoch)
 
+    def log_series(self, key: str, values: list[float]) -> None:
+        """A metric indexed by position (step 1..n), e.g. a PCA spectrum; logged once per run."""
+        if self.run_id is None:
+            return
+        history = self._guard("read history", self.client.get_metric_history, self.run_id, key)
+        if history is FAILED or history:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(v), now, step) for step, v in enumerate(values, start=1)]
+        self._guard("log series", self.client.log_batch, self.run_id, metrics=batch)
+
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None:
             self._guard("log artifacts", self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from ray import tune
 
+from analysis.aggregate import trial_label
 from analysis.model_analysis import analyze_trainer
 from analysis.probes import ProbeCallback
 from analysis.settings import AnalysisSettings
@@ -35,6 +36,9 @@ from vae.train import EVAL_SEED, Trainer
 # only after the last epoch; so it is the per-epoch validation bound during training and the test
 # IS log-likelihood in the final result (the value Optuna records for a completed trial).
 OBJECTIVE = "objective"
+
+# The PCA spectrum of a trial's test posterior means, as an MLflow metric with step = component.
+EIGENVALUE_KEY = "pca_eigenvalue"
 
 # Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
 # epoch (a marker file in the trial directory makes the retry pass). Unset in normal use.
@@ -57,7 +61,7 @@ def trial_config(sweep: SweepConfig, point: dict[str, Any]) -> TrainConfig:
 
 
 def run_name(config: TrainConfig) -> str:
-    return f"a{config.alpha:g}_k{config.k}_s{config.seed}"
+    return trial_label(config.alpha, config.k, config.seed)
 
 
 def validation_bound(trainer: Trainer, images: int, samples: int) -> float:
@@ -127,6 +131,7 @@ def finish(trainer: Trainer, sweep: SweepConfig, workdir: Path, tracker: TrialTr
     settings = AnalysisSettings(epsilon=sweep.eval.epsilon, probe_train_size=sweep.eval.probe_train_size)
     analysis = analyze_trainer(trainer, workdir / "analysis", settings)
     if tracker is not None:
+        tracker.log_series(EIGENVALUE_KEY, analysis["eigenvalues"])
         tracker.log_artifacts(workdir / "analysis", "analysis")
         save_checkpoint(trainer.state_dict(), workdir / "model" / CHECKPOINT_NAME)
         tracker.log_artifacts(workdir / "model", "checkpoint")
