@@ -9,6 +9,7 @@ fixed order (alpha, then k, then seed), the same order Ray Tune's grid_search ex
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from pathlib import Path
@@ -132,6 +133,10 @@ class SweepConfig(Strict):
             self.train.model_copy(update={"alpha": alpha, "k": k, "seed": seed})
             for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)
         ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that validates back to this config (train's grid-owned fields left out)."""
+        return json.loads(self.model_dump_json(exclude={"train": {"alpha", "k", "seed"}}))
 
     def sweep_dir(self) -> Path:
         return Path(self.storage).expanduser().resolve() / self.name

@@ -41,7 +41,7 @@ def check_same_sweep(config: SweepConfig) -> None:
     if not saved_path.exists():
         return
     saved = yaml.safe_load(saved_path.read_text())
-    current = json.loads(config.model_dump_json())
+    current = config.to_dict()
     ignore = {"storage", "tracking"}
     if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
         changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
@@ -115,7 +115,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
 
     check_same_sweep(config)
     sweep_dir = config.sweep_dir()
-    config_dict = json.loads(config.model_dump_json())
+    config_dict = config.to_dict()
     data = load_arrays(data_dir)  # verified once here; trials get it from the object store
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))

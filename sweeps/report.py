@@ -109,7 +109,7 @@ td,th{{border:1px solid #ccc;padding:2px 6px}} .problems li{{color:#a00}}</style
 <h2>Figures</h2>{images}
 <h2>Summary over seeds (per alpha, k)</h2>{wide.to_html(float_format=lambda v: f"{v:.4g}")}
 <h2>Trials</h2>{trials[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")}
-<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))}</pre>
+<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config.to_dict(), sort_keys=False))}</pre>
 </body></html>"""
 
 

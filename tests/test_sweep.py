@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -65,16 +68,23 @@ def result_lines(sweep_dir: Path) -> dict[str, int]:
     return {p.parent.name: len(p.read_text().splitlines()) for p in (sweep_dir / "tune").glob("*/result.json")}
 
 
-def test_tiny_grid_end_to_end_then_resume_reruns_nothing(mnist_dir, tmp_path):
-    config = write_config(tmp_path, "tiny", [0.0, 1.0])
-    sweep_dir = tmp_path / "runs" / "tiny"
-    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+@pytest.fixture(scope="module")
+def tiny(mnist_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A 2 alpha x 2 seed grid run once for the tests of this module: (root, config file, the run)."""
+    root = tmp_path_factory.mktemp("tiny")
+    config = write_config(root, "tiny", [0.0, 1.0], grid={"alpha": [0.0, 1.0], "k": [5], "seed": [0, 1]})
+    return root, config, vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+
+
+def test_tiny_grid_end_to_end(tiny):
+    root, _, done = tiny
+    sweep_dir = root / "runs" / "tiny"
     assert done.returncode == 0, done.stderr[-3000:]
     assert "vaesweep ui tiny" in done.stdout
 
     runs = children(sweep_dir)
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-    assert sorted(r.data.tags["alpha"] for r in runs) == ["0", "1"]
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted((r.data.tags["alpha"], r.data.tags["seed"]) for r in runs) == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
     for run in runs:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2]
         assert run.data.params["trial.k"] == "5" and run.data.params["eval.is_samples"] == "20"
@@ -88,11 +98,53 @@ def test_tiny_grid_end_to_end_then_resume_reruns_nothing(mnist_dir, tmp_path):
     parent = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}").get_run(tracking["parent_run_id"])
     assert parent.info.status == "FINISHED"
 
-    status = json.loads(vaesweep("status", "tiny", "--storage", str(tmp_path / "runs"), "--json").stdout)
+    status = json.loads(vaesweep("status", "tiny", "--storage", str(root / "runs"), "--json").stdout)
     assert {t["state"] for t in status["trials"]} == {"TERMINATED"}
     assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
     assert status["parent_run_id"] == tracking["parent_run_id"]
 
+
+def test_report_of_the_tiny_sweep(tiny):
+    root, _, done = tiny
+    assert done.returncode == 0
+    out = root / "report"
+    report = vaesweep("report", "tiny", "--storage", str(root / "runs"), "--out", str(out))
+    assert report.returncode == 0, report.stderr[-3000:]
+    stems = ["fig1_spectrum", "fig2_active_components", "fig2_bounds", "fig3_probes", "fig4_geodesics", "fig5_interpolations"]
+    for stem in stems:
+        assert (out / f"{stem}.png").stat().st_size > 0 and (out / f"{stem}.pdf").stat().st_size > 0, stem
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 6 and "<li>none</li>" in page
+
+    summary = pd.read_csv(out / "summary.csv")
+    runs = children(root / "runs" / "tiny")
+    for alpha in ("0", "1"):
+        values = [r.data.metrics["test_log_likelihood"] for r in runs if r.data.tags["alpha"] == alpha]
+        row = summary[(summary.alpha == float(alpha)) & (summary.metric == "test_log_likelihood")].iloc[0]
+        assert row["count"] == 2
+        assert row["mean"] == pytest.approx(np.mean(values)) and row["std"] == pytest.approx(np.std(values, ddof=1))
+    tracking = json.loads((root / "runs" / "tiny" / "tracking.json").read_text())
+    logged = root / "runs" / "tiny" / "mlartifacts" / tracking["experiment_id"] / tracking["parent_run_id"] / "artifacts"
+    assert (logged / "report" / "report.html").is_file()
+
+    # a partial sweep: one more grid point than was run is listed as missing, the rest still drawn
+    partial = root / "partial"
+    shutil.copytree(root / "runs", partial)
+    sweep_yaml = partial / "tiny" / "sweep.yaml"
+    config = yaml.safe_load(sweep_yaml.read_text())
+    config["grid"]["alpha"].append(2.0)
+    sweep_yaml.write_text(yaml.safe_dump(config))
+    again = vaesweep("report", "tiny", "--storage", str(partial), "--out", str(root / "report2"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "a2_k5_s0: no finished run (not started)" in again.stdout
+    assert "a2_k5_s0: no finished run" in (root / "report2" / "report.html").read_text()
+
+
+def test_second_run_resumes_and_reruns_nothing(tiny, mnist_dir):
+    root, config, done = tiny
+    assert done.returncode == 0
+    sweep_dir = root / "runs" / "tiny"
+    runs = children(sweep_dir)
     before = result_lines(sweep_dir)
     again = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert again.returncode == 0, again.stderr[-3000:]

@@ -72,6 +72,12 @@ def test_unknown_preset_and_unreadable_files(tmp_path):
         load_sweep(str(tmp_path / "missing.yaml"))
 
 
+def test_to_dict_round_trips_including_infinite_alpha():
+    config = load_sweep("smoke", ["grid.alpha=[-.inf, 0, 1]"])
+    again = type(config)(**config.to_dict())
+    assert again == config and again.grid.alpha[0] == float("-inf")
+
+
 def test_apply_override_builds_sections():
     data: dict = {}
     apply_override(data, "eval.is_samples=50")
