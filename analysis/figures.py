@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from analysis.geodesics import fisher_rao_geodesic, straight_line
 
@@ -108,6 +109,8 @@ def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None) -> 
         if pixel_accuracy is not None:
             ax.axhline(pixel_accuracy, color="k", linestyle=":", label="pixels")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.set_xlabel("epoch")
     axes[0].set_ylabel("test accuracy")

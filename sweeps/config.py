@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.settings import EPSILON, PROBE_EPOCHS
 from vae.config import TrainConfig
@@ -185,8 +185,6 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 def load_sweep(source: str, overrides: list[str] = (), name: str | None = None, storage: str | None = None,
                tracking_uri: str | None = None) -> SweepConfig:
     """Read, override and validate a sweep config (ConfigError names the first bad field)."""
-    from pydantic import ValidationError
-
     data = read_yaml(source)
     for assignment in overrides:
         apply_override(data, assignment)
@@ -195,10 +193,15 @@ def load_sweep(source: str, overrides: list[str] = (), name: str | None = None, 
             data[key] = value
     if tracking_uri is not None:
         data.setdefault("tracking", {})["uri"] = tracking_uri
+    return validate_sweep(data)
+
+
+def validate_sweep(data: dict[str, Any], source: str = "") -> SweepConfig:
+    """``SweepConfig(**data)``, with a failure as one ConfigError line naming the field."""
     try:
         return SweepConfig(**data)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "config"
         message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{field}: {message}") from None
+        raise ConfigError(f"{source}{field}: {message}") from None

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from analysis.aggregate import missing_metrics, summarize, trial_label, with_grid
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
-from sweeps.config import ConfigError, SweepConfig
+from sweeps.config import ConfigError, SweepConfig, validate_sweep
 from sweeps.launch import read_tracking
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.runs import load_runs
@@ -119,7 +119,7 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
     tracking = read_tracking(sweep_dir)
     if not tracking or not (sweep_dir / "sweep.yaml").is_file():
         raise ConfigError(f"no sweep named {name!r} in {storage}; run it first with `vaesweep run`")
-    config = SweepConfig(**yaml.safe_load((sweep_dir / "sweep.yaml").read_text()))
+    config = validate_sweep(yaml.safe_load((sweep_dir / "sweep.yaml").read_text()), f"{sweep_dir / 'sweep.yaml'}: ")
     out.mkdir(parents=True, exist_ok=True)
     with sweep_client(sweep_dir, tracking) as client, tempfile.TemporaryDirectory() as tmp:
         trials, history = load_runs(client, tracking["experiment_id"], tracking["parent_run_id"])

@@ -116,6 +116,14 @@ def test_is_estimate_converges_to_the_true_log_likelihood():
     assert errors == sorted(errors, reverse=True) and errors[0] > 20 * errors[-1], errors
 
 
+def test_dataset_bounds_with_a_repeated_alpha_counts_each_image_once():
+    model = LinearGaussian(shift=0.3)
+    x = model.sample_x(10)
+    once = dataset_bounds(model, x, [0.0], samples=5, generator=torch.Generator().manual_seed(1))
+    twice = dataset_bounds(model, x, [0.0, 0.0], samples=5, generator=torch.Generator().manual_seed(1))
+    assert once == twice
+
+
 def test_expected_bounds_ordered_and_below_log_px():
     model = LinearGaussian(shift=0.5, widen=2.0)
     x = model.sample_x(20)

@@ -81,7 +81,7 @@ def dataset_bounds(
     totals = dict.fromkeys(alphas, 0.0)
     for start in range(0, len(x), batch_size):
         log_w = log_weights(model, x[start : start + batch_size], samples, generator).double()
-        for alpha in alphas:
+        for alpha in totals:  # unique alphas: the training alpha may be 0 itself
             totals[alpha] += vr_bound(log_w, alpha).sum().item()
     return {alpha: total / len(x) for alpha, total in totals.items()}
 
