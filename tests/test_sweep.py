@@ -89,6 +89,8 @@ def test_tiny_grid_end_to_end(tiny):
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2]
         assert run.data.params["trial.k"] == "5" and run.data.params["eval.is_samples"] == "20"
         assert -1000 < run.data.metrics["test_log_likelihood"] < 0
+        if run.data.tags["alpha"] == "0":
+            assert run.data.metrics["test_vr_bound_alpha"] == pytest.approx(run.data.metrics["test_vr_bound_0"])
         assert "final_probe_pixels" in run.data.metrics and "probe_means" in run.data.metrics
         artifacts = sweep_dir / "mlartifacts" / run.info.experiment_id / run.info.run_id / "artifacts"
         for name in ("analysis/analysis.json", "analysis/interpolations.png", "analysis/spectrum.csv",

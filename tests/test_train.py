@@ -57,6 +57,12 @@ def test_training_improves_the_test_bound(small_mnist):
     assert after["test_log_likelihood"] >= after["test_vr_bound_0"] - 0.5 >= after["test_vr_bound_alpha"] - 0.5
 
 
+def test_alpha_zero_trial_reports_its_bound_equal_to_the_iwae_bound(small_mnist):
+    result = Trainer(config(alpha=0.0, epochs=1), small_mnist).evaluate(10, 20)
+    assert result["test_vr_bound_alpha"] == result["test_vr_bound_0"]
+    assert result["test_log_likelihood"] > result["test_vr_bound_0"] - 1.0
+
+
 def test_non_finite_loss_names_epoch_and_step(small_mnist):
     poisoned = MNIST(small_mnist.train_x.clone(), small_mnist.train_y, small_mnist.test_x, small_mnist.test_y)
     poisoned.train_x[123] = math.nan
