@@ -21,6 +21,7 @@ demo: venv
 	$(BIN)/vaesweep data fetch $(if $(DATA_FROM),--from $(DATA_FROM))
 	$(BIN)/vaesweep run smoke
 	$(BIN)/vaesweep status smoke
+	$(BIN)/vaesweep report smoke
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -142,6 +142,30 @@ def test_report_of_the_tiny_sweep(tiny):
     assert "a2_k5_s0: no finished run" in (root / "report2" / "report.html").read_text()
 
 
+def test_ui_serves_the_embedded_store_on_loopback(tiny):
+    root, _, done = tiny
+    assert done.returncode == 0
+    port = 47000 + os.getpid() % 1000
+    ui = subprocess.Popen([str(VAESWEEP), "ui", "tiny", "--storage", str(root / "runs"), "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                experiment = client.get_experiment_by_name("vaesweep")
+                break
+            except Exception:
+                assert time.monotonic() < deadline and ui.poll() is None, "the UI did not come up"
+                time.sleep(1)
+        tracking = json.loads((root / "runs" / "tiny" / "tracking.json").read_text())
+        assert experiment.experiment_id == tracking["experiment_id"]
+        assert len(client.search_runs([experiment.experiment_id])) == 5  # parent + 4 trials
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)
+
+
 def test_second_run_resumes_and_reruns_nothing(tiny, mnist_dir):
     root, config, done = tiny
     assert done.returncode == 0

@@ -7,7 +7,7 @@ import pytest
 from sweeps.config import ConfigError, apply_override, load_sweep, preset_names
 
 
-@pytest.mark.parametrize("preset", ["smoke", "paper", "optuna"])
+@pytest.mark.parametrize("preset", ["smoke", "mini", "paper", "optuna"])
 def test_presets_validate(preset):
     config = load_sweep(preset)
     assert config.name == preset and config.trials()
