@@ -54,6 +54,13 @@ def test_fetch_from_directory(mnist_dir, tmp_path):
         (["train", "--nope"], "unrecognized arguments: --nope"),
         (["frobnicate"], "invalid choice"),
         (["data", "fetch", "--from", "/nonexistent/mnist"], "--from /nonexistent/mnist: not a directory"),
+        (["run", "nope"], "unknown preset 'nope'"),
+        (["run", "smoke", "--set", "train.epochs"], "expected key=value"),
+        (["run", "smoke", "--set", "grid.k=[-1]"], "grid.k"),
+        (["run", "smoke", "--address", "not an address"], "--address"),
+        (["status", "nosuchsweep"], "no sweep named 'nosuchsweep'"),
+        (["report", "nosuchsweep"], "no sweep named 'nosuchsweep'"),
+        (["ui", "nosuchsweep"], "no sweep named 'nosuchsweep'"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(args, expected, tmp_path):
