@@ -84,6 +84,9 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
     """Ray Tune function trainable for one grid point {alpha, k, seed}."""
     sweep = context.sweep
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
+    if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
+        # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.
+        torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
     config = trial_config(sweep, point)
     trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
     checkpoint = tune.get_checkpoint()
