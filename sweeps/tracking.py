@@ -7,7 +7,7 @@ Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without dup
 - a trial finds its child run by its Ray trial id (tag ``ray_trial_id``) or creates it, so a
   retried or restored trial keeps one run, and it skips epochs that run already holds;
 - every call is guarded: a tracking outage prints one warning and training goes on (the results
-  stay in Ray's trial results; ``vaesweep sync`` can replay them later).
+  stay in Ray's trial results; replaying them into MLflow is not built yet).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 SWEEP_TAG = "vaesweep.sweep"
@@ -106,7 +106,7 @@ class TrialTracker:
         except Exception as err:  # noqa: BLE001 - tracking must never kill a trial
             if not self.warned:
                 print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); "
-                      "training continues, run `vaesweep sync` later", file=sys.stderr)
+                      "training continues; the results stay in Ray's trial results (vaesweep status)", file=sys.stderr)
                 self.warned = True
             return FAILED
 
@@ -151,10 +151,6 @@ class TrialTracker:
     def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
         if self.run_id is not None:
             self._guard("log artifacts", self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        if self.run_id is not None:
-            self._guard("set tags", self.client.log_batch, self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def end(self, status: str) -> None:
         if self.run_id is not None:
