@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from analysis.settings import PROBE_EPOCHS, AnalysisSettings
 from sweeps.config import ConfigError, load_sweep, preset_names
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from vae.config import TrainConfig
+from vae.config import TrainConfig, first_error
 from vae.data import default_data_dir, load_mnist
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
 from vae.train import Trainer
@@ -36,13 +36,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
-
-
-def validation_message(err: ValidationError) -> str:
-    """'--field: reason' for the first invalid field of a pydantic error."""
-    first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "config"
-    return f"--{field.replace('_', '-')}: {first['msg']}"
 
 
 def positive_int(text: str) -> int:
@@ -271,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except ValidationError as err:
-        print(f"vaesweep: error: {validation_message(err)}", file=sys.stderr)
+        field, message = first_error(err)  # flags of `train` and `analyze` map onto TrainConfig fields
+        print(f"vaesweep: error: --{field.replace('_', '-')}: {message}", file=sys.stderr)
     except (UsageError, ConfigError, DataError, CheckpointError, RunDirError) as err:
         print(f"vaesweep: error: {err}", file=sys.stderr)
     except NonFiniteLossError as err:

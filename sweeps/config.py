@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.settings import EPSILON, PROBE_EPOCHS
-from vae.config import TrainConfig
+from vae.config import TrainConfig, first_error
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -201,7 +201,5 @@ def validate_sweep(data: dict[str, Any], source: str = "") -> SweepConfig:
     try:
         return SweepConfig(**data)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        message = first["msg"].removeprefix("Value error, ")
+        field, message = first_error(err)
         raise ConfigError(f"{source}{field}: {message}") from None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from tqdm import tqdm
 
 from analysis.probes import ProbeCallback
 from analysis.settings import PROBE_EPOCHS
+from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist
@@ -29,11 +29,7 @@ METRICS_NAME = "metrics.json"
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temp file + rename) so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w") as out:
-        json.dump(payload, out, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2).encode())
 
 
 def prepare_out_dir(out: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-SWEEP_TAG = "vaesweep.sweep"
+SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 FAILED = object()  # what a guarded call returns when MLflow failed
@@ -71,17 +71,23 @@ def find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str])
     return client.search_runs([experiment_id], filter_string=clause, order_by=["attributes.start_time ASC"])
 
 
+def adopt_or_create_run(client: MlflowClient, experiment_id: str, key_tags: Mapping[str, str], run_name: str,
+                        tags: Mapping[str, str], params: Mapping[str, Any]) -> tuple[str, bool]:
+    """(run id, adopted): the oldest run carrying ``key_tags`` set RUNNING again, else a new run with
+    ``key_tags`` + ``tags`` and the params. Keys are exact, so a restart never duplicates a run."""
+    existing = find_runs(client, experiment_id, key_tags)
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id, True
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, **key_tags})
+    log_params(client, run.info.run_id, params)
+    return run.info.run_id, False
+
+
 def ensure_parent_run(client: MlflowClient, experiment_id: str, sweep: str, params: Mapping[str, Any]) -> str:
     """The sweep's parent run id: the existing one (set RUNNING again) or a new one with the config."""
-    existing = find_runs(client, experiment_id, {SWEEP_TAG: sweep})
-    parents = [r for r in existing if PARENT_TAG not in r.data.tags]
-    if parents:
-        run_id = parents[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    run = client.create_run(experiment_id, run_name=sweep, tags={SWEEP_TAG: sweep})
-    log_params(client, run.info.run_id, params)
-    return run.info.run_id
+    return adopt_or_create_run(client, experiment_id, {SWEEP_TAG: sweep}, sweep, {}, params)[0]
 
 
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list:
@@ -117,16 +123,11 @@ class TrialTracker:
         return self.run_id
 
     def _start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
-        existing = find_runs(self.client, self.experiment_id, {TRIAL_TAG: self.trial_id, PARENT_TAG: self.parent_run_id})
-        if existing:
-            run_id = existing[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+        key = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.parent_run_id}
+        run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, key, run_name, tags, params)
+        if adopted:
             self.logged_epochs = {int(m.step) for m in self.client.get_metric_history(run_id, HISTORY_KEY)}
-            return run_id
-        all_tags = {**tags, TRIAL_TAG: self.trial_id, PARENT_TAG: self.parent_run_id}
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
-        log_params(self.client, run.info.run_id, params)
-        return run.info.run_id
+        return run_id
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Per-epoch metrics with step = epoch, once per epoch even across retries."""

@@ -109,17 +109,17 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
             metrics["val_vr_bound_0"] = validation_bound(trainer, sweep.eval.val_images, sweep.eval.bound_samples)
             last = trainer.epoch == config.epochs
             with tempfile.TemporaryDirectory() as tmp:
+                checkpoint_dir = Path(tmp) / "checkpoint"
+                if last or trainer.epoch % sweep.checkpoint_every == 0:
+                    save_checkpoint(trainer.state_dict(), checkpoint_dir / CHECKPOINT_NAME)
                 if last:
-                    metrics.update(finish(trainer, sweep, Path(tmp), tracker))
+                    metrics.update(finish(trainer, sweep, Path(tmp), checkpoint_dir, tracker))
                 metrics[OBJECTIVE] = metrics.get("test_log_likelihood", metrics["val_vr_bound_0"])
                 if tracker is not None:
                     tracker.log_epoch(trainer.epoch, metrics)
                     metrics["mlflow_run_id"] = tracker.run_id or ""
-                if last or trainer.epoch % sweep.checkpoint_every == 0:
-                    save_checkpoint(trainer.state_dict(), Path(tmp) / "checkpoint" / CHECKPOINT_NAME)
-                    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(Path(tmp) / "checkpoint"))
-                else:
-                    tune.report(metrics)
+                checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir.exists() else None
+                tune.report(metrics, checkpoint=checkpoint)
     except BaseException:
         if tracker is not None:
             tracker.end("FAILED")
@@ -128,16 +128,17 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
         tracker.end("FINISHED")
 
 
-def finish(trainer: Trainer, sweep: SweepConfig, workdir: Path, tracker: TrialTracker | None) -> dict[str, Any]:
-    """Final evaluation and latent analysis; artifacts go to the MLflow run. Returns scalar metrics."""
+def finish(trainer: Trainer, sweep: SweepConfig, workdir: Path, checkpoint_dir: Path,
+           tracker: TrialTracker | None) -> dict[str, Any]:
+    """Final evaluation and latent analysis; artifacts (and the final checkpoint already written in
+    ``checkpoint_dir`` for Ray) go to the MLflow run. Returns scalar metrics."""
     final = trainer.evaluate(sweep.eval.bound_samples, sweep.eval.is_samples)
     settings = AnalysisSettings(epsilon=sweep.eval.epsilon, probe_train_size=sweep.eval.probe_train_size)
     analysis = analyze_trainer(trainer, workdir / "analysis", settings)
     if tracker is not None:
         tracker.log_series(EIGENVALUE_KEY, analysis["eigenvalues"])
         tracker.log_artifacts(workdir / "analysis", "analysis")
-        save_checkpoint(trainer.state_dict(), workdir / "model" / CHECKPOINT_NAME)
-        tracker.log_artifacts(workdir / "model", "checkpoint")
+        tracker.log_artifacts(checkpoint_dir, "checkpoint")
     return {
         **final,
         "active_components": analysis["active_components"],

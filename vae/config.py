@@ -9,8 +9,15 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+
+
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """(dotted field, reason) of the first problem in a pydantic error, for one-line messages."""
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return field, first["msg"].removeprefix("Value error, ")
 
 
 class TrainConfig(BaseModel):

@@ -9,7 +9,6 @@ and renamed into place: a reader never sees a partial file.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tarfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from vae.atomic import write_atomic
 from vae.data import RAW_SHA256, RAW_SUBDIR, find_idx_file, read_verified
 from vae.errors import DataError
 
@@ -37,15 +37,8 @@ def cached_files_ok(cache: Path) -> bool:
 
 def copy_verified(source: Path, cache: Path) -> None:
     """Verify the four idx files under ``source`` and install them atomically in ``cache``."""
-    target = cache / RAW_SUBDIR
-    target.mkdir(parents=True, exist_ok=True)
     for name in RAW_SHA256:
-        raw = read_verified(find_idx_file(source, name), name)
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".part")
-        with os.fdopen(fd, "wb") as out:
-            out.write(raw)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared by every trial process
-        os.replace(tmp, target / name)
+        write_atomic(cache / RAW_SUBDIR / name, read_verified(find_idx_file(source, name), name))
 
 
 def from_torchvision(workdir: Path) -> Path:
