@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     from vae.data import load_arrays
 
     check_same_sweep(config)
+    if address and not config.tracking.uri:
+        print("vaesweep: note: the sweep's own MLflow server listens on 127.0.0.1; trials on other machines "
+              "of the cluster cannot reach it: pass --tracking-uri of a shared server (mlflow/README.md)",
+              file=sys.stderr)
     sweep_dir = config.sweep_dir()
     config_dict = config.to_dict()
     data = load_arrays(data_dir)  # verified once here; trials get it from the object store

@@ -50,6 +50,21 @@ def server_command(sweep_dir: Path, port: int, ui_only: bool = False) -> list[st
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
 
+def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    """Block until the server at ``uri`` answers /health; RuntimeError if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited at start; see {log}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not answer within {timeout_s:.0f} s; see {log}")
+
+
 class LocalMlflowServer:
     """Context manager: starts the server on enter, ``wait()`` until it answers, stops it on exit.
 
@@ -71,18 +86,12 @@ class LocalMlflowServer:
 
     def wait(self) -> str:
         """Block until the server answers /health; returns its URI."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited at start; see {self.sweep_dir / 'mlflow-server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return self.uri
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {STARTUP_TIMEOUT_S} s; see mlflow-server.log")
+        try:
+            wait_until_healthy(self.uri, self.process, self.sweep_dir / "mlflow-server.log")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self.uri
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

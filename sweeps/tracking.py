@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
@@ -79,6 +79,8 @@ def adopt_or_create_run(client: MlflowClient, experiment_id: str, key_tags: Mapp
     if existing:
         run_id = existing[0].info.run_id
         client.update_run(run_id, status="RUNNING")
+        if tags:
+            client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         return run_id, True
     run = client.create_run(experiment_id, run_name=run_name, tags={**tags, **key_tags})
     log_params(client, run.info.run_id, params)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 import torch
 from ray import tune
 
@@ -39,6 +40,9 @@ OBJECTIVE = "objective"
 
 # The PCA spectrum of a trial's test posterior means, as an MLflow metric with step = component.
 EIGENVALUE_KEY = "pca_eigenvalue"
+
+# The Ray node a trial runs on: in every result and as a tag of its MLflow run.
+NODE_KEY = "ray_node_id"
 
 # Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
 # epoch (a marker file in the trial directory makes the retry pass). Unset in normal use.
@@ -94,16 +98,19 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_NAME))
 
+    node_id = ray.get_runtime_context().get_node_id()  # which machine ran it (updated on a retry)
     tracker = None
     if context.tracking_uri and context.experiment_id and context.parent_run_id:
         tracker = TrialTracker(context.tracking_uri, context.experiment_id, context.parent_run_id,
                                tune.get_context().get_trial_id())
-        tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed)}
+        tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
+                NODE_KEY: node_id}
         tracker.start(run_name(config), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()})
     probes = ProbeCallback(trainer, sweep.eval.probe_epochs, sweep.eval.probe_train_size)
     try:
         while trainer.epoch < config.epochs:
             metrics: dict[str, Any] = trainer.train_epoch()
+            metrics[NODE_KEY] = node_id
             maybe_inject_failure(trainer.epoch)
             probes(metrics)
             metrics["val_vr_bound_0"] = validation_bound(trainer, sweep.eval.val_images, sweep.eval.bound_samples)

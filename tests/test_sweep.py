@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,38 +17,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, vaesweep, write_config
+
 pytestmark = pytest.mark.slow
-VAESWEEP = Path(sys.executable).with_name("vaesweep")
-
-
-def write_config(tmp_path: Path, name: str, alphas: list[float], epochs: int = 2, **extra) -> Path:
-    config = {
-        "name": name,
-        "grid": {"alpha": alphas, "k": [5], "seed": [0]},
-        "train": {"epochs": epochs, "train_subset": 300, "test_subset": 100},
-        "eval": {"is_samples": 20, "probe_epochs": [1], "probe_train_size": 300, "val_images": 100},
-        "storage": str(tmp_path / "runs"),
-        **extra,
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def vaesweep(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def children(sweep_dir: Path) -> list:
-    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
-    tracking = json.loads((sweep_dir / "tracking.json").read_text())
-    return client.search_runs([tracking["experiment_id"]], f"tags.`mlflow.parentRunId` = '{tracking['parent_run_id']}'")
-
-
-def epoch_steps(sweep_dir: Path, run_id: str) -> list[int]:
-    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}")
-    return sorted(m.step for m in client.get_metric_history(run_id, "train_vr_bound_alpha"))
 
 
 def terminated_trial_dirs(sweep_dir: Path) -> list[str]:
@@ -96,14 +66,14 @@ def test_tiny_grid_end_to_end(tiny):
         for name in ("analysis/analysis.json", "analysis/interpolations.png", "analysis/spectrum.csv",
                      "analysis/probes.csv", "checkpoint/checkpoint.pt"):
             assert (artifacts / name).stat().st_size > 0, name
-    tracking = json.loads((sweep_dir / "tracking.json").read_text())
-    parent = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}").get_run(tracking["parent_run_id"])
+    info = tracking(sweep_dir)
+    parent = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}").get_run(info["parent_run_id"])
     assert parent.info.status == "FINISHED"
 
     status = json.loads(vaesweep("status", "tiny", "--storage", str(root / "runs"), "--json").stdout)
     assert {t["state"] for t in status["trials"]} == {"TERMINATED"}
     assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
-    assert status["parent_run_id"] == tracking["parent_run_id"]
+    assert status["parent_run_id"] == info["parent_run_id"]
 
 
 def test_report_of_the_tiny_sweep(tiny):
@@ -125,8 +95,8 @@ def test_report_of_the_tiny_sweep(tiny):
         row = summary[(summary.alpha == float(alpha)) & (summary.metric == "test_log_likelihood")].iloc[0]
         assert row["count"] == 2
         assert row["mean"] == pytest.approx(np.mean(values)) and row["std"] == pytest.approx(np.std(values, ddof=1))
-    tracking = json.loads((root / "runs" / "tiny" / "tracking.json").read_text())
-    logged = root / "runs" / "tiny" / "mlartifacts" / tracking["experiment_id"] / tracking["parent_run_id"] / "artifacts"
+    info = tracking(root / "runs" / "tiny")
+    logged = root / "runs" / "tiny" / "mlartifacts" / info["experiment_id"] / info["parent_run_id"] / "artifacts"
     assert (logged / "report" / "report.html").is_file()
 
     # a partial sweep: one more grid point than was run is listed as missing, the rest still drawn
@@ -158,8 +128,7 @@ def test_ui_serves_the_embedded_store_on_loopback(tiny):
             except Exception:
                 assert time.monotonic() < deadline and ui.poll() is None, "the UI did not come up"
                 time.sleep(1)
-        tracking = json.loads((root / "runs" / "tiny" / "tracking.json").read_text())
-        assert experiment.experiment_id == tracking["experiment_id"]
+        assert experiment.experiment_id == tracking(root / "runs" / "tiny")["experiment_id"]
         assert len(client.search_runs([experiment.experiment_id])) == 5  # parent + 4 trials
     finally:
         os.killpg(ui.pid, signal.SIGTERM)

@@ -1,0 +1,58 @@
+"""What the end-to-end tests share: a tiny sweep config, the real CLI, and the sweep's MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+VAESWEEP = Path(sys.executable).with_name("vaesweep")
+
+
+def write_config(tmp_path: Path, name: str, alphas: list[float], epochs: int = 2, **extra) -> Path:
+    """A sweep of k=5 models on MNIST subsets with small evaluation sample counts (seconds per trial)."""
+    config = {
+        "name": name,
+        "grid": {"alpha": alphas, "k": [5], "seed": [0]},
+        "train": {"epochs": epochs, "train_subset": 300, "test_subset": 100},
+        "eval": {"is_samples": 20, "probe_epochs": [1], "probe_train_size": 300, "val_images": 100},
+        "storage": str(tmp_path / "runs"),
+        **extra,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def vaesweep(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def tracking(sweep_dir: Path) -> dict:
+    return json.loads((sweep_dir / "tracking.json").read_text())
+
+
+def client_of(sweep_dir: Path) -> MlflowClient:
+    """A client on the store the sweep logged to (its embedded sqlite file or a remote server)."""
+    return MlflowClient(tracking(sweep_dir)["tracking_uri"])
+
+
+def children(sweep_dir: Path) -> list:
+    info = tracking(sweep_dir)
+    return client_of(sweep_dir).search_runs([info["experiment_id"]], f"tags.`mlflow.parentRunId` = '{info['parent_run_id']}'")
+
+
+def epoch_steps(sweep_dir: Path, run_id: str) -> list[int]:
+    return sorted(m.step for m in client_of(sweep_dir).get_metric_history(run_id, "train_vr_bound_alpha"))
+
+
+def trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
+    """Every trial's per-epoch results as Ray wrote them (result.json), by trial folder."""
+    return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
+            for p in (sweep_dir / "tune").glob("*/result.json")}
