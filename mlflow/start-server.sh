@@ -8,7 +8,7 @@
 # Defaults: home ./mlflow-server, backend sqlite:///HOME/mlflow.db, artifacts HOME/artifacts (proxied
 # by the server, so clients need no storage credentials), host 127.0.0.1 (loopback: nothing is
 # reachable from other machines until you choose an interface), port 5000. --auth starts MLflow's
-# basic-auth app with the config in $MLFLOW_AUTH_CONFIG_PATH (see mlflow/basic_auth.ini.example).
+# basic-auth app (needs `pip install 'mlflow[auth]'`, $MLFLOW_AUTH_CONFIG_PATH, $MLFLOW_FLASK_SERVER_SECRET_KEY).
 set -euo pipefail
 
 home=./mlflow-server backend="" artifacts="" host=127.0.0.1 port=5000 auth=()
@@ -25,9 +25,13 @@ while [[ $# -gt 0 ]]; do
     *) echo "start-server.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-if [[ ${#auth[@]} -gt 0 && -z "${MLFLOW_AUTH_CONFIG_PATH:-}" ]]; then
-  echo "start-server.sh: --auth needs MLFLOW_AUTH_CONFIG_PATH (copy mlflow/basic_auth.ini.example)" >&2
-  exit 2
+if [[ ${#auth[@]} -gt 0 ]]; then
+  for var in MLFLOW_AUTH_CONFIG_PATH MLFLOW_FLASK_SERVER_SECRET_KEY; do
+    if [[ -z "${!var:-}" ]]; then
+      echo "start-server.sh: --auth needs $var set (see mlflow/README.md, Basic auth)" >&2
+      exit 2
+    fi
+  done
 fi
 
 mkdir -p "$home"

@@ -25,6 +25,9 @@ from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experim
 from sweeps.trainable import OBJECTIVE
 
 TUNE_DIR = "tune"
+# MLflow credentials the trials need on every node (a remote cluster's workers do not inherit the
+# driver's environment; Ray's runtime_env carries them).
+CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 def experiment_path(sweep_dir: Path) -> Path:
@@ -125,7 +128,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
     with tracking_server(config) as server:
-        init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV})  # while the server starts
+        credentials = {k: os.environ[k] for k in CREDENTIAL_ENV if k in os.environ}
+        init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV, **credentials})  # while the server starts
         try:
             uri = server.wait()
             os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})

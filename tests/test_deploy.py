@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep_helpers import children, epoch_steps, tracking, trial_results, vaesweep, write_config
 from sweeps.mlflow_server import free_port, wait_until_healthy
+from sweeps.tracking import CLIENT_ENV
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -34,19 +35,32 @@ RAY = Path(sys.executable).with_name("ray")
 def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """``mlflow/start-server.sh`` on a free loopback port with its default sqlite store: (URI, home)."""
     home = tmp_path_factory.mktemp("mlflow-home")
+    server, uri = start_server(home)
+    yield uri, home
+    stop_server(server)
+
+
+def start_server(home: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow/start-server.sh`` on a free loopback port, answering /health: (process, URI)."""
     port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     log = home / "server.log"
     with open(log, "wb") as out:
-        server = subprocess.Popen([str(START_SERVER), "--home", str(home), "--port", str(port), "--", "--workers", "1"],
-                                  stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        server = subprocess.Popen([str(START_SERVER), "--home", str(home), "--port", str(port), *flags,
+                                   "--", "--workers", "1"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  cwd=home, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(uri, server, log)
-        yield uri, home
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    except RuntimeError:
+        stop_server(server)
+        raise
+    return server, uri
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
 
 
 def non_loopback_address() -> str | None:
@@ -69,6 +83,27 @@ def test_the_server_listens_on_loopback_only(team_server):
     with socket.socket() as sock, pytest.raises(OSError):
         sock.settimeout(3)
         sock.connect((address, port))
+
+
+def test_basic_auth_refuses_anonymous_clients(tmp_path):
+    pytest.importorskip("flask_wtf", reason="basic auth needs mlflow[auth] (the project's auth extra)")
+    config = tmp_path / "basic_auth.ini"
+    config.write_text((START_SERVER.parent / "basic_auth.ini.example").read_text())
+    password = secrets.token_hex(8)
+    server, uri = start_server(tmp_path, "--auth", env={
+        "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+    try:
+        anonymous = subprocess.run([sys.executable, "-c", f"from mlflow.tracking import MlflowClient; "
+                                    f"MlflowClient('{uri}').search_experiments()"],
+                                   capture_output=True, text=True, env={**os.environ, **CLIENT_ENV}, timeout=120)
+        assert anonymous.returncode != 0 and "401" in anonymous.stderr
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+            env.setenv("MLFLOW_TRACKING_PASSWORD", password)
+            assert MlflowClient(uri).create_experiment("authorised")
+    finally:
+        stop_server(server)
 
 
 def test_a_sweep_logs_runs_metrics_and_artifacts_to_the_team_server(team_server, mnist_dir, tmp_path):
