@@ -183,6 +183,11 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--run", default=None, help="MLflow run id for Figure 5 (default: best IS log-likelihood)")
     report.set_defaults(func=run_report)
 
+    sync = commands.add_parser("sync", help="write into MLflow what it lacks of a sweep (after a tracking outage)")
+    sync.add_argument("name", help="sweep name")
+    sync.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    sync.set_defaults(func=run_sync)
+
     ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
     ui.add_argument("name", help="sweep name")
     ui.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
@@ -231,6 +236,15 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"  missing: {problem}")
     print(f"wrote {out}/report.html (open it in a browser), 6 figures as PNG + PDF, summary.csv; "
           f"logged under report/ in the sweep's parent run")
+    return 0
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    from sweeps.sync import sync_sweep
+
+    added = sync_sweep(args.storage, args.name)
+    print(f"synced sweep {args.name} ({added['trials']} trials) to {added['tracking_uri']}: {added['runs']} runs created, "
+          f"{added['epochs']} epochs and {added['final']} final results added (parent run {added['parent_run_id']})")
     return 0
 
 

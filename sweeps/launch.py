@@ -73,6 +73,25 @@ def tracking_server(config: SweepConfig) -> Iterator[LocalMlflowServer | RemoteT
         yield server
 
 
+def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfig) -> tuple[str, str]:
+    """(experiment id, parent run id) of the sweep, created if missing (raises if MLflow is down)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.wait())
+    os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
+    experiment_id = get_or_create_experiment(client, config.tracking.experiment)
+    return experiment_id, ensure_parent_run(client, experiment_id, config.name, config.to_dict())
+
+
+def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id: str | None) -> str:
+    """Record where the sweep's MLflow records live (``tracking.json``); returns the store URI."""
+    store = config.tracking.uri or backend_uri(config.sweep_dir())
+    record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
+              "parent_run_id": parent_run_id}
+    (config.sweep_dir() / "tracking.json").write_text(json.dumps(record, indent=2))
+    return store
+
+
 def param_space(config: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
@@ -131,18 +150,17 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
         credentials = {k: os.environ[k] for k in CREDENTIAL_ENV if k in os.environ}
         init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV, **credentials})  # while the server starts
         try:
-            uri = server.wait()
-            os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
-            client = MlflowClient(uri)
-            experiment_id = get_or_create_experiment(client, config.tracking.experiment)
-            parent_run_id = ensure_parent_run(client, experiment_id, config.name, config_dict)
-            store = config.tracking.uri or backend_uri(sweep_dir)
-            (sweep_dir / "tracking.json").write_text(json.dumps(
-                {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
-                 "parent_run_id": parent_run_id}, indent=2))
+            try:
+                experiment_id, parent_run_id = open_tracking(server, config)
+            except Exception as err:  # noqa: BLE001 - a tracking outage must not stop the sweep
+                print(f"vaesweep: MLflow at {server.uri} unavailable ({str(err).splitlines()[0][:200]}); the sweep "
+                      f"runs untracked, its results stay in {sweep_dir / TUNE_DIR}: run `vaesweep sync {config.name}` "
+                      "once the server is back", file=sys.stderr)
+                experiment_id = parent_run_id = None
+            store = write_tracking(config, experiment_id, parent_run_id)
             print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment {config.tracking.experiment!r} "
                   f"parent run {parent_run_id}")
-            context = TrialContext(config, uri, experiment_id, parent_run_id)
+            context = TrialContext(config, server.uri, experiment_id, parent_run_id)
             resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
             trainable = tune.with_resources(tune.with_parameters(train_trial, context=context, data=data), resources)
             path = experiment_path(sweep_dir)
@@ -159,6 +177,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
             results = tuner.fit()
         finally:
             ray.shutdown()
-        status = "FINISHED" if results.num_errors == 0 else "FAILED"
-        client.set_terminated(parent_run_id, status)
+        if parent_run_id is not None:
+            try:
+                MlflowClient(server.uri).set_terminated(parent_run_id, "FINISHED" if results.num_errors == 0 else "FAILED")
+            except Exception as err:  # noqa: BLE001 - the results are in Ray's storage either way
+                print(f"vaesweep: could not close the MLflow parent run ({str(err).splitlines()[0][:200]}); "
+                      f"`vaesweep sync {config.name}` will", file=sys.stderr)
     return results

@@ -31,7 +31,8 @@ from sweeps.config import ConfigError, SweepConfig, validate_sweep
 from sweeps.launch import read_tracking
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.runs import load_runs
-from sweeps.trainable import EIGENVALUE_KEY, run_name
+from sweeps.tracking import EIGENVALUE_KEY
+from sweeps.trainable import run_name
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
@@ -119,6 +120,9 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
     tracking = read_tracking(sweep_dir)
     if not tracking or not (sweep_dir / "sweep.yaml").is_file():
         raise ConfigError(f"no sweep named {name!r} in {storage}; run it first with `vaesweep run`")
+    if not tracking.get("parent_run_id"):
+        raise ConfigError(f"sweep {name!r} has no MLflow records (MLflow was unavailable when it ran); "
+                          f"run `vaesweep sync {name}` first")
     config = validate_sweep(yaml.safe_load((sweep_dir / "sweep.yaml").read_text()), f"{sweep_dir / 'sweep.yaml'}: ")
     out.mkdir(parents=True, exist_ok=True)
     with sweep_client(sweep_dir, tracking) as client, tempfile.TemporaryDirectory() as tmp:
@@ -133,15 +137,21 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
         summary = summarize(trials)
         summary.to_csv(out / "summary.csv", index=False)
         finished = set(trials.loc[trials["status"] == "FINISHED", "run_id"])
-        names = {run_name_of(r): r.status for r in trials.itertuples()}
-        problems = [f"{p}: no finished run" + (f" (run {names[p]})" if p in names else " (not started)")
-                    for p in expected_points(config) if names.get(p) != "FINISHED"]
-        problems += [f"{run_name_of(r)}: run {r.status}" for r in trials.itertuples()
-                     if r.status != "FINISHED" and run_name_of(r) not in expected_points(config)]
+        runs = {run_name_of(r): r for r in trials.itertuples()}
+        problems = [f"{p}: no finished run " + (f"(run {run_state(runs[p])})" if p in runs else "(not started)")
+                    for p in expected_points(config) if p not in runs or runs[p].status != "FINISHED"]
+        problems += [f"{name}: run {run_state(r)}" for name, r in runs.items()
+                     if r.status != "FINISHED" and name not in expected_points(config)]
         problems += [f"missing metric in {line}" for line in missing_metrics(trials)] + notes
         (out / "report.html").write_text(render_html(config, pngs, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
     return {"out": str(out), "trials": len(trials), "finished": len(finished), "problems": problems}
+
+
+def run_state(row) -> str:
+    """A run's status, with its error when it failed: 'FAILED: NonFiniteLossError: ...'."""
+    error = getattr(row, "error", "")
+    return f"{row.status}: {error}" if isinstance(error, str) and error else row.status
 
 
 def run_name_of(row) -> str:

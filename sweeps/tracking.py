@@ -6,8 +6,8 @@ Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without dup
 - the driver finds or creates the parent run (tag ``vaesweep.sweep``) and the experiment;
 - a trial finds its child run by its Ray trial id (tag ``ray_trial_id``) or creates it, so a
   retried or restored trial keeps one run, and it skips epochs that run already holds;
-- every call is guarded: a tracking outage prints one warning and training goes on (the results
-  stay in Ray's trial results; replaying them into MLflow is not built yet).
+- every call is guarded: a tracking outage prints one warning and training goes on; the results
+  stay in Ray's trial results and ``vaesweep sync`` (sweeps/sync.py) replays them later.
 """
 
 from __future__ import annotations
@@ -22,11 +22,16 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from vae.checkpoint import CHECKPOINT_NAME
+
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
 FAILED = object()  # what a guarded call returns when MLflow failed
 HISTORY_KEY = "train_vr_bound_alpha"  # logged every epoch: its steps say which epochs a run holds
+EIGENVALUE_KEY = "pca_eigenvalue"  # a trial's PCA spectrum as a metric with step = component
+ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
+ANALYSIS_DIR = "analysis"  # the final analysis: a folder of the final checkpoint and an artifact folder
 # Fail fast when the server is down: MLflow's client would otherwise retry for minutes per call.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -96,66 +101,82 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
     return find_runs(client, experiment_id, {PARENT_TAG: parent_run_id})
 
 
-class TrialTracker:
-    """The child run of one trial; every method is a no-op after printing a warning if MLflow fails."""
+def epoch_metrics(epoch: int, metrics: Mapping[str, Any]) -> list[Metric]:
+    """One epoch's numeric metrics as MLflow metrics with step = epoch."""
+    now = int(time.time() * 1000)
+    return [Metric(k, v, now, epoch) for k, v in numeric(metrics).items()]
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str) -> None:
+
+def logged_epochs(client: MlflowClient, run_id: str) -> set[int]:
+    """Epochs a run already holds (each epoch's metrics are one log_batch, so one key tells)."""
+    return {int(m.step) for m in client.get_metric_history(run_id, HISTORY_KEY)}
+
+
+def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalues: list[float]) -> None:
+    """A finished trial's PCA spectrum (metric, step = component), its analysis folder and final
+    checkpoint (artifacts); each only if the run lacks it, so a replay adds nothing twice."""
+    if not client.get_metric_history(run_id, EIGENVALUE_KEY):
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(EIGENVALUE_KEY, float(v), now, step)
+                                          for step, v in enumerate(eigenvalues, start=1)])
+    present = {a.path for a in client.list_artifacts(run_id)}
+    if ANALYSIS_DIR not in present:
+        client.log_artifacts(run_id, str(checkpoint_dir / ANALYSIS_DIR), ANALYSIS_DIR)
+    if "checkpoint" not in present:
+        client.log_artifact(run_id, str(checkpoint_dir / CHECKPOINT_NAME), "checkpoint")
+
+
+class TrialTracker:
+    """The child run of one trial, written from inside the trial.
+
+    MLflow failing never fails the trial: the first error prints one warning and the tracker stops
+    calling MLflow for the rest of this attempt (each call to a dead server would stall the epoch).
+    Ray's trial results keep everything; ``vaesweep sync`` replays what MLflow missed.
+    """
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str, sweep: str) -> None:
         os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
         self.client = MlflowClient(tracking_uri)
-        self.experiment_id, self.parent_run_id, self.trial_id = experiment_id, parent_run_id, trial_id
+        self.experiment_id, self.parent_run_id, self.trial_id, self.sweep = experiment_id, parent_run_id, trial_id, sweep
         self.run_id: str | None = None
-        self.logged_epochs: set[int] = set()
-        self.warned = False
+        self.logged: set[int] = set()
 
     def _guard(self, action: str, fn, *args, **kwargs) -> Any:
-        """``fn(*args, **kwargs)``, or FAILED after a warning (printed once per trial)."""
+        """``fn(*args, **kwargs)``, or FAILED (and no more MLflow calls) after one warning."""
+        if self.run_id is None and action != "start":
+            return FAILED
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - tracking must never kill a trial
-            if not self.warned:
-                print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); "
-                      "training continues; the results stay in Ray's trial results (vaesweep status)", file=sys.stderr)
-                self.warned = True
+            print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); training goes on "
+                  f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep}` "
+                  "once the server is back", file=sys.stderr)
+            self.run_id = None
             return FAILED
 
-    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str | None:
-        """Adopt this trial's run (after a retry or restore) or create it; returns its id."""
-        run_id = self._guard("start", self._start, run_name, tags, params)
-        self.run_id = None if run_id is FAILED else run_id
-        return self.run_id
-
-    def _start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> None:
+        """Adopt this trial's run (after a retry or restore) or create it."""
         key = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.parent_run_id}
-        run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, key, run_name, tags, params)
-        if adopted:
-            self.logged_epochs = {int(m.step) for m in self.client.get_metric_history(run_id, HISTORY_KEY)}
-        return run_id
+        started = self._guard("start", adopt_or_create_run, self.client, self.experiment_id, key, run_name, tags, params)
+        if started is not FAILED:
+            self.run_id = started[0]
+            logged = self._guard("read history", logged_epochs, self.client, self.run_id)
+            self.logged = set() if logged is FAILED else logged
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Per-epoch metrics with step = epoch, once per epoch even across retries."""
-        if self.run_id is None or epoch in self.logged_epochs:
+        if epoch in self.logged:
             return
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, epoch) for k, v in numeric(metrics).items()]
-        if self._guard("log metrics", self.client.log_batch, self.run_id, metrics=batch) is not FAILED:
-            self.logged_epochs.add(epoch)
+        if self._guard("log metrics", self.client.log_batch, self.run_id, metrics=epoch_metrics(epoch, metrics)) is not FAILED:
+            self.logged.add(epoch)
 
-    def log_series(self, key: str, values: list[float]) -> None:
-        """A metric indexed by position (step 1..n), e.g. a PCA spectrum; logged once per run."""
-        if self.run_id is None:
-            return
-        history = self._guard("read history", self.client.get_metric_history, self.run_id, key)
-        if history is FAILED or history:
-            return
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(v), now, step) for step, v in enumerate(values, start=1)]
-        self._guard("log series", self.client.log_batch, self.run_id, metrics=batch)
+    def log_final(self, checkpoint_dir: Path, eigenvalues: list[float]) -> None:
+        self._guard("log final artifacts", log_final, self.client, self.run_id, checkpoint_dir, eigenvalues)
 
-    def log_artifacts(self, local_dir: Path, artifact_path: str | None = None) -> None:
-        if self.run_id is not None:
-            self._guard("log artifacts", self.client.log_artifacts, self.run_id, str(local_dir), artifact_path)
+    def fail(self, message: str) -> None:
+        """Mark the run FAILED with the error's first line as the ``last_error`` tag."""
+        self._guard("set error", self.client.set_tag, self.run_id, ERROR_TAG, message.splitlines()[0][:500] if message else "")
+        self.end("FAILED")
 
     def end(self, status: str) -> None:
-        if self.run_id is not None:
-            self._guard("end run", self.client.set_terminated, self.run_id, status)
-
+        self._guard("end run", self.client.set_terminated, self.run_id, status)

@@ -11,6 +11,7 @@ resumes from ``tune.get_checkpoint()`` and adopts its MLflow run. The dataset ar
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ from analysis.model_analysis import analyze_trainer
 from analysis.probes import ProbeCallback
 from analysis.settings import AnalysisSettings
 from sweeps.config import SweepConfig
-from sweeps.tracking import TrialTracker
+from sweeps.tracking import ANALYSIS_DIR, TrialTracker
 from vae.bounds import dataset_bounds
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from vae.errors import CheckpointError
 from vae.config import TrainConfig
 from vae.data import mnist_from_arrays
 from vae.train import EVAL_SEED, Trainer
@@ -37,9 +39,6 @@ from vae.train import EVAL_SEED, Trainer
 # only after the last epoch; so it is the per-epoch validation bound during training and the test
 # IS log-likelihood in the final result (the value Optuna records for a completed trial).
 OBJECTIVE = "objective"
-
-# The PCA spectrum of a trial's test posterior means, as an MLflow metric with step = component.
-EIGENVALUE_KEY = "pca_eigenvalue"
 
 # The Ray node a trial runs on: in every result and as a tag of its MLflow run.
 NODE_KEY = "ray_node_id"
@@ -66,6 +65,30 @@ def trial_config(sweep: SweepConfig, point: dict[str, Any]) -> TrainConfig:
 
 def run_name(config: TrainConfig) -> str:
     return trial_label(config.alpha, config.k, config.seed)
+
+
+def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(run name, tags, params) of a trial's MLflow run: the live trial and ``vaesweep sync`` agree."""
+    tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
+            NODE_KEY: node_id}
+    return run_name(config), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
+
+
+def restore(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
+    """Load Ray's latest checkpoint of this trial or, if it is corrupt or partial, the newest good one
+    of those Ray kept beside it (``num_to_keep``); with none readable, start over with a warning."""
+    with checkpoint.as_directory() as folder:
+        latest = Path(folder)
+        older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name), reverse=True)
+        for candidate in [latest, *older]:
+            try:
+                trainer.load_state_dict(load_checkpoint(candidate / CHECKPOINT_NAME))
+            except CheckpointError as err:
+                print(f"vaesweep: {err}; trying an older checkpoint", file=sys.stderr)
+                continue
+            print(f"vaesweep: resumed from {candidate.name} (epoch {trainer.epoch})", file=sys.stderr)
+            return
+    print("vaesweep: no readable checkpoint; training this trial from the start", file=sys.stderr)
 
 
 def validation_bound(trainer: Trainer, images: int, samples: int) -> float:
@@ -95,17 +118,14 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
     trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(load_checkpoint(Path(folder) / CHECKPOINT_NAME))
+        restore(trainer, checkpoint)
 
     node_id = ray.get_runtime_context().get_node_id()  # which machine ran it (updated on a retry)
     tracker = None
     if context.tracking_uri and context.experiment_id and context.parent_run_id:
         tracker = TrialTracker(context.tracking_uri, context.experiment_id, context.parent_run_id,
-                               tune.get_context().get_trial_id())
-        tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
-                NODE_KEY: node_id}
-        tracker.start(run_name(config), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()})
+                               tune.get_context().get_trial_id(), sweep.name)
+        tracker.start(*run_identity(sweep, config, node_id))
     probes = ProbeCallback(trainer, sweep.eval.probe_epochs, sweep.eval.probe_train_size)
     try:
         while trainer.epoch < config.epochs:
@@ -120,32 +140,29 @@ def train_trial(point: dict[str, Any], context: TrialContext, data: dict[str, np
                 if last or trainer.epoch % sweep.checkpoint_every == 0:
                     save_checkpoint(trainer.state_dict(), checkpoint_dir / CHECKPOINT_NAME)
                 if last:
-                    metrics.update(finish(trainer, sweep, Path(tmp), checkpoint_dir, tracker))
+                    metrics.update(finish(trainer, sweep, checkpoint_dir, tracker))
                 metrics[OBJECTIVE] = metrics.get("test_log_likelihood", metrics["val_vr_bound_0"])
                 if tracker is not None:
                     tracker.log_epoch(trainer.epoch, metrics)
                     metrics["mlflow_run_id"] = tracker.run_id or ""
                 checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir.exists() else None
                 tune.report(metrics, checkpoint=checkpoint)
-    except BaseException:
+    except BaseException as err:
         if tracker is not None:
-            tracker.end("FAILED")
+            tracker.fail(f"{type(err).__name__}: {err}")
         raise
     if tracker is not None:
         tracker.end("FINISHED")
 
 
-def finish(trainer: Trainer, sweep: SweepConfig, workdir: Path, checkpoint_dir: Path,
-           tracker: TrialTracker | None) -> dict[str, Any]:
-    """Final evaluation and latent analysis; artifacts (and the final checkpoint already written in
-    ``checkpoint_dir`` for Ray) go to the MLflow run. Returns scalar metrics."""
+def finish(trainer: Trainer, sweep: SweepConfig, checkpoint_dir: Path, tracker: TrialTracker | None) -> dict[str, Any]:
+    """Final evaluation and latent analysis. The analysis goes into the final checkpoint (so Ray's
+    storage holds everything ``vaesweep sync`` needs) and, with the checkpoint, to the MLflow run."""
     final = trainer.evaluate(sweep.eval.bound_samples, sweep.eval.is_samples)
     settings = AnalysisSettings(epsilon=sweep.eval.epsilon, probe_train_size=sweep.eval.probe_train_size)
-    analysis = analyze_trainer(trainer, workdir / "analysis", settings)
+    analysis = analyze_trainer(trainer, checkpoint_dir / ANALYSIS_DIR, settings)
     if tracker is not None:
-        tracker.log_series(EIGENVALUE_KEY, analysis["eigenvalues"])
-        tracker.log_artifacts(workdir / "analysis", "analysis")
-        tracker.log_artifacts(checkpoint_dir, "checkpoint")
+        tracker.log_final(checkpoint_dir, analysis["eigenvalues"])
     return {
         **final,
         "active_components": analysis["active_components"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
+from sweeps.mlflow_server import free_port, wait_until_healthy
+
 VAESWEEP = Path(sys.executable).with_name("vaesweep")
+START_SERVER = Path(__file__).resolve().parents[1] / "mlflow" / "start-server.sh"
 
 
 def write_config(tmp_path: Path, name: str, alphas: list[float], epochs: int = 2, **extra) -> Path:
@@ -56,3 +60,28 @@ def trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
     """Every trial's per-epoch results as Ray wrote them (result.json), by trial folder."""
     return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
             for p in (sweep_dir / "tune").glob("*/result.json")}
+
+
+def start_server(home: Path, *flags: str, env: dict[str, str] | None = None,
+                 port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """``mlflow/start-server.sh`` on a loopback port (a free one by default), answering /health."""
+    port = port or free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "server.log"
+    with open(log, "ab") as out:
+        server = subprocess.Popen([str(START_SERVER), "--home", str(home), "--port", str(port), *flags,
+                                   "--", "--workers", "1"], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  cwd=home, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(uri, server, log)
+    except RuntimeError:
+        stop_server(server)
+        raise
+    return server, uri
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)

@@ -20,14 +20,22 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from sweep_helpers import (
+    START_SERVER,
+    children,
+    epoch_steps,
+    start_server,
+    stop_server,
+    tracking,
+    trial_results,
+    vaesweep,
+    write_config,
+)
 
-from sweep_helpers import children, epoch_steps, tracking, trial_results, vaesweep, write_config
-from sweeps.mlflow_server import free_port, wait_until_healthy
+from sweeps.mlflow_server import free_port
 from sweeps.tracking import CLIENT_ENV
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-START_SERVER = REPO / "mlflow" / "start-server.sh"
 RAY = Path(sys.executable).with_name("ray")
 
 
@@ -38,29 +46,6 @@ def team_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     server, uri = start_server(home)
     yield uri, home
     stop_server(server)
-
-
-def start_server(home: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """``mlflow/start-server.sh`` on a free loopback port, answering /health: (process, URI)."""
-    port = free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    log = home / "server.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen([str(START_SERVER), "--home", str(home), "--port", str(port), *flags,
-                                   "--", "--workers", "1"], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  cwd=home, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(uri, server, log)
-    except RuntimeError:
-        stop_server(server)
-        raise
-    return server, uri
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
 
 
 def non_loopback_address() -> str | None:

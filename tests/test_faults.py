@@ -1,0 +1,206 @@
+"""Faults injected for real into running sweeps: a trial's worker SIGKILLed mid-epoch, its latest
+checkpoint truncated, the MLflow server stopped mid-sweep or absent at the start, a trial whose loss
+diverges. Each sweep runs through the real CLI on real Ray, MLflow and MNIST. Marked slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep_helpers import (VAESWEEP, children, epoch_steps, start_server, stop_server, tracking, trial_results,
+                           vaesweep, write_config)
+from sweeps.mlflow_server import free_port
+
+pytestmark = pytest.mark.slow
+# Epochs of about a second on one thread: long enough to land a signal inside one.
+FAULT_TRAIN = {"epochs": 4, "train_subset": 6000, "test_subset": 100}
+FINAL_KEYS = ("test_log_likelihood", "test_vr_bound_alpha", "test_vr_bound_0", "train_vr_bound_alpha",
+              "active_components", "final_probe_means", "final_probe_samples")
+
+
+def one_trial(root: Path, name: str) -> Path:
+    return write_config(root, name, [0.5], train=FAULT_TRAIN, checkpoint_every=1)
+
+
+def final(result: dict) -> dict:
+    return {key: result[key] for key in FINAL_KEYS}
+
+
+def start_sweep(config: Path, mnist_dir: Path, log: Path, *flags: str) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), *flags],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_epochs(sweep_dir: Path, epochs: int, driver: subprocess.Popen, timeout_s: float = 300) -> dict:
+    """The last result of the first trial to report ``epochs`` epochs (Ray's result.json)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the sweep ended before the fault could be injected"
+        for results in trial_results(sweep_dir).values():
+            if len(results) >= epochs:
+                return results[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no trial reached epoch {epochs} in {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def reference(mnist_dir, tmp_path_factory) -> dict:
+    """Final metrics of the fault tests' trial when nothing goes wrong."""
+    root = tmp_path_factory.mktemp("reference")
+    done = vaesweep("run", str(one_trial(root, "reference")), "--data-dir", str(mnist_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    (results,) = trial_results(root / "runs" / "reference").values()
+    return final(results[-1])
+
+
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint_with_identical_results(reference, mnist_dir, tmp_path):
+    sweep_dir = tmp_path / "runs" / "killed"
+    driver = start_sweep(one_trial(tmp_path, "killed"), mnist_dir, tmp_path / "sweep.log")
+    victim = wait_for_epochs(sweep_dir, 2, driver)["pid"]
+    os.kill(victim, signal.SIGKILL)  # inside epoch 3
+    assert driver.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+
+    (results,) = trial_results(sweep_dir).values()
+    assert len({r["pid"] for r in results}) == 2, "the trial went on in a new worker process"
+    assert final(results[-1]) == reference, "resumed from the checkpoint, it ends exactly as the uninterrupted run"
+    (run,) = children(sweep_dir)
+    assert run.info.status == "FINISHED" and epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+    (trial,) = json.loads(vaesweep("status", "killed", "--storage", str(tmp_path / "runs"), "--json").stdout)["trials"]
+    assert trial["num_failures"] == 1 and trial["state"] == "TERMINATED"
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, mnist_dir, tmp_path):
+    sweep_dir = tmp_path / "runs" / "corrupt"
+    log = tmp_path / "sweep.log"
+    driver = start_sweep(one_trial(tmp_path, "corrupt"), mnist_dir, log)
+    victim = wait_for_epochs(sweep_dir, 2, driver)["pid"]
+    os.kill(victim, signal.SIGSTOP)  # frozen: no newer checkpoint can appear
+    time.sleep(2)  # the driver records any result already on its way
+    ((trial_dir, results),) = trial_results(sweep_dir).items()
+    latest = sweep_dir / "tune" / trial_dir / results[-1]["checkpoint_dir_name"] / "checkpoint.pt"
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])
+    os.kill(victim, signal.SIGKILL)
+    assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+    output = log.read_text()
+    assert re.search(r"checkpoint \S+checkpoint\.pt is corrupt or partial", output), output[-3000:]
+    assert re.search(r"resumed from checkpoint_\d+ \(epoch 1\)", output), output[-3000:]
+    (results,) = trial_results(sweep_dir).values()
+    assert final(results[-1]) == reference
+    (run,) = children(sweep_dir)
+    assert run.info.status == "FINISHED" and epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+
+
+def mlflow_record(sweep_dir: Path) -> dict:
+    """Everything MLflow holds of a sweep's trials: per run, metric history lengths and artifacts."""
+    client = MlflowClient(tracking(sweep_dir)["tracking_uri"])
+    record = {}
+    for run in children(sweep_dir):
+        run_id = run.info.run_id
+        record[run.data.tags["alpha"]] = {
+            "status": run.info.status,
+            "metrics": {key: len(client.get_metric_history(run_id, key)) for key in run.data.metrics},
+            "artifacts": sorted(a.path for a in client.list_artifacts(run_id, "analysis")),
+            "checkpoint": [a.path for a in client.list_artifacts(run_id, "checkpoint")],
+        }
+    return record
+
+
+def sync_twice(name: str, storage: Path) -> tuple[str, str]:
+    first = vaesweep("sync", name, "--storage", str(storage))
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = vaesweep("sync", name, "--storage", str(storage))
+    assert second.returncode == 0, second.stderr[-3000:]
+    return first.stdout, second.stdout
+
+
+def test_mlflow_stopped_mid_sweep_training_goes_on_and_sync_fills_the_gaps(mnist_dir, tmp_path):
+    home = tmp_path / "mlflow"
+    server, uri = start_server(home)
+    config = write_config(tmp_path, "outage", [0.0, 1.0], train=FAULT_TRAIN)
+    sweep_dir = tmp_path / "runs" / "outage"
+    log = tmp_path / "sweep.log"
+    driver = start_sweep(config, mnist_dir, log, "--tracking-uri", uri)
+    try:
+        wait_for_epochs(sweep_dir, 1, driver)
+    finally:
+        stop_server(server)
+    assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert "MLflow unavailable" in log.read_text()
+    assert {len(r) for r in trial_results(sweep_dir).values()} == {4}, "every trial trained all its epochs"
+
+    server, _ = start_server(home, port=int(uri.rsplit(":", 1)[1]))  # the same server, back
+    try:
+        first = vaesweep("sync", "outage", "--storage", str(tmp_path / "runs"))
+        assert first.returncode == 0, first.stderr[-3000:]
+        record = mlflow_record(sweep_dir)
+        again = vaesweep("sync", "outage", "--storage", str(tmp_path / "runs"))
+        assert "0 runs created, 0 epochs and 0 final results added" in again.stdout, again.stdout + again.stderr
+        assert mlflow_record(sweep_dir) == record, "a second sync changes nothing"
+        assert set(record) == {"0", "1"}
+        for run in children(sweep_dir):
+            assert run.info.status == "FINISHED"
+            assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+    finally:
+        stop_server(server)
+    for alpha, run in record.items():
+        assert run["metrics"]["pca_eigenvalue"] == 5 and run["metrics"]["train_vr_bound_alpha"] == 4, alpha
+        assert "analysis/analysis.json" in run["artifacts"] and run["checkpoint"] == ["checkpoint/checkpoint.pt"]
+
+
+def test_mlflow_unreachable_at_start_then_sync_creates_every_record(mnist_dir, tmp_path):
+    port = free_port()  # nothing listens here yet
+    config = write_config(tmp_path, "offline", [0.5])
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir), "--tracking-uri", f"http://127.0.0.1:{port}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "unavailable" in done.stderr and "vaesweep sync offline" in done.stderr
+    sweep_dir = tmp_path / "runs" / "offline"
+    assert tracking(sweep_dir)["parent_run_id"] is None
+    report = vaesweep("report", "offline", "--storage", str(tmp_path / "runs"))
+    assert report.returncode == 2 and "run `vaesweep sync offline` first" in report.stderr
+
+    server, _ = start_server(tmp_path / "mlflow", port=port)
+    try:
+        first, second = sync_twice("offline", tmp_path / "runs")
+        assert "1 runs created, 2 epochs and 1 final results added" in first, first
+        assert "0 runs created, 0 epochs and 0 final results added" in second, second
+        parent = MlflowClient(f"http://127.0.0.1:{port}").get_run(tracking(sweep_dir)["parent_run_id"])
+        assert parent.info.status == "FINISHED"
+        (run,) = children(sweep_dir)
+        assert run.info.status == "FINISHED" and epoch_steps(sweep_dir, run.info.run_id) == [1, 2]
+    finally:
+        stop_server(server)
+
+
+def test_a_diverging_trial_fails_naming_epoch_step_and_config_while_the_others_finish(mnist_dir, tmp_path):
+    # at lr 0.08 VR-max (alpha=-inf) blows up within a few steps; alpha=1000 trains on
+    config = write_config(tmp_path, "diverge", [1000.0, float("-inf")],
+                          train={"epochs": 2, "train_subset": 2000, "test_subset": 100, "lr": 0.08})
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert done.returncode == 1 and "1 trials finished, 1 failed" in done.stdout, done.stdout[-2000:]
+    storage = str(tmp_path / "runs")
+
+    trials = json.loads(vaesweep("status", "diverge", "--storage", storage, "--json").stdout)["trials"]
+    states = {t["config"]["alpha"]: t for t in trials}
+    assert states[1000.0]["state"] == "TERMINATED"
+    failed = states[float("-inf")]
+    assert failed["state"] == "ERROR"
+    pattern = r"non-finite loss \(\w+\) at epoch 1, step \d+ \(alpha=-inf, k=5, lr=0\.08, seed=0\)"
+    assert re.search(pattern, failed["error"]), failed["error"]
+    assert re.search(pattern, vaesweep("status", "diverge", "--storage", storage).stdout)
+
+    report = vaesweep("report", "diverge", "--storage", storage)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert re.search(r"a-inf_k5_s0: no finished run \(run FAILED: NonFiniteLossError: " + pattern, report.stdout)
+    runs = {r.data.tags["alpha"]: r for r in children(tmp_path / "runs" / "diverge")}
+    assert runs["1000"].info.status == "FINISHED" and runs["-inf"].info.status == "FAILED"
