@@ -182,6 +182,10 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+    info = tracking(sweep_dir)
+    everything = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
+    assert len(everything) == 5 and {r.info.status for r in everything} == {"FINISHED"}, \
+        "the killed driver's runs (parent and trials) were adopted and closed, none duplicated"
     lines_after = result_lines(sweep_dir)
     for trial_dir in finished_before:  # finished trials were not trained again
         assert lines_after[trial_dir] == lines_before[trial_dir] == 4
