@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from analysis.settings import PROBE_EPOCHS, AnalysisSettings
-from sweeps.config import ConfigError, load_sweep, preset_names
+from sweeps.config import ConfigError, load_sweep, one_line, preset_names
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig, first_error
 from vae.data import default_data_dir, load_mnist
@@ -36,6 +36,14 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def user_path(text: str) -> Path:
+    """A path with ``~`` expanded; ``~nosuchuser`` is a usage error, not a RuntimeError later."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"cannot expand {text.split('/')[0]!r}: no such user") from None
 
 
 def positive_int(text: str) -> int:
@@ -106,6 +114,8 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     from vae.fetch import fetch_mnist
 
+    if args.source is not None and not args.source.is_dir():  # checked before fetch_mnist creates the cache
+        raise UsageError(f"--from {args.source}: not a directory; give the folder holding the idx files")
     fetch_mnist(args.data_dir or default_data_dir(), args.source)
     return 0
 
@@ -172,25 +182,25 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
     status.add_argument("name", help="sweep name")
-    status.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    status.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.set_defaults(func=run_status)
 
     report = commands.add_parser("report", help="the study's figures, summary.csv and report.html from a sweep's runs")
     report.add_argument("name", help="sweep name")
-    report.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    report.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
     report.add_argument("--out", type=Path, default=None, help="output folder (default STORAGE/NAME/report)")
     report.add_argument("--run", default=None, help="MLflow run id for Figure 5 (default: best IS log-likelihood)")
     report.set_defaults(func=run_report)
 
     sync = commands.add_parser("sync", help="write into MLflow what it lacks of a sweep (after a tracking outage)")
     sync.add_argument("name", help="sweep name")
-    sync.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    sync.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
     sync.set_defaults(func=run_sync)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
     ui.add_argument("name", help="sweep name")
-    ui.add_argument("--storage", type=Path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    ui.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
     ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.set_defaults(func=run_ui)
 
@@ -198,10 +208,28 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
 ADDRESS_PATTERN = re.compile(r"^(auto|ray://[\w.-]+:\d+|[\w.-]+:\d{1,5})$")
 
 
+def check_creatable(folder: Path, flag: str) -> None:
+    """Refuse an output folder that cannot be created, before anything is written or Ray starts.
+
+    Creating it to find out would leave folders behind, so check the nearest existing ancestor: it
+    must be a writable directory (a regular file in the path, or a read-only folder, fails).
+    """
+    folder = folder.resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    else:
+        return
+    raise UsageError(f"{flag}: cannot create {folder} ({problem}); choose a writable folder")
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     config = load_sweep(args.config, args.overrides, args.name, args.storage, args.tracking_uri)
     if args.address is not None and not ADDRESS_PATTERN.match(args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     trials = config.trials()
     if args.dry_run:
         for index, trial in enumerate(trials):
@@ -230,6 +258,7 @@ def run_report(args: argparse.Namespace) -> int:
     from sweeps.report import write_report
 
     out = args.out or args.storage / args.name / "report"
+    check_creatable(out, f"--out {out}")
     written = write_report(args.name, args.storage, out, args.run)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:
@@ -279,9 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ValidationError as err:
         field, message = first_error(err)  # flags of `train` and `analyze` map onto TrainConfig fields
-        print(f"vaesweep: error: --{field.replace('_', '-')}: {message}", file=sys.stderr)
+        print(f"vaesweep: error: --{field.replace('_', '-')}: {one_line(message)}", file=sys.stderr)
     except (UsageError, ConfigError, DataError, CheckpointError, RunDirError) as err:
-        print(f"vaesweep: error: {err}", file=sys.stderr)
+        print(f"vaesweep: error: {one_line(str(err))}", file=sys.stderr)  # a path in it may hold a newline
     except NonFiniteLossError as err:
         print(f"vaesweep: training diverged: {err}", file=sys.stderr)
         return 1

@@ -19,14 +19,23 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.settings import EPSILON, PROBE_EPOCHS
-from vae.config import TrainConfig, first_error
+from vae.config import MAX_SEED, TrainConfig, first_error
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped: a key or path from a file
+    can hold a newline, and an error message must stay one line."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class ConfigError(ValueError):
-    """A sweep file or override that cannot be used; the message names the field."""
+    """A sweep file or override that cannot be used; the message names the field (on one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 class Strict(BaseModel):
@@ -53,6 +62,8 @@ class GridConfig(Strict):
         lowest = 1 if info.field_name == "k" else 0
         if any(v < lowest for v in values):
             raise ValueError(f"every {info.field_name} must be >= {lowest}")
+        if info.field_name == "seed" and any(v > MAX_SEED for v in values):
+            raise ValueError(f"every seed must be <= {MAX_SEED}")
         if len(set(values)) != len(values):
             raise ValueError(f"duplicate {info.field_name} values")
         return values
@@ -70,8 +81,10 @@ class EvalConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    cpus: float = Field(1.0, gt=0, description="CPUs per trial (torch threads follow it)")
-    gpu: float = Field(0.0, ge=0, description="GPU per trial; a fraction packs several trials on one GPU")
+    # allow_inf_nan=False: an infinite share means nothing to Ray (and int(inf) would raise below)
+    cpus: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (torch threads follow it)")
+    gpu: float = Field(0.0, ge=0, allow_inf_nan=False,
+                       description="GPU per trial; a fraction packs several trials on one GPU")
 
     @field_validator("gpu")
     @classmethod
@@ -115,6 +128,18 @@ class SweepConfig(Strict):
     optuna: OptunaConfig = Field(default_factory=OptunaConfig)
     checkpoint_every: int = Field(1, gt=0, description="epochs between trial checkpoints")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint (-1: forever)")
+
+    @field_validator("storage")
+    @classmethod
+    def _usable_path(cls, storage: str) -> str:
+        """Fail here, not with a traceback when the sweep folder is first resolved."""
+        if "\0" in storage:
+            raise ValueError("must not contain a NUL character")
+        try:
+            Path(storage).expanduser()
+        except RuntimeError:
+            raise ValueError(f"cannot expand {storage.split('/')[0]!r}: no such user; give a plain path") from None
+        return storage
 
     @model_validator(mode="after")
     def _consistent(self) -> "SweepConfig":
@@ -197,9 +222,12 @@ def load_sweep(source: str, overrides: list[str] = (), name: str | None = None, 
 
 
 def validate_sweep(data: dict[str, Any], source: str = "") -> SweepConfig:
-    """``SweepConfig(**data)``, with a failure as one ConfigError line naming the field."""
+    """``SweepConfig(**data)``, with a failure as one ConfigError line naming the field.
+
+    (``model_validate``, not ``**data``: a YAML mapping can have non-string keys like ``1: 2``.)
+    """
     try:
-        return SweepConfig(**data)
+        return SweepConfig.model_validate(data)
     except ValidationError as err:
         field, message = first_error(err)
         raise ConfigError(f"{source}{field}: {message}") from None

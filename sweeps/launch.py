@@ -35,8 +35,17 @@ def experiment_path(sweep_dir: Path) -> Path:
 
 
 def read_tracking(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's ``tracking.json`` ({} if there is none); ConfigError if it is damaged."""
     path = sweep_dir / "tracking.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
+        raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
+    return record
 
 
 def check_same_sweep(config: SweepConfig) -> None:
@@ -44,7 +53,13 @@ def check_same_sweep(config: SweepConfig) -> None:
     saved_path = config.sweep_dir() / "sweep.yaml"
     if not saved_path.exists():
         return
-    saved = yaml.safe_load(saved_path.read_text())
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{saved_path} is corrupt (not a mapping of settings); restore it from the sweep's MLflow "
+                          f"parent run params, or choose another --name")
     current = config.to_dict()
     ignore = {"storage", "tracking"}
     if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:

@@ -25,6 +25,9 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     path = experiment_path(sweep_dir)
     if not path.is_dir():
         raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {path}); start it with `vaesweep run`")
+    if not any(path.glob("experiment_state-*.json")):
+        raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
+                          f"trial was scheduled); run `vaesweep run` with the same name again")
     analysis = ExperimentAnalysis(str(path))
     trials = []
     for trial in analysis.trials:

@@ -20,6 +20,9 @@ def first_error(err: ValidationError) -> tuple[str, str]:
     return field, first["msg"].removeprefix("Value error, ")
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
+
 class TrainConfig(BaseModel):
     """Everything that determines a trained model (data location aside)."""
 
@@ -33,7 +36,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(100, gt=0, description="images per step")
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
     train_samples: int = Field(5, gt=0, description="K, importance samples per image in training")
-    seed: int = Field(0, ge=0, description="seeds every source of randomness of the trial")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds every source of randomness of the trial")
     binarization: Literal["dynamic", "static", "none"] = Field(
         "dynamic", description="dynamic: fresh Bernoulli draw per use; static: one per seed; none: grey levels"
     )

@@ -1,0 +1,281 @@
+"""Bad input, one corpus: every malformed config, flag or file gives one line, exit 2, no traceback.
+
+The table runs the real console script in a scratch folder that already holds a sweep, a training
+run and a few files, and checks that the whole tree is byte-for-byte and mtime-for-mtime the same
+afterwards: a refused command writes nothing and overwrites nothing. ``VAESWEEP_DATA_DIR`` points at
+an empty cache, so even a command that wrongly passed validation could not train.
+
+The hypothesis tests fuzz config parsing in process: whatever the data, ``validate_sweep``,
+``apply_override`` and ``load_sweep`` return a SweepConfig or raise a one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sweeps.config import PRESETS_DIR, ConfigError, SweepConfig, apply_override, load_sweep, validate_sweep
+
+VAESWEEP = Path(sys.executable).with_name("vaesweep")
+SMOKE = yaml.safe_load((PRESETS_DIR / "smoke.yaml").read_text())
+
+
+def smoke_with(patch: str) -> str:
+    """The smoke preset as YAML, with the sections of ``patch`` (YAML) merged in (one level deep)."""
+    data = copy.deepcopy(SMOKE)
+    for key, value in yaml.safe_load(patch).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# What every case's scratch folder holds before the command runs (and must still hold, unchanged).
+EXISTING_SWEEP = load_sweep("smoke", ["grid.alpha=[0.0]"], name="existing").to_dict()
+WORKSPACE: dict[str, str | bytes] = {
+    "runs/existing/sweep.yaml": yaml.safe_dump(EXISTING_SWEEP, sort_keys=False),
+    "runs/existing/tracking.json": '{"tracking_uri": "sqlite:///x/mlflow.db", "experiment": "vaesweep", '
+                                   '"experiment_id": "1", "parent_run_id": "abc"}\n',
+    "runs/existing/tune/marker": "ray experiment state would be here\n",
+    "train-out/metrics.json": '{"epochs_completed": 3, "history": []}\n',
+    "existing-file": "a regular file, not a directory\n",
+    "corrupt/checkpoint.pt": bytes(range(256)) * 8,
+}
+EMPTY_DIRS = ("cache",)  # VAESWEEP_DATA_DIR: an empty MNIST cache
+
+BAD_INPUT = [
+    # --- run: config files with bad content -------------------------------------------------------
+    ("run-unknown-top-level-key", ["run", "c.yaml"], {"c.yaml": smoke_with("colour: red")},
+     "colour: Extra inputs are not permitted"),
+    ("run-unknown-nested-key", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochz: 3}")}, "train.epochz"),
+    ("run-grid-k-not-int", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {k: [thirty]}")}, "grid.k.0"),
+    ("run-epochs-a-string", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochs: many}")}, "train.epochs"),
+    ("run-empty-grid-alpha", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {alpha: []}")}, "grid.alpha"),
+    ("run-empty-grid-seed", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {seed: []}")}, "grid.seed"),
+    ("run-negative-k", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {k: [-5]}")}, "grid.k"),
+    ("run-zero-k", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {k: [0, 10]}")}, "grid.k"),
+    ("run-zero-epochs", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochs: 0}")}, "train.epochs"),
+    ("run-negative-epochs", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochs: -3}")}, "train.epochs"),
+    ("run-nan-alpha", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {alpha: [0.0, .nan]}")}, "grid.alpha"),
+    ("run-duplicate-seeds", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {seed: [0, 0]}")}, "duplicate seed"),
+    ("run-probe-epochs-past-end", ["run", "c.yaml"], {"c.yaml": smoke_with("eval: {probe_epochs: [1, 50]}")},
+     "eval.probe_epochs"),
+    ("run-gpu-fraction-above-1", ["run", "c.yaml"], {"c.yaml": smoke_with("resources: {gpu: 1.5}")}, "resources.gpu"),
+    ("run-gpu-infinite", ["run", "c.yaml"], {"c.yaml": smoke_with("resources: {gpu: .inf}")}, "resources.gpu"),
+    ("run-train-alpha-is-grid-owned", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {alpha: 0.5}")},
+     "set grid.alpha instead"),
+    ("run-optuna-range-reversed", ["run", "c.yaml"], {"c.yaml": smoke_with("optuna: {alpha_range: [1, 0]}")},
+     "optuna.alpha_range"),
+    ("run-search-random", ["run", "c.yaml"], {"c.yaml": smoke_with("search: random")}, "search"),
+    ("run-max-failures-below-minus-1", ["run", "c.yaml"], {"c.yaml": smoke_with("max_failures: -2")}, "max_failures"),
+    ("run-non-string-top-level-key", ["run", "c.yaml"], {"c.yaml": smoke_with("{1: 2}")}, "1"),
+    ("run-top-level-list", ["run", "c.yaml"], {"c.yaml": "- a\n- b\n"}, "expected a mapping"),
+    ("run-yaml-syntax-error", ["run", "c.yaml"], {"c.yaml": "grid: [unclosed\n"}, "not readable YAML"),
+    ("run-binary-file", ["run", "c.yaml"], {"c.yaml": b"\xff\xfe\x00\x81 binary \x00\xc3"}, "not readable YAML"),
+    ("run-missing-config-file", ["run", "missing.yaml"], {}, "config file missing.yaml does not exist"),
+    ("run-unknown-preset", ["run", "nope"], {}, "unknown preset 'nope'"),
+    ("run-bad-name-flag", ["run", "smoke", "--name", "a/b"], {}, "name"),
+    ("run-bad-storage-home", ["run", "smoke", "--storage", "~no-such-user-xyz/runs"], {}, "storage"),
+    # --- run: --set overrides ------------------------------------------------------------------------
+    ("set-without-equals", ["run", "smoke", "--set", "train.epochs"], {}, "expected key=value"),
+    ("set-bad-yaml-value", ["run", "smoke", "--set", "grid.alpha=[0, 1"], {}, "not valid YAML"),
+    ("set-into-non-section", ["run", "smoke", "--set", "train.epochs.x=3"], {}, "train.epochs.x: epochs is not a section"),
+    ("set-negative-k", ["run", "smoke", "--set", "grid.k=[-1]"], {}, "grid.k"),
+    # --- run: --address, --storage, an existing sweep ------------------------------------------------
+    ("address-words", ["run", "smoke", "--address", "not an address"], {}, "--address"),
+    ("address-no-port", ["run", "smoke", "--address", "localhost"], {}, "--address"),
+    ("address-http-url", ["run", "smoke", "--address", "http://x:1"], {}, "--address"),
+    ("address-ray-no-port", ["run", "smoke", "--address", "ray://host"], {}, "--address"),
+    ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
+    ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with different grid"),
+    # --- train flags ---------------------------------------------------------------------------------
+    ("train-k-not-int", ["train", "--k", "abc"], {}, "--k: invalid int value"),
+    ("train-k-negative", ["train", "--k", "-3"], {}, "--k: Input should be greater than 0"),
+    ("train-alpha-nan", ["train", "--alpha", "nan"], {}, "--alpha"),
+    ("train-epochs-not-int", ["train", "--epochs", "abc"], {}, "--epochs: invalid int value"),
+    ("train-lr-negative", ["train", "--lr", "-1"], {}, "--lr"),
+    ("train-hidden-not-ints", ["train", "--hidden", "200,x"], {}, "--hidden"),
+    ("train-binarization-unknown", ["train", "--binarization", "half"], {}, "--binarization"),
+    ("train-is-samples-zero", ["train", "--is-samples", "0"], {}, "--is-samples"),
+    ("train-unknown-flag", ["train", "--nope"], {}, "unrecognized arguments: --nope"),
+    ("train-out-under-a-file", ["train", "--out", "existing-file/sub"], {}, "--out existing-file/sub"),
+    # --- analyze, data, sweep lookups, the command itself ---------------------------------------------
+    ("analyze-missing-file", ["analyze", "nothing/checkpoint.pt"], {}, "does not exist"),
+    ("analyze-corrupt-checkpoint", ["analyze", "corrupt/checkpoint.pt"], {}, "corrupt or partial"),
+    ("fetch-from-missing-dir", ["data", "fetch", "--from", "/nonexistent/mnist"], {},
+     "--from /nonexistent/mnist: not a directory"),
+    ("status-unknown-sweep", ["status", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
+    ("report-unknown-sweep", ["report", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
+    ("sync-unknown-sweep", ["sync", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
+    ("ui-unknown-sweep", ["ui", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
+    ("ui-corrupt-tracking-json", ["ui", "broken"], {"runs/broken/tracking.json": "{truncated"}, "tracking.json is corrupt"),
+    ("status-storage-unknown-user", ["status", "existing", "--storage", "~no-such-user-xyz"], {}, "--storage"),
+    ("report-out-under-a-file", ["report", "existing", "--out", "existing-file/sub"], {}, "--out existing-file/sub"),
+    ("sync-saved-config-not-a-mapping", ["sync", "broken"], {"runs/broken/sweep.yaml": "- a\n",
+                                                            "runs/broken/tune/marker": ""}, "sweep.yaml"),
+    ("unknown-subcommand", ["frobnicate"], {}, "invalid choice"),
+    ("run-saved-config-not-a-mapping", ["run", "smoke", "--name", "broken"], {"runs/broken/sweep.yaml": "- a\n"},
+     "sweep.yaml is corrupt"),
+    ("run-seed-past-64-bits", ["run", "smoke", "--set", "grid.seed=[18446744073709551617]"], {}, "grid.seed"),
+    ("status-tune-folder-without-state", ["status", "existing"], {}, "has no Ray experiment state"),
+    ("report-corrupt-tracking-json", ["report", "broken"], {"runs/broken/tracking.json": "{truncated"},
+     "tracking.json is corrupt"),
+]
+
+
+def write_files(root: Path, files: dict[str, str | bytes]) -> None:
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every file and folder under ``root``: (size, mtime_ns, sha256) of files, mtime_ns of folders."""
+    tree: dict[str, tuple] = {}
+    for path in sorted(root.rglob("*")):
+        stat = path.lstat()
+        relative = str(path.relative_to(root))
+        if path.is_dir():
+            tree[relative] = ("dir", stat.st_mtime_ns)
+        else:
+            tree[relative] = (stat.st_size, stat.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+    return tree
+
+
+@pytest.mark.parametrize("args, files, expected", [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT])
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expected, tmp_path):
+    work = tmp_path / "work"
+    write_files(work, {**WORKSPACE, **files})
+    for name in EMPTY_DIRS:
+        (work / name).mkdir()
+    before = snapshot(work)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["VAESWEEP_DATA_DIR"] = str(work / "cache")
+    done = subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, env=env, cwd=work, timeout=300)
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaesweep: error: "), done.stderr
+    assert expected in lines[0], lines[0]
+    assert snapshot(work) == before, "the refused command changed the folder"
+
+
+def test_the_table_is_big_and_ids_are_unique():
+    assert len(BAD_INPUT) >= 30 and len({case[0] for case in BAD_INPUT}) == len(BAD_INPUT)
+
+
+# --- fuzzing config parsing in process -----------------------------------------------------------------
+
+FIELD_NAMES = sorted({"name", "grid", "train", "eval", "resources", "storage", "tracking", "search", "optuna",
+                      "checkpoint_every", "max_failures", "alpha", "k", "seed", "epochs", "hidden", "lr", "gpu", "cpus",
+                      "probe_epochs", "alpha_range", "uri", "experiment", "activation", "binarization", "device"})
+ODD_TEXT = st.sampled_from(["", " ", "\n", "\x00", "~nobody-xyz/x", "a/b", "..", "ü", "1e400", ".nan", "-.inf",
+                            "grid", "0x10", "None", "true", "[1, 2]", "{a: 1}", "\u202e", "a" * 300])
+SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**2000), max_value=2**2000)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20) | ODD_TEXT)
+KEYS = st.sampled_from(FIELD_NAMES) | st.text(max_size=10) | st.integers(-3, 3) | st.none() | st.booleans()
+VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
+                      | st.dictionaries(KEYS, children, max_size=4), max_leaves=12)
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def valid_or_one_line_error(call) -> SweepConfig | None:
+    """Run ``call``; a ConfigError must be one line, any other exception fails the test."""
+    try:
+        return call()
+    except ConfigError as err:
+        message = str(err)
+        assert message and "\n" not in message and "\r" not in message, repr(message)
+        return None
+
+
+def smoke_dict() -> dict[str, Any]:
+    return copy.deepcopy(SMOKE)
+
+
+@FUZZ
+@given(st.dictionaries(KEYS, VALUES, max_size=6))
+def test_fuzz_validate_arbitrary_data(data):
+    config = valid_or_one_line_error(lambda: validate_sweep(data))
+    assert config is None or isinstance(config, SweepConfig)
+
+
+@FUZZ
+@given(st.text(max_size=60) | st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
+    ["train.epochs", "grid.alpha", "grid", "name", "eval.probe_epochs", "resources.gpu", "a.b.c", "train.hidden"]),
+    st.text(max_size=30)))
+def test_fuzz_apply_override_text(assignment):
+    data = smoke_dict()
+
+    def apply_and_validate() -> SweepConfig:
+        apply_override(data, assignment)
+        return validate_sweep(data)
+
+    valid_or_one_line_error(apply_and_validate)
+
+
+def leaf_paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    """Paths (tuples of keys and list indices) of every leaf and every container of ``node``."""
+    paths = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            paths += leaf_paths(child, (*prefix, key))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            paths += leaf_paths(child, (*prefix, index))
+    return paths
+
+
+def mutate(data: dict[str, Any], choice: int, value: Any, new_key: Any, add: bool) -> None:
+    """Replace the ``choice``-th node of ``data`` by ``value``, or add ``new_key`` next to it."""
+    paths = leaf_paths(data)
+    path = paths[choice % len(paths)]
+    parent = data
+    for part in path[:-1]:
+        parent = parent[part]
+    if add and isinstance(parent, dict):
+        parent[new_key] = value
+    else:
+        parent[path[-1]] = value
+
+
+# Values of the right shape for many fields, so that a good share of mutants validate and round-trip.
+PLAUSIBLE = (st.integers(-1, 60) | st.floats(-3, 3) | st.sampled_from([float("inf"), float("-inf"), 0.5, "x1"])
+             | st.lists(st.integers(0, 12), min_size=1, max_size=3, unique=True)
+             | st.lists(st.floats(-2, 2) | st.just(float("-inf")), min_size=1, max_size=3)
+             | st.sampled_from(["grid", "optuna", "relu", "tanh", "static", "cpu", "runs2", "http://h:5000"]))
+
+
+@FUZZ
+@given(st.sampled_from(["smoke", "mini", "paper", "optuna"]), st.integers(0, 10_000), PLAUSIBLE | VALUES, KEYS,
+       st.sampled_from([False, False, True]))  # mostly replace: an added key only tests the extra-key error
+def test_fuzz_mutated_presets_round_trip(preset, choice, value, new_key, add):
+    data = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
+    mutate(data, choice, value, new_key, add)
+    config = valid_or_one_line_error(lambda: validate_sweep(data))
+    if config is not None:
+        assert validate_sweep(config.to_dict()) == config
+
+
+@FUZZ
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode)
+       | st.builds(lambda text: (PRESETS_DIR / "smoke.yaml").read_bytes() + text, st.binary(max_size=40)))
+def test_fuzz_load_sweep_arbitrary_bytes(tmp_path_factory, content):
+    path = tmp_path_factory.mktemp("yaml") / "sweep.yaml"
+    path.write_bytes(content)
+    config = valid_or_one_line_error(lambda: load_sweep(str(path)))
+    assert config is None or isinstance(config, SweepConfig)
