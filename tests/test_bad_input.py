@@ -23,6 +23,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from sweeps.cli import main
 from sweeps.config import PRESETS_DIR, ConfigError, SweepConfig, apply_override, load_sweep, validate_sweep
 
 VAESWEEP = Path(sys.executable).with_name("vaesweep")
@@ -156,26 +157,57 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return tree
 
 
-@pytest.mark.parametrize("args, files, expected", [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT])
-def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expected, tmp_path):
+def workspace(tmp_path: Path, files: dict[str, str | bytes]) -> Path:
     work = tmp_path / "work"
     write_files(work, {**WORKSPACE, **files})
     for name in EMPTY_DIRS:
         (work / name).mkdir()
+    return work
+
+
+def assert_refused(code: int, stderr: str, expected: str) -> None:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaesweep: error: "), stderr
+    assert expected in lines[0], lines[0]
+
+
+CASES = [pytest.param(*case[1:], id=case[0]) for case in BAD_INPUT]
+
+
+@pytest.mark.parametrize("args, files, expected", CASES)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expected, tmp_path, monkeypatch, capsys):
+    """In process (``sweeps.cli.main``, what the console script calls): an escaping exception fails the test."""
+    work = workspace(tmp_path, files)
+    before = snapshot(work)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("VAESWEEP_DATA_DIR", str(work / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = main(args)
+    assert_refused(code, capsys.readouterr().err, expected)
+    assert snapshot(work) == before, "the refused command changed the folder"
+
+
+# The console script itself (exit status, stderr as a user sees it) on a sample of the table.
+SCRIPT_SAMPLE = {"run-unknown-top-level-key", "storage-under-a-file", "train-k-negative", "analyze-corrupt-checkpoint",
+                 "run-existing-sweep-other-config", "unknown-subcommand"}
+
+
+@pytest.mark.parametrize("args, files, expected", [c for c in CASES if c.id in SCRIPT_SAMPLE])
+def test_the_console_script_refuses_with_exit_2(args, files, expected, tmp_path):
+    work = workspace(tmp_path, files)
     before = snapshot(work)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["VAESWEEP_DATA_DIR"] = str(work / "cache")
     done = subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, env=env, cwd=work, timeout=300)
-    assert done.returncode == 2, done
-    assert "Traceback" not in done.stderr, done.stderr
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vaesweep: error: "), done.stderr
-    assert expected in lines[0], lines[0]
-    assert snapshot(work) == before, "the refused command changed the folder"
+    assert_refused(done.returncode, done.stderr, expected)
+    assert snapshot(work) == before
 
 
 def test_the_table_is_big_and_ids_are_unique():
     assert len(BAD_INPUT) >= 30 and len({case[0] for case in BAD_INPUT}) == len(BAD_INPUT)
+    assert SCRIPT_SAMPLE <= {case[0] for case in BAD_INPUT}
 
 
 # --- fuzzing config parsing in process -----------------------------------------------------------------
