@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from analysis.settings import PROBE_EPOCHS, AnalysisSettings
 from sweeps.config import ConfigError, load_sweep, one_line, preset_names
+from sweeps.layout import existing_sweep, read_tracking
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig, first_error
 from vae.data import default_data_dir, load_mnist
@@ -255,6 +256,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    existing_sweep(args.storage, args.name)  # before report's imports: a mistyped name is answered at once
     from sweeps.report import write_report
 
     out = args.out or args.storage / args.name / "report"
@@ -269,6 +271,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    existing_sweep(args.storage, args.name)  # before sync's imports: a mistyped name is answered at once
     from sweeps.sync import sync_sweep
 
     added = sync_sweep(args.storage, args.name)
@@ -278,7 +281,6 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_ui(args: argparse.Namespace) -> int:
-    from sweeps.launch import read_tracking
     from sweeps.mlflow_server import server_command
 
     sweep_dir = args.storage.expanduser().resolve() / args.name

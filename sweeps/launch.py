@@ -10,7 +10,6 @@ errored ones resume from their last checkpoint, and MLflow runs are adopted, not
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -20,32 +19,14 @@ from typing import Any
 import yaml
 
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.mlflow_server import LocalMlflowServer, backend_uri
+from sweeps.layout import TUNE_DIR, experiment_path, write_tracking
+from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
 from sweeps.trainable import OBJECTIVE
 
-TUNE_DIR = "tune"
 # MLflow credentials the trials need on every node (a remote cluster's workers do not inherit the
 # driver's environment; Ray's runtime_env carries them).
 CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
-
-
-def experiment_path(sweep_dir: Path) -> Path:
-    return sweep_dir / TUNE_DIR
-
-
-def read_tracking(sweep_dir: Path) -> dict[str, Any]:
-    """The sweep's ``tracking.json`` ({} if there is none); ConfigError if it is damaged."""
-    path = sweep_dir / "tracking.json"
-    if not path.exists():
-        return {}
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, OSError):
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
-        raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
-    return record
 
 
 def check_same_sweep(config: SweepConfig) -> None:
@@ -96,15 +77,6 @@ def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfi
     os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
     experiment_id = get_or_create_experiment(client, config.tracking.experiment)
     return experiment_id, ensure_parent_run(client, experiment_id, config.name, config.to_dict())
-
-
-def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id: str | None) -> str:
-    """Record where the sweep's MLflow records live (``tracking.json``); returns the store URI."""
-    store = config.tracking.uri or backend_uri(config.sweep_dir())
-    record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
-              "parent_run_id": parent_run_id}
-    (config.sweep_dir() / "tracking.json").write_text(json.dumps(record, indent=2))
-    return store
 
 
 def param_space(config: SweepConfig) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from analysis.aggregate import missing_metrics, summarize, trial_label, with_gri
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
 from sweeps.config import ConfigError, SweepConfig, validate_sweep
-from sweeps.launch import read_tracking
+from sweeps.layout import read_tracking
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.runs import load_runs
 from sweeps.tracking import EIGENVALUE_KEY

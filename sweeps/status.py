@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.config import ConfigError
-from sweeps.launch import experiment_path, read_tracking
+from sweeps.layout import experiment_path, read_tracking
 
 FINAL_KEYS = ("test_log_likelihood", "test_vr_bound_alpha", "test_vr_bound_0", "active_components",
               "active_units", "final_probe_means")
@@ -19,8 +19,6 @@ FINAL_KEYS = ("test_log_likelihood", "test_vr_bound_alpha", "test_vr_bound_0", "
 
 def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     """The status document of sweep ``name`` under ``storage``."""
-    from ray.tune import ExperimentAnalysis
-
     sweep_dir = storage.expanduser().resolve() / name
     path = experiment_path(sweep_dir)
     if not path.is_dir():
@@ -28,6 +26,8 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     if not any(path.glob("experiment_state-*.json")):
         raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
                           f"trial was scheduled); run `vaesweep run` with the same name again")
+    from ray.tune import ExperimentAnalysis  # after the checks: a mistyped name is answered at once
+
     analysis = ExperimentAnalysis(str(path))
     trials = []
     for trial in analysis.trials:

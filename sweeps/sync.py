@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.config import ConfigError, SweepConfig, validate_sweep
-from sweeps.launch import experiment_path, open_tracking, tracking_server, write_tracking
+from sweeps.launch import open_tracking, tracking_server
+from sweeps.layout import existing_sweep, experiment_path, write_tracking
 from sweeps.status import last_error_line
 from sweeps.tracking import (ANALYSIS_DIR, ERROR_TAG, PARENT_TAG, TRIAL_TAG, adopt_or_create_run, epoch_metrics,
                              log_final, logged_epochs)
@@ -30,10 +31,10 @@ RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
 
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
-    sweep_dir = storage.expanduser().resolve() / name
+    sweep_dir = existing_sweep(storage, name)
     saved = sweep_dir / "sweep.yaml"
-    if not saved.is_file() or not experiment_path(sweep_dir).is_dir():
-        raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {saved}); start it with `vaesweep run`")
+    if not experiment_path(sweep_dir).is_dir():
+        raise ConfigError(f"sweep {name!r} has no Ray results in {experiment_path(sweep_dir)}; nothing to sync")
     return sweep_dir, validate_sweep(yaml.safe_load(saved.read_text()), f"{saved}: ")
 
 

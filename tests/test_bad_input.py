@@ -129,7 +129,8 @@ BAD_INPUT = [
      "sweep.yaml is corrupt"),
     ("run-seed-past-64-bits", ["run", "smoke", "--set", "grid.seed=[18446744073709551617]"], {}, "grid.seed"),
     ("status-tune-folder-without-state", ["status", "existing"], {}, "has no Ray experiment state"),
-    ("report-corrupt-tracking-json", ["report", "broken"], {"runs/broken/tracking.json": "{truncated"},
+    ("report-corrupt-tracking-json", ["report", "broken"], {"runs/broken/tracking.json": "{truncated",
+                                                             "runs/broken/sweep.yaml": WORKSPACE["runs/existing/sweep.yaml"]},
      "tracking.json is corrupt"),
 ]
 
@@ -220,8 +221,13 @@ ODD_TEXT = st.sampled_from(["", " ", "\n", "\x00", "~nobody-xyz/x", "a/b", "..",
 SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**2000), max_value=2**2000)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20) | ODD_TEXT)
 KEYS = st.sampled_from(FIELD_NAMES) | st.text(max_size=10) | st.integers(-3, 3) | st.none() | st.booleans()
-VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
-                      | st.dictionaries(KEYS, children, max_size=4), max_leaves=12)
+
+
+def containers(children: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(st.lists(children, max_size=4), st.dictionaries(KEYS, children, max_size=4))
+
+
+VALUES = st.recursive(SCALARS, containers, max_leaves=12)
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

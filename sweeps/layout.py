@@ -1,0 +1,53 @@
+"""Where a sweep's files live, readable without Ray, MLflow or torch (quick answers in the CLI).
+
+``STORAGE/NAME/`` holds ``sweep.yaml`` (the validated config), ``tracking.json`` (the MLflow store,
+experiment and parent run), ``tune/`` (Ray's experiment) and, for the embedded store, ``mlflow.db``
+and ``mlartifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sweeps.config import ConfigError, SweepConfig
+from sweeps.mlflow_server import backend_uri
+
+TUNE_DIR = "tune"
+
+
+def experiment_path(sweep_dir: Path) -> Path:
+    return sweep_dir / TUNE_DIR
+
+
+def existing_sweep(storage: Path, name: str) -> Path:
+    """``STORAGE/NAME`` of a sweep `vaesweep run` has started; ConfigError saying where it looked."""
+    sweep_dir = storage.expanduser().resolve() / name
+    if not (sweep_dir / "sweep.yaml").is_file():
+        raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {sweep_dir / 'sweep.yaml'}); "
+                          "start it with `vaesweep run`")
+    return sweep_dir
+
+
+def read_tracking(sweep_dir: Path) -> dict[str, Any]:
+    """The sweep's ``tracking.json`` ({} if there is none); ConfigError if it is damaged."""
+    path = sweep_dir / "tracking.json"
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, OSError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
+        raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
+    return record
+
+
+def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id: str | None) -> str:
+    """Record where the sweep's MLflow records live (``tracking.json``); returns the store URI."""
+    store = config.tracking.uri or backend_uri(config.sweep_dir())
+    record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
+              "parent_run_id": parent_run_id}
+    (config.sweep_dir() / "tracking.json").write_text(json.dumps(record, indent=2))
+    return store
