@@ -138,12 +138,13 @@ class TrialTracker:
         os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
         self.client = MlflowClient(tracking_uri)
         self.experiment_id, self.parent_run_id, self.trial_id, self.sweep = experiment_id, parent_run_id, trial_id, sweep
-        self.run_id: str | None = None
+        self.run_id: str | None = None  # kept after an outage: Ray's results still name the run
+        self.down = False
         self.logged: set[int] = set()
 
     def _guard(self, action: str, fn, *args, **kwargs) -> Any:
         """``fn(*args, **kwargs)``, or FAILED (and no more MLflow calls) after one warning."""
-        if self.run_id is None and action != "start":
+        if self.down or (self.run_id is None and action != "start"):
             return FAILED
         try:
             return fn(*args, **kwargs)
@@ -151,7 +152,7 @@ class TrialTracker:
             print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); training goes on "
                   f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep}` "
                   "once the server is back", file=sys.stderr)
-            self.run_id = None
+            self.down = True
             return FAILED
 
     def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> None:

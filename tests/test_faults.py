@@ -148,9 +148,12 @@ def test_mlflow_stopped_mid_sweep_training_goes_on_and_sync_fills_the_gaps(mnist
         assert "0 runs created, 0 epochs and 0 final results added" in again.stdout, again.stdout + again.stderr
         assert mlflow_record(sweep_dir) == record, "a second sync changes nothing"
         assert set(record) == {"0", "1"}
-        for run in children(sweep_dir):
+        runs = children(sweep_dir)
+        for run in runs:
             assert run.info.status == "FINISHED"
             assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
+        status = json.loads(vaesweep("status", "outage", "--storage", str(tmp_path / "runs"), "--json").stdout)
+        assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
     finally:
         stop_server(server)
     for alpha, run in record.items():
