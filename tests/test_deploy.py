@@ -130,6 +130,7 @@ class TwoNodeCluster:
     """
 
     def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True)
         self.root = root
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -201,12 +202,21 @@ def group_alive(pgid: int) -> bool:
 @pytest.fixture
 def cluster() -> Iterator[TwoNodeCluster]:
     root = Path(tempfile.mkdtemp(prefix="vs-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    two_nodes = TwoNodeCluster(root)
+    two_nodes = None
     try:
-        two_nodes.start()
+        for attempt in range(3):  # ports are picked free, then bound by Ray later: a rare race, so retry
+            two_nodes = TwoNodeCluster(root / str(attempt))
+            try:
+                two_nodes.start()
+                break
+            except AssertionError:
+                two_nodes.stop()
+                if attempt == 2:
+                    raise
         yield two_nodes
     finally:
-        two_nodes.stop()
+        if two_nodes is not None:
+            two_nodes.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
