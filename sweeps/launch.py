@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.layout import TUNE_DIR, experiment_path, write_tracking
+from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
 from sweeps.trainable import OBJECTIVE
@@ -31,16 +31,9 @@ CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLO
 
 def check_same_sweep(config: SweepConfig) -> None:
     """Refuse to resume a sweep under a changed config (Ray cannot change a restored search space)."""
-    saved_path = config.sweep_dir() / "sweep.yaml"
-    if not saved_path.exists():
+    saved = saved_settings(config.sweep_dir())
+    if saved is None:
         return
-    try:
-        saved = yaml.safe_load(saved_path.read_text())
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{saved_path} is corrupt (not a mapping of settings); restore it from the sweep's MLflow "
-                          f"parent run params, or choose another --name")
     current = config.to_dict()
     ignore = {"storage", "tracking"}
     if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
@@ -132,7 +125,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     config_dict = config.to_dict()
     data = load_arrays(data_dir)  # verified once here; trials get it from the object store
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config_dict, sort_keys=False))
+    (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump(config_dict, sort_keys=False))
     with tracking_server(config) as server:
         credentials = {k: os.environ[k] for k in CREDENTIAL_ENV if k in os.environ}
         init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV, **credentials})  # while the server starts

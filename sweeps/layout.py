@@ -11,10 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sweeps.config import ConfigError, SweepConfig
+import yaml
+
+from sweeps.config import ConfigError, SweepConfig, validate_sweep
 from sweeps.mlflow_server import backend_uri
 
 TUNE_DIR = "tune"
+SWEEP_FILE = "sweep.yaml"
 
 
 def experiment_path(sweep_dir: Path) -> Path:
@@ -24,10 +27,30 @@ def experiment_path(sweep_dir: Path) -> Path:
 def existing_sweep(storage: Path, name: str) -> Path:
     """``STORAGE/NAME`` of a sweep `vaesweep run` has started; ConfigError saying where it looked."""
     sweep_dir = storage.expanduser().resolve() / name
-    if not (sweep_dir / "sweep.yaml").is_file():
-        raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {sweep_dir / 'sweep.yaml'}); "
+    if not (sweep_dir / SWEEP_FILE).is_file():
+        raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {sweep_dir / SWEEP_FILE}); "
                           "start it with `vaesweep run`")
     return sweep_dir
+
+
+def saved_settings(sweep_dir: Path) -> dict[str, Any] | None:
+    """The settings a sweep was started with (``sweep.yaml``), None if it has none; ConfigError if damaged."""
+    path = sweep_dir / SWEEP_FILE
+    if not path.exists():
+        return None
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is corrupt (not a mapping of settings); restore it from the sweep's MLflow "
+                          "parent run params, or choose another --name")
+    return saved
+
+
+def saved_config(sweep_dir: Path) -> SweepConfig:
+    """The validated config of a sweep that has a ``sweep.yaml`` (see ``existing_sweep``)."""
+    return validate_sweep(saved_settings(sweep_dir), f"{sweep_dir / SWEEP_FILE}: ")
 
 
 def read_tracking(sweep_dir: Path) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from mlflow.tracking import MlflowClient
 from analysis.aggregate import missing_metrics, summarize, trial_label, with_grid
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
-from sweeps.config import ConfigError, SweepConfig, validate_sweep
-from sweeps.layout import read_tracking
+from sweeps.config import ConfigError, SweepConfig
+from sweeps.layout import SWEEP_FILE, read_tracking, saved_config
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.runs import load_runs
 from sweeps.tracking import EIGENVALUE_KEY
@@ -118,12 +118,12 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
     """Build every output of the report into ``out``; returns a small summary of what was written."""
     sweep_dir = storage.expanduser().resolve() / name
     tracking = read_tracking(sweep_dir)
-    if not tracking or not (sweep_dir / "sweep.yaml").is_file():
+    if not tracking or not (sweep_dir / SWEEP_FILE).is_file():
         raise ConfigError(f"no sweep named {name!r} in {storage}; run it first with `vaesweep run`")
     if not tracking.get("parent_run_id"):
         raise ConfigError(f"sweep {name!r} has no MLflow records (MLflow was unavailable when it ran); "
                           f"run `vaesweep sync {name}` first")
-    config = validate_sweep(yaml.safe_load((sweep_dir / "sweep.yaml").read_text()), f"{sweep_dir / 'sweep.yaml'}: ")
+    config = saved_config(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     with sweep_client(sweep_dir, tracking) as client, tempfile.TemporaryDirectory() as tmp:
         trials, history = load_runs(client, tracking["experiment_id"], tracking["parent_run_id"])

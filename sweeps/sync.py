@@ -14,13 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mlflow.tracking import MlflowClient
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from sweeps.config import ConfigError, SweepConfig, validate_sweep
+from sweeps.config import ConfigError, SweepConfig
 from sweeps.launch import open_tracking, tracking_server
-from sweeps.layout import existing_sweep, experiment_path, write_tracking
+from sweeps.layout import existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.status import last_error_line
 from sweeps.tracking import (ANALYSIS_DIR, ERROR_TAG, PARENT_TAG, TRIAL_TAG, adopt_or_create_run, epoch_metrics,
                              log_final, logged_epochs)
@@ -32,10 +31,9 @@ RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
     sweep_dir = existing_sweep(storage, name)
-    saved = sweep_dir / "sweep.yaml"
     if not experiment_path(sweep_dir).is_dir():
         raise ConfigError(f"sweep {name!r} has no Ray results in {experiment_path(sweep_dir)}; nothing to sync")
-    return sweep_dir, validate_sweep(yaml.safe_load(saved.read_text()), f"{saved}: ")
+    return sweep_dir, saved_config(sweep_dir)
 
 
 def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
@@ -66,10 +64,8 @@ def sync_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, con
         added["epochs"] += 1
     folder = final_checkpoint(trial_dir)
     if folder is not None:
-        before = {a.path for a in client.list_artifacts(run_id)}
         analysis = json.loads((folder / ANALYSIS_DIR / "analysis.json").read_text())
-        log_final(client, run_id, folder, analysis["eigenvalues"])
-        added["final"] = int(not {ANALYSIS_DIR, "checkpoint"} <= before)
+        added["final"] = int(log_final(client, run_id, folder, analysis["eigenvalues"]))
     error = last_error_line(trial)
     if trial.status == "ERROR" and error:
         client.set_tag(run_id, ERROR_TAG, error[:500])

@@ -112,18 +112,24 @@ def logged_epochs(client: MlflowClient, run_id: str) -> set[int]:
     return {int(m.step) for m in client.get_metric_history(run_id, HISTORY_KEY)}
 
 
-def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalues: list[float]) -> None:
+def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalues: list[float]) -> bool:
     """A finished trial's PCA spectrum (metric, step = component), its analysis folder and final
-    checkpoint (artifacts); each only if the run lacks it, so a replay adds nothing twice."""
+    checkpoint (artifacts); each only if the run lacks it, so a replay adds nothing twice. True if
+    anything was added."""
+    added = False
     if not client.get_metric_history(run_id, EIGENVALUE_KEY):
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(EIGENVALUE_KEY, float(v), now, step)
                                           for step, v in enumerate(eigenvalues, start=1)])
+        added = True
     present = {a.path for a in client.list_artifacts(run_id)}
     if ANALYSIS_DIR not in present:
         client.log_artifacts(run_id, str(checkpoint_dir / ANALYSIS_DIR), ANALYSIS_DIR)
+        added = True
     if "checkpoint" not in present:
         client.log_artifact(run_id, str(checkpoint_dir / CHECKPOINT_NAME), "checkpoint")
+        added = True
+    return added
 
 
 class TrialTracker:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep_helpers import (VAESWEEP, children, epoch_steps, start_server, stop_server, tracking, trial_results,
+from sweep_helpers import (VAESWEEP, children, client_of, epoch_steps, start_server, stop_server, tracking, trial_results,
                            vaesweep, write_config)
 from sweeps.mlflow_server import free_port
 
@@ -103,7 +103,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, m
 
 def mlflow_record(sweep_dir: Path) -> dict:
     """Everything MLflow holds of a sweep's trials: per run, metric history lengths and artifacts."""
-    client = MlflowClient(tracking(sweep_dir)["tracking_uri"])
+    client = client_of(sweep_dir)
     record = {}
     for run in children(sweep_dir):
         run_id = run.info.run_id
