@@ -21,11 +21,11 @@ from analysis.geodesics import fisher_rao_distance_1d
 from analysis.interpolate import interpolation_rows, save_interpolation_grid
 from analysis.latent import encode_dataset
 from analysis.probes import trainer_probes
-from analysis.settings import AnalysisSettings
+from analysis.settings import EvalConfig
 from analysis.spectrum import spectrum
 
 
-def analyze_trainer(trainer, out: Path, settings: AnalysisSettings = AnalysisSettings()) -> dict[str, Any]:
+def analyze_trainer(trainer, out: Path, settings: EvalConfig = EvalConfig()) -> dict[str, Any]:
     """Measure ``trainer.model`` and write the artifacts into ``out``; returns the analysis dict."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -1,18 +1,24 @@
 """``vaesweep run``: a Tuner over the grid (or Optuna + ASHA), tracked in MLflow, resumable by name.
 
 Everything of a sweep lives in ``STORAGE/NAME/``: ``sweep.yaml`` (the validated config),
-``tracking.json`` (experiment and parent run ids), ``tune/`` (Ray's experiment: trial results and
-checkpoints) and, for the embedded store, ``mlflow.db`` + ``mlartifacts/``. Running the same name
-again restores the Ray experiment (``Tuner.restore``): finished trials are kept, unfinished and
-errored ones resume from their last checkpoint, and MLflow runs are adopted, not duplicated.
+``tracking.json`` (experiment and parent run ids), ``runs.json`` (trial -> MLflow run), ``tune/``
+(Ray's experiment: trial results and checkpoints) and, for the embedded store, ``mlflow.db`` +
+``mlartifacts/``. Running the same name again restores the Ray experiment (``Tuner.restore``):
+finished trials are kept, unfinished and errored ones resume from their last checkpoint, and MLflow
+runs are adopted, not duplicated. One driver at a time holds the sweep (sweeps/lock.py).
+
+End states: SIGINT or SIGTERM asks Tune to stop (it saves the experiment state); unfinished runs
+and the parent end KILLED, and the outcome says so. A second signal stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +26,12 @@ import yaml
 
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
+from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
-from sweeps.trainable import OBJECTIVE
+from vae.atomic import write_atomic
 
-# MLflow credentials the trials need on every node (a remote cluster's workers do not inherit the
-# driver's environment; Ray's runtime_env carries them).
-CREDENTIAL_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
 
 
 def check_same_sweep(config: SweepConfig) -> None:
@@ -54,7 +59,7 @@ class RemoteTracking:
 
 @contextlib.contextmanager
 def tracking_server(config: SweepConfig) -> Iterator[LocalMlflowServer | RemoteTracking]:
-    """Where trials write: the configured server, or a local one on the sweep's store (starting)."""
+    """Where the driver writes: the configured server, or a local one on the sweep's store (starting)."""
     if config.tracking.uri:
         yield RemoteTracking(config.tracking.uri)
         return
@@ -90,77 +95,174 @@ def tune_config(config: SweepConfig):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher = ConcurrencyLimiter(OptunaSearch(metric=OBJECTIVE, mode="max", seed=config.grid.seed[0]),
+    searcher = ConcurrencyLimiter(OptunaSearch(metric=SELECTION_METRIC, mode="max", seed=config.grid.seed[0]),
                                   max_concurrent=config.optuna.max_concurrent)
-    scheduler = ASHAScheduler(metric="val_vr_bound_0", mode="max", max_t=config.train.epochs,
+    scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
 
 
-def init_ray(address: str | None, env: dict[str, str]) -> None:
+def init_ray(address: str | None) -> None:
     import ray
 
-    runtime_env = {"env_vars": env}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
 
 
-def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None) -> Any:
-    """Run or resume the sweep; returns Ray's ResultGrid."""
-    import ray
-    from mlflow.tracking import MlflowClient
+class Interruption:
+    """SIGINT / SIGTERM to the driver: the first asks Tune to stop gracefully (it saves the experiment
+    state, stops the trials and returns), a second raises KeyboardInterrupt at once.
+
+    Tune's own SIGINT handler is switched off (``TUNE_DISABLE_SIGINT_HANDLER``) so that both signals
+    take the same path: Tune's stop handler, which it always installs on SIGUSR1 while it runs.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+    def install(self) -> None:
+        """(Re)install the handlers: ``ray.init`` installs a SIGTERM handler of its own."""
+        for sig in self.previous:
+            signal.signal(sig, self.handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"vaesweep: {signal.Signals(signum).name} received: stopping the sweep and saving its state "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr)
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if not callable(tune_stop):  # Tune is not running yet (or any more): nothing to save
+            raise KeyboardInterrupt
+        tune_stop(signum, frame)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What a driver run ended with, from Ray's saved experiment state (what `vaesweep status` shows)."""
+
+    total: int
+    finished: int
+    stopped_early: int
+    failed: int
+    signum: int | None
+
+    @property
+    def parent_status(self) -> str:
+        """FINISHED only when every trial finished; KILLED when interrupted; FAILED when a trial failed."""
+        if self.signum is not None:
+            return "KILLED"
+        if self.failed:
+            return "FAILED"
+        return "FINISHED" if self.finished >= self.total else "KILLED"
+
+    @property
+    def exit_code(self) -> int:
+        if self.signum is not None:
+            return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
+        return 1 if self.failed or self.finished < self.total else 0
+
+
+def outcome_of(config: SweepConfig, signum: int | None) -> SweepOutcome:
+    from sweeps.status import sweep_status
+
+    try:
+        trials = sweep_status(Path(config.storage), config.name)["trials"]
+    except ConfigError:  # stopped before Ray saved any state
+        trials = []
+    total = len(config.trials()) if config.search == "grid" else config.optuna.num_samples
+    return SweepOutcome(total=total, finished=sum(t["state"] == "TERMINATED" for t in trials),
+                        stopped_early=sum(t["stopped_early"] for t in trials),
+                        failed=sum(t["state"] == "ERROR" for t in trials), signum=signum)
+
+
+def fit(config: SweepConfig, data: dict) -> None:
+    """Run or restore the Tuner of the sweep until it ends or is interrupted."""
     from ray import tune
 
-    from sweeps.trainable import TrialContext, train_trial
+    from sweeps.mlflow_callback import MlflowTrialCallback
+    from sweeps.trainable import train_trial
+
+    sweep_dir = config.sweep_dir()
+    resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=config, data=data), resources)
+    path = experiment_path(sweep_dir)
+    if tune.Tuner.can_restore(str(path)):
+        print(f"resuming sweep {config.name} from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        run_config = tune.RunConfig(
+            name=TUNE_DIR, storage_path=str(sweep_dir), callbacks=[MlflowTrialCallback(config)],
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+        tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
+                           run_config=run_config)
+    tuner.fit()
+
+
+def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
+                   parent_run_id: str, status: str) -> None:
+    """Parent run -> ``status``; children still RUNNING (interrupted trials) -> KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import close_sweep
+
+    try:
+        close_sweep(MlflowClient(server.uri), experiment_id, parent_run_id, status)
+    except Exception as err:  # noqa: BLE001 - the results are in Ray's storage either way
+        print(f"vaesweep: could not close the sweep's MLflow runs ({str(err).splitlines()[0][:200]}); "
+              f"`vaesweep sync {config.name}` will", file=sys.stderr)
+
+
+def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None) -> SweepOutcome:
+    """Run or resume the sweep, holding its folder; returns how it ended."""
+    import ray
+
     from vae.data import load_arrays
 
-    check_same_sweep(config)
     if address and not config.tracking.uri:
-        print("vaesweep: note: the sweep's own MLflow server listens on 127.0.0.1; trials on other machines "
-              "of the cluster cannot reach it: pass --tracking-uri of a shared server (mlflow/README.md)",
-              file=sys.stderr)
+        print("vaesweep: note: the sweep's MLflow server listens on 127.0.0.1 of this machine; only this driver "
+              "writes to it, but to browse the runs from elsewhere pass --tracking-uri of a shared server "
+              "(mlflow/README.md)", file=sys.stderr)
     sweep_dir = config.sweep_dir()
-    config_dict = config.to_dict()
     data = load_arrays(data_dir)  # verified once here; trials get it from the object store
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SWEEP_FILE).write_text(yaml.safe_dump(config_dict, sort_keys=False))
-    with tracking_server(config) as server:
-        credentials = {k: os.environ[k] for k in CREDENTIAL_ENV if k in os.environ}
-        init_ray(address, {"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV, **credentials})  # while the server starts
+    interruption = Interruption()
+    with sweep_lock(sweep_dir, config.name, "run"):
+        check_same_sweep(config)
+        write_atomic(sweep_dir / SWEEP_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+        interruption.install()
         try:
-            try:
-                experiment_id, parent_run_id = open_tracking(server, config)
-            except Exception as err:  # noqa: BLE001 - a tracking outage must not stop the sweep
-                print(f"vaesweep: MLflow at {server.uri} unavailable ({str(err).splitlines()[0][:200]}); the sweep "
-                      f"runs untracked, its results stay in {sweep_dir / TUNE_DIR}: run `vaesweep sync {config.name}` "
-                      "once the server is back", file=sys.stderr)
+            with tracking_server(config) as server:
+                os.environ["MLFLOW_TRACKING_URI"] = server.uri  # the driver's callback writes here
                 experiment_id = parent_run_id = None
-            store = write_tracking(config, experiment_id, parent_run_id)
-            print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment {config.tracking.experiment!r} "
-                  f"parent run {parent_run_id}")
-            context = TrialContext(config, server.uri, experiment_id, parent_run_id)
-            resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
-            trainable = tune.with_resources(tune.with_parameters(train_trial, context=context, data=data), resources)
-            path = experiment_path(sweep_dir)
-            if tune.Tuner.can_restore(str(path)):
-                print(f"resuming sweep {config.name} from {path}")
-                tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
-            else:
-                run_config = tune.RunConfig(
-                    name=TUNE_DIR, storage_path=str(sweep_dir),
-                    failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
-                tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
-                                   run_config=run_config)
-            results = tuner.fit()
+                try:
+                    init_ray(address)  # while the server starts
+                    interruption.install()
+                    try:
+                        experiment_id, parent_run_id = open_tracking(server, config)
+                    except Exception as err:  # noqa: BLE001 - a tracking outage must not stop the sweep
+                        print(f"vaesweep: MLflow at {server.uri} unavailable ({str(err).splitlines()[0][:200]}); "
+                              f"the sweep runs untracked, its results stay in {sweep_dir / TUNE_DIR}: run "
+                              f"`vaesweep sync {config.name}` once the server is back", file=sys.stderr)
+                    store = write_tracking(config, experiment_id, parent_run_id)
+                    print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment "
+                          f"{config.tracking.experiment!r} parent run {parent_run_id}")
+                    fit(config, data)
+                except KeyboardInterrupt:
+                    interruption.signum = interruption.signum or signal.SIGINT
+                finally:
+                    ray.shutdown()
+                outcome = outcome_of(config, interruption.signum)
+                if parent_run_id is not None:
+                    close_tracking(server, config, experiment_id, parent_run_id, outcome.parent_status)
         finally:
-            ray.shutdown()
-        if parent_run_id is not None:
-            try:
-                MlflowClient(server.uri).set_terminated(parent_run_id, "FINISHED" if results.num_errors == 0 else "FAILED")
-            except Exception as err:  # noqa: BLE001 - the results are in Ray's storage either way
-                print(f"vaesweep: could not close the MLflow parent run ({str(err).splitlines()[0][:200]}); "
-                      f"`vaesweep sync {config.name}` will", file=sys.stderr)
-    return results
+            interruption.restore()
+    return outcome

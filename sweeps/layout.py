@@ -15,9 +15,11 @@ import yaml
 
 from sweeps.config import ConfigError, SweepConfig, validate_sweep
 from sweeps.mlflow_server import backend_uri
+from vae.atomic import write_atomic
 
 TUNE_DIR = "tune"
 SWEEP_FILE = "sweep.yaml"
+ANALYSIS_DIR = "analysis"  # the final analysis: a folder beside the final checkpoint, and an MLflow artifact folder
 
 
 def experiment_path(sweep_dir: Path) -> Path:
@@ -65,6 +67,24 @@ def read_tracking(sweep_dir: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
         raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
     return record
+
+
+RUN_IDS_FILE = "runs.json"  # Ray trial id -> MLflow run id, for `vaesweep status`
+
+
+def read_run_ids(sweep_dir: Path) -> dict[str, str]:
+    """Which MLflow run each trial writes to ({} when none is known or the file is unreadable)."""
+    try:
+        record = json.loads((sweep_dir / RUN_IDS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def add_run_id(sweep_dir: Path, trial_id: str, run_id: str) -> None:
+    """Record a trial's MLflow run id (written atomically; only the sweep's driver or sync writes)."""
+    record = {**read_run_ids(sweep_dir), trial_id: run_id}
+    write_atomic(sweep_dir / RUN_IDS_FILE, json.dumps(record, indent=1).encode())
 
 
 def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id: str | None) -> str:

@@ -1,25 +1,27 @@
-"""One trial trained into a directory, without Ray: the engine of ``vaesweep train``.
+"""One trial trained into a directory, without Ray: ``vaesweep train`` as a sink of the trial engine.
 
-The directory holds ``checkpoint.pt`` (written atomically after every ``checkpoint_every`` epochs)
-and ``metrics.json`` (config, per-epoch history, final test metrics). Running again on the same
-directory resumes from the checkpoint; a directory holding a different configuration is refused
-rather than overwritten.
+The directory holds ``checkpoint.pt`` (written atomically every ``checkpoint_every`` epochs and at
+the end), ``metrics.json`` (config, evaluation settings, per-epoch history, final test metrics) and
+``analysis/`` (the final latent analysis). Running again on the same directory resumes from the
+checkpoint; a directory holding a different configuration is refused rather than overwritten.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from analysis.probes import ProbeCallback
-from analysis.settings import PROBE_EPOCHS
+from analysis.metrics import FINAL_METRICS
+from analysis.settings import EvalConfig
+from sweeps.engine import run_trial
 from vae.atomic import write_atomic
-from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist
 from vae.errors import RunDirError
@@ -42,53 +44,71 @@ def prepare_out_dir(out: Path) -> None:
         raise RunDirError(f"--out {out}: not writable; choose a writable directory")
 
 
-def train_to_directory(
-    config: TrainConfig,
-    out: Path,
-    data_dir: Path | None = None,
-    bound_samples: int = 10,
-    is_samples: int = 2000,
-    checkpoint_every: int = 1,
-    probe_epochs: Sequence[int] = PROBE_EPOCHS,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train (or resume) ``config`` into ``out``, evaluate, and return the metrics written.
+class DirectorySink:
+    """The engine's sink for a run directory: checkpoint in place, history in ``metrics.json``,
+    progress bars for the epochs and the final IS estimate."""
 
-    Linear probes run after each of ``probe_epochs`` (not past the last) and land in the history.
-    """
+    def __init__(self, out: Path, header: dict[str, Any], history: list[dict[str, Any]], trainer: Trainer,
+                 is_samples: int) -> None:
+        self.out, self.header, self.history = out, header, history
+        config = trainer.config
+        self.bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"train alpha={config.alpha:g} k={config.k}",
+                        unit="epoch")
+        self.is_total, self.is_samples = len(trainer.test_x), is_samples
+        self.is_bar: tqdm | None = None
+
+    @contextlib.contextmanager
+    def folder(self) -> Iterator[Path]:
+        yield self.out
+
+    def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
+        self.history.append(metrics)
+        self.bar.set_postfix(bound=f"{metrics['train_vr_bound_alpha']:.2f}", sec=f"{metrics['epoch_seconds']:.1f}")
+        self.bar.update()
+        if folder is not None:  # the history on disk always matches the checkpoint beside it
+            write_json({**self.header, "history": self.history, "epochs_completed": metrics["epoch"]},
+                       self.out / METRICS_NAME)
+
+    def is_progress(self, images: int) -> None:
+        """Progress of the final IS estimate (its bar opens with the first batch)."""
+        if self.is_bar is None:
+            self.bar.close()
+            self.is_bar = tqdm(total=self.is_total, desc=f"test IS log-likelihood ({self.is_samples} samples)", unit="img")
+        self.is_bar.update(images)
+
+    def close(self) -> None:
+        for bar in (self.bar, self.is_bar):
+            if bar is not None:
+                bar.close()
+
+
+def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = None,
+                       evaluation: EvalConfig = EvalConfig(), checkpoint_every: int = 1,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or resume) ``config`` into ``out``, evaluate and analyse; returns what ``metrics.json`` holds."""
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
-    data = load_mnist(data_dir, config.train_subset, config.test_subset)
-    trainer = Trainer(config, data)
-    history: list[dict[str, float]] = []
+    trainer = Trainer(config, load_mnist(data_dir, config.train_subset, config.test_subset))
+    history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         try:
             trainer.load_state_dict(load_checkpoint(checkpoint_path))
         except ValueError as err:
             raise RunDirError(f"--out {out} holds another run: {err}; choose a new --out") from None
+        if trainer.epoch >= config.epochs:
+            raise RunDirError(f"--out {out} already holds {trainer.epoch} trained epochs (--epochs {config.epochs}); "
+                              f"its results are in {metrics_path}; choose a new --out or more --epochs")
         if metrics_path.exists():
             history = json.loads(metrics_path.read_text())["history"][: trainer.epoch]
-        if trainer.epoch > config.epochs:
-            raise RunDirError(f"--out {out} already holds {trainer.epoch} epochs, more than --epochs {config.epochs}")
         log(f"resuming {out} from epoch {trainer.epoch}")
-
-    probes = ProbeCallback(trainer, probe_epochs)
-
-    def record(metrics: dict[str, float]) -> None:
-        probes(metrics)
-        history.append(metrics)
-        bar.set_postfix(bound=f"{metrics['train_vr_bound_alpha']:.2f}", sec=f"{metrics['epoch_seconds']:.1f}")
-        bar.update()
-        if trainer.epoch % checkpoint_every == 0 or trainer.epoch == config.epochs:
-            save_checkpoint(trainer.state_dict(), checkpoint_path)
-            write_json({"config": config.model_dump(), "history": history, "epochs_completed": trainer.epoch}, metrics_path)
-
-    with tqdm(total=config.epochs, initial=trainer.epoch, desc=f"train alpha={config.alpha} k={config.k}", unit="epoch") as bar:
-        trainer.fit(record)
-    with tqdm(total=len(trainer.test_x), desc=f"test IS log-likelihood ({is_samples} samples)", unit="img") as bar:
-        final = trainer.evaluate(bound_samples, is_samples, progress=bar.update)
-    result = {"config": config.model_dump(), "history": history, "epochs_completed": trainer.epoch,
-              "bound_samples": bound_samples, "is_samples": is_samples, **final}
+    header = {"config": config.model_dump(), "eval": evaluation.model_dump()}
+    sink = DirectorySink(out, header, history, trainer, evaluation.is_samples)
+    try:
+        final = run_trial(trainer, evaluation, sink, checkpoint_every, is_progress=sink.is_progress)
+    finally:
+        sink.close()
+    result = {**header, "history": history, "epochs_completed": trainer.epoch,
+              **{name: final[name] for name in FINAL_METRICS}}
     write_json(result, metrics_path)
     return result

@@ -1,7 +1,7 @@
 """``vaesweep status``: each trial's grid point, state, MLflow run and final metrics.
 
 Read from Ray's experiment state in ``STORAGE/NAME/tune`` (no Ray cluster and no MLflow server
-needed), plus ``tracking.json`` for the MLflow ids.
+needed), plus ``tracking.json`` and ``runs.json`` for the MLflow ids.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.config import ConfigError
-from sweeps.layout import experiment_path, read_tracking
-
-FINAL_KEYS = ("test_log_likelihood", "test_vr_bound_alpha", "test_vr_bound_0", "active_components",
-              "active_units", "final_probe_means")
-
+from analysis.metrics import FINAL_METRICS
+from sweeps.layout import experiment_path, read_run_ids, read_tracking, saved_config
 
 def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     """The status document of sweep ``name`` under ``storage``."""
@@ -29,33 +26,38 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     from ray.tune import ExperimentAnalysis  # after the checks: a mistyped name is answered at once
 
     analysis = ExperimentAnalysis(str(path))
+    epochs = saved_config(sweep_dir).train.epochs
+    run_ids = read_run_ids(sweep_dir)
     trials = []
     for trial in analysis.trials:
         last = trial.last_result or {}
+        done = last.get("epoch", 0)
         trials.append({
             "trial_id": trial.trial_id,
             "config": {key: trial.config.get(key) for key in ("alpha", "k", "seed")},
             "state": trial.status,
-            "epochs_completed": last.get("epoch", 0),
-            "mlflow_run_id": last.get("mlflow_run_id") or None,
+            "epochs_completed": done,
+            "stopped_early": trial.status == "TERMINATED" and done < epochs,
+            "mlflow_run_id": run_ids.get(trial.trial_id),
             "num_failures": trial.run_metadata.num_failures,
-            "error": last_error_line(trial),
-            **{key: last[key] for key in FINAL_KEYS if key in last},
+            "error": trial_error(trial),
+            **{key: last[key] for key in FINAL_METRICS if key in last},
         })
     return {**read_tracking(sweep_dir), "sweep": name, "path": str(sweep_dir), "trials": trials}
 
 
-def last_error_line(trial) -> str | None:
-    """The last line of a trial's error.txt in storage (the exception message), if it failed.
-
-    (``Trial.error_file`` points into a live Ray session; storage is readable without one.)
-    """
+def trial_error(trial) -> str | None:
+    """The last line of a trial's error.txt (the exception message), if it failed: the live file
+    on the driver or, read offline, the copy in the trial's storage folder."""
     name = trial.run_metadata.error_filename
-    path = Path(trial.storage.trial_fs_path) / name if name else None
-    if path is None or not path.is_file():
+    if not name:
         return None
-    lines = path.read_text().strip().splitlines()
-    return lines[-1] if lines else None
+    for folder in (trial.local_path, trial.storage.trial_fs_path):
+        path = Path(folder) / name if folder else None
+        if path is not None and path.is_file():
+            lines = path.read_text().strip().splitlines()
+            return lines[-1] if lines else None
+    return None
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -67,6 +69,8 @@ def format_status(status: dict[str, Any]) -> str:
         ll = trial.get("test_log_likelihood", math.nan)
         lines.append(f"{c['alpha']:>7.3g} {c['k']:>4} {c['seed']:>4} {trial['state']:<11} {trial['epochs_completed']:>6} "
                      f"{ll:>10.2f} {trial.get('active_components', '-'):>6} {trial.get('final_probe_means', math.nan):>6.3f}")
+        if trial["stopped_early"]:
+            lines.append(f"        stopped early by the scheduler after epoch {trial['epochs_completed']}")
         if trial["error"]:
             lines.append(f"        error: {trial['error']}")
     return "\n".join(lines)

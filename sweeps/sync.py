@@ -2,10 +2,11 @@
 
 After a tracking outage (the server stopped mid-sweep, or unreachable when the sweep started) the
 results are still complete in ``STORAGE/NAME/tune``: every epoch's result, each finished trial's
-final checkpoint with its analysis folder, the errors. Sync finds or creates the experiment, the
-parent run and one child run per trial by the same tags a live sweep uses, then logs the epochs a
-run lacks, the spectrum and artifacts if missing, and the final status. A second sync adds nothing.
-Run it when the sweep is not running (a live trial and sync would both write the same run).
+final checkpoint with its analysis folder, the errors. Sync replays them through ``TrialRuns``, the
+same writer the driver's callback uses: it finds or creates the experiment, the parent run and one
+child run per trial by the same tags, logs the epochs a run lacks, the spectrum and artifacts if
+missing, and the end state. A second sync adds nothing. It holds the sweep's lock, so it refuses a
+sweep whose driver is running (both would write the same runs).
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
-from ray.tune.result import AUTO_RESULT_KEYS
 
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.launch import open_tracking, tracking_server
-from sweeps.layout import existing_sweep, experiment_path, saved_config, write_tracking
-from sweeps.status import last_error_line
-from sweeps.tracking import (ANALYSIS_DIR, ERROR_TAG, PARENT_TAG, TRIAL_TAG, adopt_or_create_run, epoch_metrics,
-                             log_final, logged_epochs)
-from sweeps.trainable import NODE_KEY, run_identity, trial_config
+from sweeps.launch import open_tracking, outcome_of, tracking_server
+from sweeps.layout import ANALYSIS_DIR, existing_sweep, experiment_path, saved_config, write_tracking
+from sweeps.lock import sweep_lock
+from sweeps.status import trial_error
+from sweeps.tracking import TrialRuns, close_sweep
 
 # Ray's trial states -> MLflow run states (a trial that is neither done nor failed was interrupted).
 RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
@@ -36,40 +35,29 @@ def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
     return sweep_dir, saved_config(sweep_dir)
 
 
-def trial_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """What the trial reported, without the keys Ray adds to every result."""
-    return {k: v for k, v in result.items() if k not in AUTO_RESULT_KEYS}
-
-
 def final_checkpoint(trial_dir: Path) -> Path | None:
     """The newest checkpoint folder holding the final analysis (only the last epoch's has one)."""
     done = [p for p in trial_dir.glob("checkpoint_*") if (p / ANALYSIS_DIR / "analysis.json").is_file()]
     return max(done, key=lambda p: p.name) if done else None
 
 
-def sync_trial(client: MlflowClient, experiment_id: str, parent_run_id: str, config: SweepConfig, trial) -> dict[str, int]:
+def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     """Bring one trial's child run up to Ray's record; returns what was added."""
     trial_dir = Path(trial.storage.trial_fs_path)
     result_file = trial_dir / "result.json"
     results = [json.loads(line) for line in result_file.read_text().splitlines()] if result_file.is_file() else []
-    node = results[-1].get(NODE_KEY, "") if results else ""
-    identity = run_identity(config, trial_config(config, trial.config), node)
-    key = {TRIAL_TAG: trial.trial_id, PARENT_TAG: parent_run_id}
-    run_id, adopted = adopt_or_create_run(client, experiment_id, key, *identity)
-    added = {"runs": int(not adopted), "epochs": 0, "final": 0}
-    have = logged_epochs(client, run_id)
-    by_epoch = {int(r["epoch"]): trial_metrics(r) for r in results if "epoch" in r}  # a retry repeats epochs
-    for epoch in sorted(set(by_epoch) - have):
-        client.log_batch(run_id, metrics=epoch_metrics(epoch, by_epoch[epoch]))
-        added["epochs"] += 1
+    created = runs.created
+    runs.open(trial.trial_id, trial.config, results[-1].get("ray_node_id", "") if results else "")
+    added = {"runs": runs.created - created, "epochs": 0, "final": 0}
+    for result in results:  # a retry repeats epochs: log_epoch logs each once
+        added["epochs"] += runs.log_epoch(trial.trial_id, result) if "epoch" in result else 0
     folder = final_checkpoint(trial_dir)
     if folder is not None:
-        analysis = json.loads((folder / ANALYSIS_DIR / "analysis.json").read_text())
-        added["final"] = int(log_final(client, run_id, folder, analysis["eigenvalues"]))
-    error = last_error_line(trial)
-    if trial.status == "ERROR" and error:
-        client.set_tag(run_id, ERROR_TAG, error[:500])
-    client.set_terminated(run_id, RUN_STATUS.get(trial.status, "KILLED"))
+        added["final"] = int(runs.log_final(trial.trial_id, folder))
+    epoch = results[-1].get("epoch", 0) if results else 0
+    stopped_at = epoch if trial.status == "TERMINATED" and epoch < config.train.epochs else None
+    error = trial_error(trial) if trial.status == "ERROR" else None
+    runs.close(trial.trial_id, RUN_STATUS.get(trial.status, "KILLED"), error, stopped_at)
     return added
 
 
@@ -78,7 +66,7 @@ def sync_sweep(storage: Path, name: str) -> dict[str, Any]:
     from ray.tune import ExperimentAnalysis
 
     sweep_dir, config = load_sweep_dir(storage, name)
-    with tracking_server(config) as server:
+    with sweep_lock(sweep_dir, name, "sync"), tracking_server(config) as server:
         try:
             experiment_id, parent_run_id = open_tracking(server, config)
         except Exception as err:  # noqa: BLE001 - any failure here means MLflow is not there
@@ -86,12 +74,11 @@ def sync_sweep(storage: Path, name: str) -> dict[str, Any]:
                               "start it and run sync again") from None
         write_tracking(config, experiment_id, parent_run_id)
         client = MlflowClient(server.wait())
+        runs = TrialRuns(client, experiment_id, parent_run_id, config)
         trials = ExperimentAnalysis(str(experiment_path(sweep_dir))).trials
         totals = {"trials": len(trials), "runs": 0, "epochs": 0, "final": 0}
         for trial in trials:
-            for key, count in sync_trial(client, experiment_id, parent_run_id, config, trial).items():
+            for key, count in sync_trial(runs, config, trial).items():
                 totals[key] += count
-        complete = config.search != "grid" or len(trials) == len(config.trials())
-        all_done = complete and all(t.status == "TERMINATED" for t in trials)
-        client.set_terminated(parent_run_id, "FINISHED" if all_done else "FAILED")
+        close_sweep(client, experiment_id, parent_run_id, outcome_of(config, None).parent_status)
     return {**totals, "tracking_uri": server.uri, "parent_run_id": parent_run_id}

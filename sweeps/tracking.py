@@ -1,19 +1,21 @@
 """MLflow records of a sweep: one parent run per sweep, exactly one child run per trial.
 
-Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without duplicating them
+The driver is the only writer: ``TrialRuns`` turns Ray's trial records (per-epoch results, the
+final checkpoint folder, the error) into child runs, called live by the driver's Tune callback
+(sweeps/mlflow_callback.py) and afterwards by ``vaesweep sync`` (sweeps/sync.py) through the same
+code. Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without duplicating them
 (shared/reference/systems.md), so the logging is ours, through ``MlflowClient``:
 
-- the driver finds or creates the parent run (tag ``vaesweep.sweep``) and the experiment;
-- a trial finds its child run by its Ray trial id (tag ``ray_trial_id``) or creates it, so a
-  retried or restored trial keeps one run, and it skips epochs that run already holds;
-- every call is guarded: a tracking outage prints one warning and training goes on; the results
-  stay in Ray's trial results and ``vaesweep sync`` (sweeps/sync.py) replays them later.
+- the parent run carries the tag ``vaesweep.sweep``; a child run is found by its Ray trial id (tag
+  ``ray_trial_id``) or created, so a retried or restored trial keeps one run, and epochs a run
+  already holds are not logged again;
+- runs end FINISHED (every epoch ran, or a scheduler stopped the trial: tag ``stopped_early``),
+  FAILED (an exception; tag ``last_error``) or KILLED (the sweep was interrupted).
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,16 +24,19 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from analysis.aggregate import trial_label
+from analysis.metrics import EIGENVALUE_KEY, NODE_KEY, SCHEMA
+from sweeps.config import SweepConfig
+from sweeps.layout import ANALYSIS_DIR, add_run_id
 from vae.checkpoint import CHECKPOINT_NAME
+from vae.config import TrainConfig
 
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-FAILED = object()  # what a guarded call returns when MLflow failed
 HISTORY_KEY = "train_vr_bound_alpha"  # logged every epoch: its steps say which epochs a run holds
-EIGENVALUE_KEY = "pca_eigenvalue"  # a trial's PCA spectrum as a metric with step = component
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
-ANALYSIS_DIR = "analysis"  # the final analysis: a folder of the final checkpoint and an artifact folder
+STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
 # Fail fast when the server is down: MLflow's client would otherwise retry for minutes per call.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -48,9 +53,9 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The float-valued entries (MLflow metrics are numbers)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def schema_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of a trial result (analysis/metrics.py's schema), without the keys Ray adds."""
+    return {k: float(v) for k, v in result.items() if k in SCHEMA}
 
 
 def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
@@ -58,16 +63,25 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> 
     client.log_batch(run_id, params=[Param(k, v[:6000]) for k, v in flatten(params).items()])
 
 
+# Without this tag MLflow 3's UI guesses the experiment's kind and may open it in GenAI mode, on an
+# empty "Traces" page; with it, the experiment opens on its runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def get_or_create_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id: created, or adopted (restored if deleted); either way tagged as model development."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:  # noqa: BLE001 - another process created it first
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+        except Exception:  # noqa: BLE001 - another process created it first
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    key, kind = EXPERIMENT_KIND
+    if experiment.tags.get(key) != kind:
+        client.set_experiment_tag(experiment.experiment_id, key, kind)
+    return experiment.experiment_id
 
 
 def find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> list:
@@ -102,9 +116,9 @@ def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> 
 
 
 def epoch_metrics(epoch: int, metrics: Mapping[str, Any]) -> list[Metric]:
-    """One epoch's numeric metrics as MLflow metrics with step = epoch."""
+    """One epoch's schema metrics as MLflow metrics with step = epoch."""
     now = int(time.time() * 1000)
-    return [Metric(k, v, now, epoch) for k, v in numeric(metrics).items()]
+    return [Metric(k, v, now, epoch) for k, v in schema_metrics(metrics).items()]
 
 
 def logged_epochs(client: MlflowClient, run_id: str) -> set[int]:
@@ -132,58 +146,64 @@ def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalu
     return added
 
 
-class TrialTracker:
-    """The child run of one trial, written from inside the trial.
+def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(run name, tags, params) of a trial's MLflow run."""
+    tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
+            NODE_KEY: node_id}
+    return trial_label(config.alpha, config.k, config.seed), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
 
-    MLflow failing never fails the trial: the first error prints one warning and the tracker stops
-    calling MLflow for the rest of this attempt (each call to a dead server would stall the epoch).
-    Ray's trial results keep everything; ``vaesweep sync`` replays what MLflow missed.
-    """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, trial_id: str, sweep: str) -> None:
-        os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
-        self.client = MlflowClient(tracking_uri)
-        self.experiment_id, self.parent_run_id, self.trial_id, self.sweep = experiment_id, parent_run_id, trial_id, sweep
-        self.run_id: str | None = None  # kept after an outage: Ray's results still name the run
-        self.down = False
-        self.logged: set[int] = set()
+class TrialRuns:
+    """The child runs of one sweep's trials, keyed by Ray trial id: one run per trial through
+    retries, restores and replays. The driver's Tune callback and ``vaesweep sync`` write through it."""
 
-    def _guard(self, action: str, fn, *args, **kwargs) -> Any:
-        """``fn(*args, **kwargs)``, or FAILED (and no more MLflow calls) after one warning."""
-        if self.down or (self.run_id is None and action != "start"):
-            return FAILED
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - tracking must never kill a trial
-            print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); training goes on "
-                  f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep}` "
-                  "once the server is back", file=sys.stderr)
-            self.down = True
-            return FAILED
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, sweep: SweepConfig) -> None:
+        self.client, self.experiment_id, self.parent_run_id, self.sweep = client, experiment_id, parent_run_id, sweep
+        self.run_ids: dict[str, str] = {}
+        self.logged: dict[str, set[int]] = {}  # epochs each run holds
+        self.created = 0
 
-    def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> None:
-        """Adopt this trial's run (after a retry or restore) or create it."""
-        key = {TRIAL_TAG: self.trial_id, PARENT_TAG: self.parent_run_id}
-        started = self._guard("start", adopt_or_create_run, self.client, self.experiment_id, key, run_name, tags, params)
-        if started is not FAILED:
-            self.run_id = started[0]
-            logged = self._guard("read history", logged_epochs, self.client, self.run_id)
-            self.logged = set() if logged is FAILED else logged
+    def open(self, trial_id: str, point: Mapping[str, Any], node_id: str = "") -> str:
+        """The trial's run id: on first sight adopted (set RUNNING again) or created."""
+        if trial_id not in self.run_ids:
+            name, tags, params = run_identity(self.sweep, self.sweep.trial_config(point), node_id)
+            key = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
+            run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, key, name, tags, params)
+            self.run_ids[trial_id] = run_id
+            add_run_id(self.sweep.sweep_dir(), trial_id, run_id)
+            self.logged[trial_id] = logged_epochs(self.client, run_id) if adopted else set()
+            self.created += not adopted
+        return self.run_ids[trial_id]
 
-    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """Per-epoch metrics with step = epoch, once per epoch even across retries."""
-        if epoch in self.logged:
-            return
-        if self._guard("log metrics", self.client.log_batch, self.run_id, metrics=epoch_metrics(epoch, metrics)) is not FAILED:
-            self.logged.add(epoch)
+    def log_epoch(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+        """One epoch's result (step = epoch) unless the run holds that epoch; True if logged."""
+        epoch = int(result["epoch"])
+        if epoch in self.logged[trial_id]:
+            return False
+        self.client.log_batch(self.run_ids[trial_id], metrics=epoch_metrics(epoch, result))
+        self.logged[trial_id].add(epoch)
+        return True
 
-    def log_final(self, checkpoint_dir: Path, eigenvalues: list[float]) -> None:
-        self._guard("log final artifacts", log_final, self.client, self.run_id, checkpoint_dir, eigenvalues)
+    def log_final(self, trial_id: str, checkpoint_dir: Path) -> bool:
+        """The spectrum, analysis and checkpoint of a final checkpoint folder, if the run lacks them."""
+        analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / "analysis.json").read_text())
+        return log_final(self.client, self.run_ids[trial_id], checkpoint_dir, analysis["eigenvalues"])
 
-    def fail(self, message: str) -> None:
-        """Mark the run FAILED with the error's first line as the ``last_error`` tag."""
-        self._guard("set error", self.client.set_tag, self.run_id, ERROR_TAG, message.splitlines()[0][:500] if message else "")
-        self.end("FAILED")
+    def close(self, trial_id: str, status: str, error: str | None = None, stopped_at: int | None = None) -> None:
+        """End the run as ``status``, with the error's first line or the epoch a scheduler stopped it at."""
+        tags = [RunTag(ERROR_TAG, error.splitlines()[0][:500])] if error else []
+        if stopped_at is not None:
+            tags.append(RunTag(STOPPED_TAG, str(stopped_at)))
+        if tags:
+            self.client.log_batch(self.run_ids[trial_id], tags=tags)
+        self.client.set_terminated(self.run_ids[trial_id], status)
 
-    def end(self, status: str) -> None:
-        self._guard("end run", self.client.set_terminated, self.run_id, status)
+
+def close_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> int:
+    """End the parent run as ``status`` and any child run still RUNNING as KILLED (its trial was
+    interrupted); returns how many children were closed so."""
+    running = [r for r in child_runs(client, experiment_id, parent_run_id) if r.info.status == "RUNNING"]
+    for run in running:
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(parent_run_id, status)
+    return len(running)

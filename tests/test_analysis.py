@@ -73,7 +73,8 @@ def test_interpolation_rows_start_and_end_at_the_endpoints():
     x1, x2 = torch.bernoulli(torch.rand(784)), torch.bernoulli(torch.rand(784))
     rows = interpolation_rows(model, x1, x2, steps=6)
     assert rows.shape == (len(ROWS), 6, 28, 28) and (0 <= rows).all() and (rows <= 1).all()
-    np.testing.assert_allclose(rows[0, 0].ravel(), x1.numpy()) and np.testing.assert_allclose(rows[0, -1].ravel(), x2.numpy())
+    np.testing.assert_allclose(rows[0, 0].ravel(), x1.numpy())
+    np.testing.assert_allclose(rows[0, -1].ravel(), x2.numpy())
     # mean line and geodesic-at-mean decode the same posterior means at both ends
     np.testing.assert_allclose(rows[1, [0, -1]], rows[4, [0, -1]], atol=1e-5)
 
@@ -83,7 +84,10 @@ def test_probe_callback_adds_accuracies_at_chosen_epochs(mnist_dir):
     trainer = Trainer(TrainConfig(k=8, epochs=3, device="cpu"), data)
     seen = []
     callback = ProbeCallback(trainer, epochs=[2, 50], train_size=1000)
-    trainer.fit(lambda m: (callback(m), seen.append(dict(m))))
+    for _ in range(3):
+        metrics = trainer.train_epoch()
+        callback(metrics)
+        seen.append(metrics)
     assert "probe_means" not in seen[0] and "probe_means" not in seen[2]
     assert {"probe_means", "probe_means_variances", "probe_samples", "probe_seconds"} <= seen[1].keys()
     assert seen[1]["probe_means"] > 0.25  # ten classes: chance is 0.1

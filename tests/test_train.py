@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
 from vae.data import MNIST, load_mnist
+from vae.errors import DataError
 from vae.train import NonFiniteLossError, Trainer
 
 
@@ -23,17 +24,22 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**{"alpha": 0.5, "k": 10, "epochs": 4, "device": "cpu", **overrides})
 
 
+def fit(trainer: Trainer) -> list[dict]:
+    """The remaining epochs, without the engine's probes and checkpoints."""
+    return [trainer.train_epoch() for _ in range(trainer.config.epochs - trainer.epoch)]
+
+
 def test_two_plus_two_epochs_equal_four_exactly(small_mnist, tmp_path):
     straight = Trainer(config(), small_mnist)
-    straight.fit()
+    fit(straight)
 
     first = Trainer(config(epochs=2), small_mnist)
-    first.fit()
+    fit(first)
     save_checkpoint(first.state_dict(), tmp_path / "ckpt.pt")
     torch.manual_seed(999)  # the resumed run must not depend on the process's RNG state
     resumed = Trainer(config(), small_mnist)
     resumed.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt"))
-    history = resumed.fit()
+    history = fit(resumed)
 
     assert [h["epoch"] for h in history] == [3, 4]
     for name, value in straight.model.state_dict().items():
@@ -43,14 +49,14 @@ def test_two_plus_two_epochs_equal_four_exactly(small_mnist, tmp_path):
 
 def test_different_seeds_train_different_models(small_mnist):
     a, b = Trainer(config(epochs=1), small_mnist), Trainer(config(epochs=1, seed=1), small_mnist)
-    a.fit(), b.fit()
+    fit(a), fit(b)
     assert not torch.equal(a.model.encoder[0].weight, b.model.encoder[0].weight)
 
 
 def test_training_improves_the_test_bound(small_mnist):
     trainer = Trainer(config(epochs=5), small_mnist)
     before = trainer.evaluate(10, 20)
-    trainer.fit()
+    fit(trainer)
     after = trainer.evaluate(10, 20)
     assert after["test_vr_bound_0"] > before["test_vr_bound_0"] + 200
     # IS estimate is tighter than the 10-sample IWAE bound, which is tighter than the alpha=0.5 bound
@@ -68,19 +74,31 @@ def test_non_finite_loss_names_epoch_and_step(small_mnist):
     poisoned.train_x[123] = math.nan
     trainer = Trainer(config(binarization="none"), poisoned)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+ \(alpha=0.5, k=10"):
-        trainer.fit()
+        fit(trainer)
 
 
-def test_callback_sees_every_epoch(small_mnist):
-    seen = []
-    Trainer(config(epochs=3), small_mnist).fit(seen.append)
-    assert [m["epoch"] for m in seen] == [1, 2, 3]
-    assert all(math.isfinite(m["train_vr_bound_alpha"]) for m in seen)
+def test_validation_images_are_held_out_of_training_and_binarised_once(small_mnist):
+    trainer = Trainer(config(validation_images=100), small_mnist)
+    assert len(trainer.train_x) == 500 and len(trainer.train_y) == 500 and len(trainer.val_x) == 100
+    assert set(trainer.val_x.unique().tolist()) == {0.0, 1.0}, "validation images are binarised once"
+    held_out = small_mnist.train_x[500:]
+    assert torch.equal(trainer.val_x, Trainer(config(validation_images=100, seed=7), small_mnist).val_x), \
+        "the validation binarisation does not depend on the trial seed"
+    assert ((trainer.val_x == 1) <= (held_out > 0)).all(), "validation images come from the last training images"
+    bound = trainer.validation_bound(100, 5)
+    assert math.isfinite(bound) and bound == trainer.validation_bound(100, 5)
+    with pytest.raises(ValueError, match="holds out no validation images"):
+        Trainer(config(), small_mnist).validation_bound(100, 5)
+
+
+def test_holding_out_every_training_image_is_refused(small_mnist):
+    with pytest.raises(DataError, match="validation_images=600 leaves no training images"):
+        Trainer(config(validation_images=600), small_mnist)
 
 
 def test_resume_refuses_a_different_model(small_mnist, tmp_path):
     trainer = Trainer(config(epochs=1), small_mnist)
-    trainer.fit()
+    fit(trainer)
     with pytest.raises(ValueError, match="different config"):
         Trainer(config(k=11), small_mnist).load_state_dict(trainer.state_dict())
 

@@ -41,6 +41,9 @@ class TrainConfig(BaseModel):
         "dynamic", description="dynamic: fresh Bernoulli draw per use; static: one per seed; none: grey levels"
     )
     train_subset: int | None = Field(None, gt=0, description="first N training images only")
+    validation_images: int = Field(
+        0, ge=0, description="the last N training images held out as a validation set (0: train on all, no val_* metrics)"
+    )
     test_subset: int | None = Field(None, gt=0, description="first N test images only")
     device: str = Field("auto", description="auto (cuda when present), cpu, cuda, cuda:N")
 

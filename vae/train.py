@@ -1,4 +1,5 @@
-"""The trainer: a ``TrainConfig`` in, per-epoch metrics out through a callback; no Ray, no MLflow.
+"""The trainer: a ``TrainConfig`` in, one epoch at a time; no Ray, no MLflow (the loop over epochs,
+with probes, checkpoints and the final analysis, is the trial engine in ``sweeps/engine.py``).
 
 Reproducibility: every random draw (initial weights, shuffling, binarisation, reparameterisation
 noise) comes from the global torch RNG seeded once (weights) and one ``torch.Generator`` seeded
@@ -20,7 +21,7 @@ import torch
 
 from vae.bounds import dataset_bounds, log_likelihood, log_weights, vr_bound
 from vae.config import TrainConfig
-from vae.errors import NonFiniteLossError
+from vae.errors import DataError, NonFiniteLossError
 from vae.data import MNIST, binarize, fixed_binarization
 from vae.model import VAE
 
@@ -28,8 +29,8 @@ from vae.model import VAE
 TEST_BINARIZATION_SEED = 12345
 # Evaluation noise is fixed too: the same draws for every model of a sweep.
 EVAL_SEED = 2024
-
-EpochCallback = Callable[[dict[str, float]], None]
+# The validation images (held out of training) are binarised once, with their own seed.
+VALIDATION_BINARIZATION_SEED = 54321
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,9 +60,22 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
         data = data.to(self.device)
-        self.train_x = fixed_binarization(data.train_x, config.seed) if config.binarization == "static" else data.train_x
-        self.test_x = data.test_x if config.binarization == "none" else fixed_binarization(data.test_x, TEST_BINARIZATION_SEED)
-        self.train_y, self.test_y = data.train_y, data.test_y
+        train_x, self.train_y = data.train_x, data.train_y
+        self.val_x: torch.Tensor | None = None
+        if config.validation_images:
+            keep = len(train_x) - config.validation_images
+            if keep < 1:
+                raise DataError(f"validation_images={config.validation_images} leaves no training images of "
+                                f"{len(train_x)}; hold out fewer")
+            train_x, val_x, self.train_y = train_x[:keep], train_x[keep:], self.train_y[:keep]
+            self.val_x = self._fixed(val_x, VALIDATION_BINARIZATION_SEED)
+        self.train_x = fixed_binarization(train_x, config.seed) if config.binarization == "static" else train_x
+        self.test_x = self._fixed(data.test_x, TEST_BINARIZATION_SEED)
+        self.test_y = data.test_y
+
+    def _fixed(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        """Images as every evaluation sees them: binarised once from ``seed`` (grey levels kept with 'none')."""
+        return x if self.config.binarization == "none" else fixed_binarization(x, seed)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training set in shuffled batches; returns the epoch's metrics."""
@@ -94,18 +108,8 @@ class Trainer:
             "epoch_seconds": time.perf_counter() - start,
         }
 
-    def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
-        """Train from the current epoch up to ``config.epochs``, calling ``on_epoch`` after each."""
-        history = []
-        while self.epoch < self.config.epochs:
-            metrics = self.train_epoch()
-            history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(metrics)
-        return history
-
     def evaluate(
-        self, bound_samples: int = 10, is_samples: int = 2000, progress: Callable[[int], None] | None = None
+        self, bound_samples: int, is_samples: int, progress: Callable[[int], None] | None = None
     ) -> dict[str, float]:
         """Test VR bound at the training alpha and at alpha = 0 (K = ``bound_samples``), and IS log p(x).
 
@@ -120,6 +124,15 @@ class Trainer:
             "test_vr_bound_0": bounds[0.0],
             "test_log_likelihood": log_px.mean().item(),
         }
+
+    def validation_bound(self, images: int, samples: int) -> float:
+        """The IWAE bound (alpha = 0) on the first ``images`` validation images: the selection signal
+        of ASHA and Optuna, computed on images the model never trains on (never on the test set)."""
+        if self.val_x is None:
+            raise ValueError("this trainer holds out no validation images (validation_images = 0)")
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
+        return dataset_bounds(self.model, self.val_x[:images], [0.0], samples, generator=generator)[0.0]
 
     def probe_train_set(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``size`` training images as the model sees them at evaluation (fixed binarisation)."""

@@ -1,0 +1,60 @@
+"""Every metric a trial reports, with its unit: the one schema that the trial engine, MLflow
+tracking, ``vaesweep status``, the aggregation and the figures read.
+
+A trial's per-epoch result and its final result may hold only these keys (``check_metrics``), so a
+misspelt or new metric fails where it is produced instead of surfacing as an empty column later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    when: Literal["epoch", "probe", "final"]  # every epoch, at probe epochs, once after the last epoch
+    description: str
+
+
+SCHEMA: dict[str, Metric] = {m.name: m for m in (
+    Metric("epoch", "epoch", "epoch", "epochs completed (MLflow step of every per-epoch metric)"),
+    Metric("train_vr_bound_alpha", "nats", "epoch", "training VR bound at the trial's alpha, mean over the epoch"),
+    Metric("epoch_seconds", "s", "epoch", "wall time of the epoch's training steps"),
+    Metric("val_vr_bound_0", "nats", "epoch", "IWAE bound (alpha 0) on the held-out validation images; "
+                                               "only when the sweep selects (train.validation_images > 0)"),
+    Metric("objective", "nats", "epoch", "what Optuna maximizes: val_vr_bound_0"),
+    Metric("probe_means", "accuracy", "probe", "logistic probe on posterior means"),
+    Metric("probe_means_variances", "accuracy", "probe", "logistic probe on means and variances"),
+    Metric("probe_samples", "accuracy", "probe", "logistic probe on one sampled latent per image"),
+    Metric("probe_seconds", "s", "probe", "wall time of the three probes"),
+    Metric("test_vr_bound_alpha", "nats", "final", "test VR bound at the trial's alpha (eval.bound_samples)"),
+    Metric("test_vr_bound_0", "nats", "final", "test IWAE bound (eval.bound_samples)"),
+    Metric("test_log_likelihood", "nats", "final", "test IS log-likelihood (eval.is_samples)"),
+    Metric("active_components", "count", "final", "PCA eigenvalues of the test posterior means above epsilon"),
+    Metric("active_units", "count", "final", "latent units with posterior-mean variance above epsilon (Burda)"),
+    Metric("axis_alignment", "score", "final", "how far the PCA components align with the latent axes (0-1)"),
+    Metric("final_probe_means", "accuracy", "final", "logistic probe on posterior means after training"),
+    Metric("final_probe_means_variances", "accuracy", "final", "logistic probe on means and variances after training"),
+    Metric("final_probe_samples", "accuracy", "final", "logistic probe on sampled latents after training"),
+    Metric("final_probe_pixels", "accuracy", "final", "logistic probe on the binarised pixels (baseline)"),
+)}
+
+FINAL_METRICS = [name for name, m in SCHEMA.items() if m.when == "final"]
+# The per-epoch curves the report draws (MLflow histories with step = epoch).
+HISTORY_METRICS = ["train_vr_bound_alpha", "val_vr_bound_0", "probe_means", "probe_means_variances", "probe_samples"]
+# A trial's PCA spectrum: one MLflow metric with step = component number.
+EIGENVALUE_KEY = "pca_eigenvalue"
+# Not a metric: the Ray node a trial ran on, in every result (a tag of the MLflow run).
+NODE_KEY = "ray_node_id"
+
+
+def check_metrics(keys: Iterable[str]) -> None:
+    """ValueError naming any key outside the schema (``NODE_KEY`` aside)."""
+    unknown = sorted(set(keys) - SCHEMA.keys() - {NODE_KEY})
+    if unknown:
+        raise ValueError(f"metrics {unknown} are not in analysis/metrics.py's schema; add them there first")
+

@@ -1,0 +1,96 @@
+"""The sweep's only MLflow writer: a Ray Tune callback on the driver (the pattern of Ray's own
+``MLflowLoggerCallback``, but with parent/child runs keyed by the ``ray_trial_id`` tag, so restores
+and retries never duplicate a run).
+
+Trials need no route to MLflow: every result reaches the driver anyway, and the driver writes it,
+so the sweep's embedded store on 127.0.0.1 serves a multi-node cluster too. Tune pickles the
+callback with the experiment and unpickles it on ``Tuner.restore``, so it holds only the sweep's
+config: at ``setup`` it makes its client from ``MLFLOW_TRACKING_URI`` (which the driver sets to this
+run's server) and finds the experiment and parent run by name and tag. A tracking outage prints
+one warning and training goes on untracked; Ray's trial results keep everything and ``vaesweep
+sync`` replays them through the same ``TrialRuns``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from analysis.metrics import NODE_KEY
+from sweeps.config import SweepConfig
+from sweeps.layout import ANALYSIS_DIR
+from sweeps.status import trial_error
+from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Writes each trial's child run from Tune's events: results per epoch, final artifacts, end state."""
+
+    def __init__(self, sweep: SweepConfig) -> None:
+        self.sweep = sweep
+        self.runs: TrialRuns | None = None
+        self.down = False
+        self.seconds, self.calls = 0.0, 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "runs": None, "down": False, "seconds": 0.0, "calls": 0}
+
+    def setup(self, **info: Any) -> None:
+        self._write("open the sweep's runs", self._connect)
+
+    def _connect(self) -> None:
+        client = MlflowClient()
+        experiment_id = get_or_create_experiment(client, self.sweep.tracking.experiment)
+        parent_run_id = ensure_parent_run(client, experiment_id, self.sweep.name, self.sweep.to_dict())
+        self.runs = TrialRuns(client, experiment_id, parent_run_id, self.sweep)
+
+    def _write(self, action: str, fn, *args: Any) -> Any:
+        """``fn(*args)``, timed; after the first failure, one warning and no more MLflow calls."""
+        if self.down:
+            return None
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        except Exception as err:  # noqa: BLE001 - tracking must never stop the sweep
+            print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); training goes on "
+                  f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep.name}` "
+                  "once the server is back", file=sys.stderr)
+            self.down = True
+            return None
+        finally:
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+
+    def _open(self, trial, node_id: str = "") -> str | None:
+        return None if self.runs is None else self._write("open run", self.runs.open, trial.trial_id, trial.config, node_id)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        if "epoch" in result and self._open(trial, result.get(NODE_KEY, "")) is not None:
+            self._write("log metrics", self.runs.log_epoch, trial.trial_id, result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Ended by itself (all epochs) or by a scheduler (stopped early): FINISHED either way."""
+        if self._open(trial) is None:
+            return
+        if trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as folder:
+                if (Path(folder) / ANALYSIS_DIR / "analysis.json").is_file():
+                    self._write("log final artifacts", self.runs.log_final, trial.trial_id, Path(folder))
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        stopped_at = epoch if epoch < self.sweep.train.epochs else None
+        self._write("end run", self.runs.close, trial.trial_id, "FINISHED", None, stopped_at)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        """Failed for good (retries spent): FAILED, with the error's last line."""
+        if self._open(trial) is not None:
+            self._write("end run", self.runs.close, trial.trial_id, "FAILED", trial_error(trial) or "unknown error")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.calls:
+            print(f"vaesweep: MLflow writing on the driver: {self.calls} calls, "
+                  f"{1000 * self.seconds / self.calls:.1f} ms each", file=sys.stderr)
