@@ -89,8 +89,10 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
 def tune_config(config: SweepConfig):
     from ray import tune
 
+    # reuse_actors: the next trial runs in the finished one's process, so its imports (torch,
+    # scikit-learn, about 5 s) and the dataset are not loaded again
     if config.search == "grid":
-        return tune.TuneConfig()
+        return tune.TuneConfig(reuse_actors=True)
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -99,7 +101,8 @@ def tune_config(config: SweepConfig):
                                   max_concurrent=config.optuna.max_concurrent)
     scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples,
+                           reuse_actors=True)
 
 
 def init_ray(address: str | None) -> None:
@@ -154,6 +157,7 @@ class SweepOutcome:
     stopped_early: int
     failed: int
     signum: int | None
+    trial_states: dict[str, str]  # Ray trial id -> Ray's state
 
     @property
     def parent_status(self) -> str:
@@ -181,7 +185,8 @@ def outcome_of(config: SweepConfig, signum: int | None) -> SweepOutcome:
     total = len(config.trials()) if config.search == "grid" else config.optuna.num_samples
     return SweepOutcome(total=total, finished=sum(t["state"] == "TERMINATED" for t in trials),
                         stopped_early=sum(t["stopped_early"] for t in trials),
-                        failed=sum(t["state"] == "ERROR" for t in trials), signum=signum)
+                        failed=sum(t["state"] == "ERROR" for t in trials), signum=signum,
+                        trial_states={t["trial_id"]: t["state"] for t in trials})
 
 
 def fit(config: SweepConfig, data: dict) -> None:
@@ -209,14 +214,14 @@ def fit(config: SweepConfig, data: dict) -> None:
 
 
 def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
-                   parent_run_id: str, status: str) -> None:
-    """Parent run -> ``status``; children still RUNNING (interrupted trials) -> KILLED."""
+                   parent_run_id: str, outcome: SweepOutcome) -> None:
+    """Parent run -> the outcome's status; children still RUNNING (interrupted trials) -> KILLED."""
     from mlflow.tracking import MlflowClient
 
     from sweeps.tracking import close_sweep
 
     try:
-        close_sweep(MlflowClient(server.uri), experiment_id, parent_run_id, status)
+        close_sweep(MlflowClient(server.uri), experiment_id, parent_run_id, outcome.parent_status, outcome.trial_states)
     except Exception as err:  # noqa: BLE001 - the results are in Ray's storage either way
         print(f"vaesweep: could not close the sweep's MLflow runs ({str(err).splitlines()[0][:200]}); "
               f"`vaesweep sync {config.name}` will", file=sys.stderr)
@@ -233,10 +238,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
               "writes to it, but to browse the runs from elsewhere pass --tracking-uri of a shared server "
               "(mlflow/README.md)", file=sys.stderr)
     sweep_dir = config.sweep_dir()
-    data = load_arrays(data_dir)  # verified once here; trials get it from the object store
     interruption = Interruption()
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)
+        data = load_arrays(data_dir)  # verified once here; trials get it from the object store
         write_atomic(sweep_dir / SWEEP_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
         interruption.install()
         try:
@@ -262,7 +267,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                     ray.shutdown()
                 outcome = outcome_of(config, interruption.signum)
                 if parent_run_id is not None:
-                    close_tracking(server, config, experiment_id, parent_run_id, outcome.parent_status)
+                    close_tracking(server, config, experiment_id, parent_run_id, outcome)
         finally:
             interruption.restore()
     return outcome

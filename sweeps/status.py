@@ -7,6 +7,7 @@ needed), plus ``tracking.json`` and ``runs.json`` for the MLflow ids.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,18 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
 
 
 def trial_error(trial) -> str | None:
-    """The last line of a trial's error.txt (the exception message), if it failed: the live file
-    on the driver or, read offline, the copy in the trial's storage folder."""
+    """The exception line of a failed trial, read from its error.txt in the trial's storage folder
+    (readable without a Ray session; the driver's live copy is ``trial.error_file``)."""
     name = trial.run_metadata.error_filename
-    if not name:
+    return error_line(Path(trial.storage.trial_fs_path) / name) if name else None
+
+
+def error_line(path: str | Path | None) -> str | None:
+    """The exception line at the end of a Ray error.txt ('vae.errors.X: msg' shown as 'X: msg')."""
+    if path is None or not Path(path).is_file():
         return None
-    for folder in (trial.local_path, trial.storage.trial_fs_path):
-        path = Path(folder) / name if folder else None
-        if path is not None and path.is_file():
-            lines = path.read_text().strip().splitlines()
-            return lines[-1] if lines else None
-    return None
+    lines = Path(path).read_text().strip().splitlines()
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(\w+(?:Error|Exception|Exit)\b)", r"\1", lines[-1]) if lines else None
 
 
 def format_status(status: dict[str, Any]) -> str:

@@ -22,11 +22,7 @@ from sweeps.launch import open_tracking, outcome_of, tracking_server
 from sweeps.layout import ANALYSIS_DIR, existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.status import trial_error
-from sweeps.tracking import TrialRuns, close_sweep
-
-# Ray's trial states -> MLflow run states (a trial that is neither done nor failed was interrupted).
-RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
-
+from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
     sweep_dir = existing_sweep(storage, name)
@@ -80,5 +76,6 @@ def sync_sweep(storage: Path, name: str) -> dict[str, Any]:
         for trial in trials:
             for key, count in sync_trial(runs, config, trial).items():
                 totals[key] += count
-        close_sweep(client, experiment_id, parent_run_id, outcome_of(config, None).parent_status)
+        outcome = outcome_of(config, None)
+        close_sweep(client, experiment_id, parent_run_id, outcome.parent_status, outcome.trial_states)
     return {**totals, "tracking_uri": server.uri, "parent_run_id": parent_run_id}

@@ -199,11 +199,17 @@ class TrialRuns:
         self.client.set_terminated(self.run_ids[trial_id], status)
 
 
-def close_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str) -> int:
-    """End the parent run as ``status`` and any child run still RUNNING as KILLED (its trial was
-    interrupted); returns how many children were closed so."""
+# Ray's trial states -> MLflow run states (a trial that is neither done nor failed was interrupted).
+RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
+
+
+def close_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
+                trial_states: Mapping[str, str]) -> int:
+    """End the parent run as ``status`` and any child run still RUNNING as its trial's Ray state says
+    (``trial_states``: trial id -> Ray state; KILLED when unfinished or unknown); returns how many."""
     running = [r for r in child_runs(client, experiment_id, parent_run_id) if r.info.status == "RUNNING"]
     for run in running:
-        client.set_terminated(run.info.run_id, "KILLED")
+        state = trial_states.get(run.data.tags.get(TRIAL_TAG, ""), "")
+        client.set_terminated(run.info.run_id, RUN_STATUS.get(state, "KILLED"))
     client.set_terminated(parent_run_id, status)
     return len(running)

@@ -129,6 +129,7 @@ def test_ui_serves_the_embedded_store_on_loopback(tiny):
                 assert time.monotonic() < deadline and ui.poll() is None, "the UI did not come up"
                 time.sleep(1)
         assert experiment.experiment_id == tracking(root / "runs" / "tiny")["experiment_id"]
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
         assert len(client.search_runs([experiment.experiment_id])) == 5  # parent + 4 trials
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
@@ -161,7 +162,7 @@ def test_a_trial_that_fails_once_is_retried_from_its_checkpoint(mnist_dir, tmp_p
 
 
 def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
-    config = write_config(tmp_path, "killed", [0.0, 0.5, 1.0, 2.0], epochs=4,
+    config = write_config(tmp_path, "killed", [0.0, 1.0, 2.0], epochs=4,
                           train={"epochs": 4, "train_subset": 3000, "test_subset": 300})
     sweep_dir = tmp_path / "runs" / "killed"
     driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
@@ -171,7 +172,7 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     while time.monotonic() < deadline and driver.poll() is None and not finished_before:
         time.sleep(1)
         finished_before = terminated_trial_dirs(sweep_dir)
-    assert driver.poll() is None and 0 < len(finished_before) < 4, "expected to kill the driver mid-sweep"
+    assert driver.poll() is None and 0 < len(finished_before) < 3, "expected to kill the driver mid-sweep"
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     lines_before = result_lines(sweep_dir)
@@ -179,27 +180,14 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 0, done.stderr[-3000:]
     runs = children(sweep_dir)
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
     info = tracking(sweep_dir)
     everything = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
-    assert len(everything) == 5 and {r.info.status for r in everything} == {"FINISHED"}, \
+    assert len(everything) == 4 and {r.info.status for r in everything} == {"FINISHED"}, \
         "the killed driver's runs (parent and trials) were adopted and closed, none duplicated"
     lines_after = result_lines(sweep_dir)
     for trial_dir in finished_before:  # finished trials were not trained again
         assert lines_after[trial_dir] == lines_before[trial_dir] == 4
     assert set(terminated_trial_dirs(sweep_dir)) == set(lines_after)
-
-
-def test_optuna_preset_runs_on_a_tiny_budget(mnist_dir, tmp_path):
-    done = vaesweep("run", "optuna", "--storage", str(tmp_path / "runs"), "--data-dir", str(mnist_dir),
-                    "--set", "optuna.num_samples=2", "--set", "train.epochs=2", "--set", "train.train_subset=300",
-                    "--set", "train.test_subset=100", "--set", "eval.is_samples=20", "--set", "eval.probe_epochs=[1]",
-                    "--set", "eval.probe_train_size=300", "--set", "eval.val_images=100", "--set", "grid.k=[5, 6]",
-                    "--set", "optuna.grace_period=1")
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = children(tmp_path / "runs" / "optuna")
-    assert len(runs) == 2
-    assert all(0.0 <= float(r.data.params["trial.alpha"]) <= 1.0 for r in runs)
-    assert all(r.data.params["trial.k"] in {"5", "6"} for r in runs)

@@ -1,0 +1,160 @@
+"""A sweep's life through the real CLI on real Ray, MLflow and MNIST: Ctrl-C and SIGTERM end it
+with true states and no orphan process, one driver holds a sweep at a time, and an Optuna/ASHA
+sweep records stopped trials as finished. Marked slow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, trial_results, vaesweep, write_config
+
+pytestmark = pytest.mark.slow
+# Two trials of four one-second epochs: long enough to stop one in the middle.
+LONG = {"epochs": 4, "train_subset": 6000, "test_subset": 100}
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (read from /proc: Ray's and MLflow's processes included)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1]}
+
+
+def start(config: Path, mnist_dir: Path, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_an_epoch(sweep_dir: Path, driver: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(trial_results(sweep_dir).values()):
+        assert driver.poll() is None and time.monotonic() < deadline, "the sweep ended before an epoch was reported"
+        time.sleep(0.2)
+
+
+def stop(driver: subprocess.Popen, sig: signal.Signals, to_group: bool) -> tuple[int, set[int]]:
+    """Send ``sig`` (to the whole terminal group, as Ctrl-C does, or to the driver alone) and wait."""
+    below = descendants(driver.pid)
+    assert below, "the driver has started Ray and MLflow"
+    (os.killpg if to_group else os.kill)(driver.pid, sig)
+    return driver.wait(timeout=300), below
+
+
+def assert_true_end_states(sweep_dir: Path, epochs: int) -> None:
+    """No run FINISHED that did not run every epoch, none FAILED; the interrupted ones KILLED."""
+    runs = children(sweep_dir)
+    for run in runs:
+        done = epoch_steps(sweep_dir, run.info.run_id)
+        assert run.info.status in {"FINISHED", "KILLED"}, run.info.status
+        assert (run.info.status == "FINISHED") == (done == list(range(1, epochs + 1))), (run.info.status, done)
+    assert any(r.info.status == "KILLED" for r in runs)
+    info = tracking(sweep_dir)
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(info["tracking_uri"]).get_run(info["parent_run_id"]).info.status == "KILLED"
+
+
+def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resumes(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "ctrlc", [0.0, 1.0], train=LONG)
+    sweep_dir = tmp_path / "runs" / "ctrlc"
+    log = tmp_path / "driver.log"
+    driver = start(config, mnist_dir, log)
+    wait_for_an_epoch(sweep_dir, driver)
+    code, below = stop(driver, signal.SIGINT, to_group=True)
+    output = log.read_text()
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    line = next(line for line in output.splitlines() if line.startswith("vaesweep: interrupted (SIGINT): "))
+    assert "of 2 trials finished" in line and f"resume with: {VAESWEEP} run {config}" in line, line
+    time.sleep(2)
+    assert not alive(below), "Ray and the MLflow server ended with the driver"
+    assert_true_end_states(sweep_dir, 4)
+
+    status = json.loads(vaesweep("status", "ctrlc", "--storage", str(tmp_path / "runs"), "--json").stdout)
+    assert {t["state"] for t in status["trials"]} <= {"TERMINATED", "PAUSED", "PENDING", "RUNNING"}, status
+
+    resumed = vaesweep(*line.split("resume with: ", 1)[1].split()[1:])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "2 of 2 trials finished, 0 failed" in resumed.stdout
+    runs = children(sweep_dir)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4], "each epoch once across the interruption"
+
+
+def test_one_driver_per_sweep_and_sigterm_ends_it_killed(mnist_dir, tmp_path):
+    # 20 epochs: it must still be running after the second driver and the sync have been refused
+    config = write_config(tmp_path, "locked", [0.0, 1.0], train={**LONG, "epochs": 20})
+    sweep_dir = tmp_path / "runs" / "locked"
+    log = tmp_path / "driver.log"
+    driver = start(config, mnist_dir, log)
+    wait_for_an_epoch(sweep_dir, driver)
+
+    began = time.monotonic()
+    second = vaesweep("run", str(config), "--data-dir", str(mnist_dir), timeout=60)
+    assert second.returncode == 2 and time.monotonic() - began < 30, second.stderr[-2000:]
+    assert f"sweep locked is already running (pid {driver.pid} on host " in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+    sync = vaesweep("sync", "locked", "--storage", str(tmp_path / "runs"), timeout=60)
+    assert sync.returncode == 2 and "already running" in sync.stderr, sync.stderr[-2000:]
+
+    code, below = stop(driver, signal.SIGTERM, to_group=False)
+    output = log.read_text()
+    assert code == 143, output[-3000:]
+    assert "vaesweep: interrupted (SIGTERM): " in output and "Traceback" not in output, output[-3000:]
+    time.sleep(2)
+    assert not alive(below), "Ray and the MLflow server ended with the driver"
+    assert_true_end_states(sweep_dir, 20)
+    assert not (sweep_dir / "driver.json").exists(), "the lock's holder record goes with the driver"
+
+
+def test_optuna_with_asha_records_stopped_trials_as_finished_and_selects_off_the_test_set(mnist_dir, tmp_path):
+    storage = tmp_path / "runs"
+    done = vaesweep("run", "optuna", "--storage", str(storage), "--data-dir", str(mnist_dir),
+                    "--set", "optuna.num_samples=4", "--set", "train.epochs=3", "--set", "train.train_subset=600",
+                    "--set", "train.validation_images=200", "--set", "train.test_subset=100",
+                    "--set", "eval.is_samples=20", "--set", "eval.probe_epochs=[1]",
+                    "--set", "eval.probe_train_size=300", "--set", "eval.val_images=100", "--set", "grid.k=[5, 6]",
+                    "--set", "optuna.grace_period=1", "--set", "optuna.max_concurrent=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep_dir = storage / "optuna"
+    runs = children(sweep_dir)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}, [r.info.status for r in runs]
+    stopped = [r for r in runs if "stopped_early" in r.data.tags]
+    assert stopped, "ASHA stopped at least one of four trials"
+    for run in runs:
+        steps = epoch_steps(sweep_dir, run.info.run_id)
+        assert run.data.params["trial.validation_images"] == "200"
+        assert "val_vr_bound_0" in run.data.metrics
+        if run in stopped:
+            assert steps == list(range(1, int(run.data.tags["stopped_early"]) + 1)) and len(steps) < 3
+        else:
+            assert steps == [1, 2, 3] and "test_log_likelihood" in run.data.metrics
+    assert f"4 of 4 trials finished ({len(stopped)} stopped early by the scheduler), 0 failed" in done.stdout
+    status = json.loads(vaesweep("status", "optuna", "--storage", str(storage), "--json").stdout)
+    assert sum(t["stopped_early"] for t in status["trials"]) == len(stopped)
+    report = vaesweep("report", "optuna", "--storage", str(storage))
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "4 of 4 trials finished" in report.stdout, report.stdout
