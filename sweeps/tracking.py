@@ -84,10 +84,21 @@ def get_or_create_experiment(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
+SEARCH_PAGE = 1000  # runs per search call: MLflow answers at most this many by default, then a page token
+
+
 def find_runs(client: MlflowClient, experiment_id: str, tags: Mapping[str, str]) -> list:
-    """Runs of the experiment whose tags equal ``tags`` (oldest first)."""
+    """Every run of the experiment whose tags equal ``tags`` (oldest first), page after page: one
+    search call would silently stop at 1,000 runs."""
     clause = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return client.search_runs([experiment_id], filter_string=clause, order_by=["attributes.start_time ASC"])
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=clause, max_results=SEARCH_PAGE,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def adopt_or_create_run(client: MlflowClient, experiment_id: str, key_tags: Mapping[str, str], run_name: str,
@@ -147,9 +158,9 @@ def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalu
 
 
 def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """(run name, tags, params) of a trial's MLflow run."""
+    """(run name, tags, params) of a trial's MLflow run (the node tag only when the node is known)."""
     tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
-            NODE_KEY: node_id}
+            **({NODE_KEY: node_id} if node_id else {})}
     return trial_label(config.alpha, config.k, config.seed), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
 
 
