@@ -4,8 +4,9 @@
 
 (a) ``sweeps.launch.run_sweep`` on the ``smoke`` preset in a fresh folder: local Ray, the sweep's
     MLflow server, per-epoch reports and checkpoints, MLflow logging, final analysis per trial;
-(b) the same trials, one after another in this process, by the plain trainer with the same probes,
-    evaluation and analysis (torch using every core): no Ray, no MLflow, no checkpoints.
+(b) the same trials, one after another in this process, by the same trial engine (probes,
+    evaluation, analysis; torch using every core) with a sink that keeps nothing: no Ray, no MLflow,
+    one checkpoint per trial (the final one) in a temporary folder.
 Overhead = (a)/(b) - 1; target under 25%. Fixed costs (starting Ray and the MLflow server) weigh
 more on a small grid than on a real one.
 """
@@ -13,27 +14,41 @@ more on a small grid than on a real one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from analysis.model_analysis import analyze_trainer
-from analysis.probes import ProbeCallback
-from analysis.settings import AnalysisSettings
 from sweeps.config import load_sweep
+from sweeps.engine import run_trial
 from sweeps.launch import run_sweep
 from vae.data import load_mnist
 from vae.train import Trainer
 
 
+class DiscardingSink:
+    """The engine's sink for the bare run: a scratch folder per epoch, every report dropped."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @contextlib.contextmanager
+    def folder(self) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            yield Path(tmp)
+
+    def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
+        pass
+
+
 def bare(config, data_dir: Path | None, workdir: Path) -> float:
+    workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for index, trial in enumerate(config.trials()):
+    for trial in config.trials():
         trainer = Trainer(trial, load_mnist(data_dir, trial.train_subset, trial.test_subset))
-        trainer.fit(ProbeCallback(trainer, config.eval.probe_epochs, config.eval.probe_train_size))
-        trainer.evaluate(config.eval.bound_samples, config.eval.is_samples)
-        settings = AnalysisSettings(epsilon=config.eval.epsilon, probe_train_size=config.eval.probe_train_size)
-        analyze_trainer(trainer, workdir / str(index), settings)
+        run_trial(trainer, config.eval, DiscardingSink(workdir), checkpoint_every=trial.epochs)
     return time.perf_counter() - start
 
 
@@ -45,9 +60,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_sweep(args.preset, storage=tmp)
         start = time.perf_counter()
-        results = run_sweep(config, data_dir=args.data_dir)
+        outcome = run_sweep(config, data_dir=args.data_dir)
         swept = time.perf_counter() - start
-        assert results.num_errors == 0, "the sweep had failed trials"
+        assert outcome.exit_code == 0, f"the sweep did not finish every trial: {outcome}"
         plain = bare(config, args.data_dir, Path(tmp) / "bare")
     n = len(config.trials())
     print(f"\n{args.preset}: {n} trials")

@@ -9,16 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-
-
-def first_error(err: ValidationError) -> tuple[str, str]:
-    """(dotted field, reason) of the first problem in a pydantic error, for one-line messages."""
-    first = err.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "config"
-    return field, first["msg"].removeprefix("Value error, ")
-
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
