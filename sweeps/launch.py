@@ -14,6 +14,7 @@ and the parent end KILLED, and the outcome says so. A second signal stops at onc
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.progress import VERBOSE_ENV, SweepProgress
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
 from vae.atomic import write_atomic
 
@@ -105,13 +107,14 @@ def tune_config(config: SweepConfig):
                            reuse_actors=True)
 
 
-def init_ray(address: str | None) -> None:
+def init_ray(address: str | None, verbose: bool) -> None:
     import ray
 
+    level = logging.INFO if verbose else logging.WARNING  # "Started a local Ray instance", "Connected to..."
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, logging_level=level)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=level)
 
 
 class Interruption:
@@ -205,9 +208,9 @@ def fit(config: SweepConfig, data: dict) -> None:
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         run_config = tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(sweep_dir), callbacks=[MlflowTrialCallback(config)],
+            name=TUNE_DIR, storage_path=str(sweep_dir), callbacks=[MlflowTrialCallback(config), SweepProgress(config)],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=1)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
                            run_config=run_config)
     tuner.fit()
@@ -227,11 +230,29 @@ def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConf
               f"`vaesweep sync {config.name}` will", file=sys.stderr)
 
 
-def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None) -> SweepOutcome:
+def quiet_console(verbose: bool) -> None:
+    """Keep the driver's console to our progress lines and the problems that matter: no MLflow
+    "View run" links to a server gone a minute later, no notes about Ray's routine work."""
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "1"
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter is silent at verbose=0
+    # the snapshot Tune forces after every num_to_keep checkpoints is by design here, not a bottleneck
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    # "Token authentication is enabled for this Ray cluster": on by default for a local cluster
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+
+
+def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
+              verbose: bool = False) -> SweepOutcome:
     """Run or resume the sweep, holding its folder; returns how it ended."""
     import ray
 
     from vae.data import load_arrays
+
+    quiet_console(verbose)
 
     if address and not config.tracking.uri:
         print("vaesweep: note: the sweep's MLflow server listens on 127.0.0.1 of this machine; only this driver "
@@ -249,7 +270,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                 os.environ["MLFLOW_TRACKING_URI"] = server.uri  # the driver's callback writes here
                 experiment_id = parent_run_id = None
                 try:
-                    init_ray(address)  # while the server starts
+                    init_ray(address, verbose)  # while the server starts
                     interruption.install()
                     try:
                         experiment_id, parent_run_id = open_tracking(server, config)

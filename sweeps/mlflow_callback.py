@@ -13,6 +13,7 @@ sync`` replays them through the same ``TrialRuns``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from ray import tune
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.layout import ANALYSIS_DIR
+from sweeps.progress import VERBOSE_ENV
 from sweeps.status import error_line, trial_error
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
 
@@ -91,8 +93,8 @@ class MlflowTrialCallback(tune.Callback):
             self._write("end run", self.runs.close, trial.trial_id, "FAILED", error)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """One line on what writing MLflow cost the driver (the price of being the only writer)."""
+        """With --verbose, one line on what writing MLflow cost the driver (the price of being the only writer)."""
         epochs = self.cost.get("log metrics", [])
-        if epochs:
+        if epochs and os.environ.get(VERBOSE_ENV) == "1":
             print(f"vaesweep: MLflow on the driver: {1000 * sum(epochs) / len(epochs):.1f} ms per epoch result "
                   f"({len(epochs)} results), {sum(map(sum, self.cost.values())):.1f} s in all", file=sys.stderr)

@@ -11,6 +11,7 @@ through ``tune.with_parameters`` (Ray's object store: read and verified once by 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -83,6 +84,7 @@ class TuneSink:
 
 def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
     if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
         # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.

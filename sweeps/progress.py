@@ -1,0 +1,93 @@
+"""What `vaesweep run` prints while it runs: one concise line every half minute and one per trial
+that ends, instead of Ray's tables (``--verbose`` brings those back).
+
+A line reads ``[02:31] 3/6 finished, 2 running, 0 failed; a0.5_k20_s0 epoch 3/5 bound -120.31;
+remaining ~01:10``: the remaining time is the epochs still to train over the rate of the epochs
+trained so far in this run. Tune pickles callbacks with the experiment, so whether to be verbose is
+read from the environment at ``setup`` (the driver sets it from the flag on every run).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from ray import tune
+from ray.tune import CLIReporter
+
+from analysis.aggregate import trial_label
+from sweeps.config import SweepConfig
+
+VERBOSE_ENV = "VAESWEEP_VERBOSE"
+INTERVAL_S = 30.0
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def label(trial) -> str:
+    return trial_label(trial.config["alpha"], trial.config["k"], trial.config["seed"])
+
+
+class SweepProgress(tune.Callback):
+    """The driver's progress lines (or Ray's own tables when ``VAESWEEP_VERBOSE=1``)."""
+
+    def __init__(self, sweep: SweepConfig) -> None:
+        self.sweep = sweep
+        self.start = self.last = 0.0
+        self.epochs: dict[str, int] = {}  # newest epoch of each trial
+        self.trained = 0  # epochs trained by this run (the rate of the remaining-time estimate)
+        self.newest = ""
+        self.reporter: CLIReporter | None = None
+
+    def setup(self, **info: Any) -> None:
+        self.start = self.last = time.monotonic()
+        self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if os.environ.get(VERBOSE_ENV) == "1" else None
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        if "epoch" not in result:
+            return
+        self.trained += self.epochs.get(trial.trial_id, result["epoch"] - 1) < result["epoch"]
+        self.epochs[trial.trial_id] = result["epoch"]
+        self.newest = (f"{label(trial)} epoch {result['epoch']}/{self.sweep.train.epochs} "
+                       f"bound {result['train_vr_bound_alpha']:.2f}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        last = trial.last_result or {}
+        epoch = last.get("epoch", 0)
+        if epoch < self.sweep.train.epochs:
+            print(f"  stopped {label(trial)} after epoch {epoch} (scheduler)", flush=True)
+        elif "test_log_likelihood" in last:
+            print(f"  done    {label(trial)}: test IS log-likelihood {last['test_log_likelihood']:.2f}, "
+                  f"{last.get('active_components', '?')} active components", flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        print(f"  FAILED  {label(trial)} (see `vaesweep status {self.sweep.name}`)", flush=True)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.reporter is not None:
+            if self.reporter.should_report(trials):
+                self.reporter.report(trials, False)
+        elif time.monotonic() - self.last >= INTERVAL_S:
+            print(self.line(trials), flush=True)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.reporter is not None:
+            self.reporter.report(trials, True)
+
+    def line(self, trials: list) -> str:
+        """One summary line of the sweep now."""
+        self.last = now = time.monotonic()
+        states = [t.status for t in trials]
+        total = len(self.sweep.trials()) if self.sweep.search == "grid" else self.sweep.optuna.num_samples
+        left = sum(self.sweep.train.epochs - self.epochs.get(t.trial_id, 0) for t in trials
+                   if t.status not in ("TERMINATED", "ERROR")) + self.sweep.train.epochs * (total - len(trials))
+        rate = self.trained / (now - self.start)
+        remaining = f"remaining ~{clock(left / rate)}" if rate > 0 else "remaining: after the first epoch"
+        return (f"[{clock(now - self.start)}] {states.count('TERMINATED')}/{total} finished, "
+                f"{states.count('RUNNING')} running, {states.count('ERROR')} failed; {self.newest or 'starting'}; "
+                f"{remaining}")
