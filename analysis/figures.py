@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from analysis.geodesics import fisher_rao_geodesic, straight_line
 
@@ -56,18 +56,23 @@ def spectrum_figure(spectra: pd.DataFrame, epsilon: float) -> Figure:
         ax.set_yscale("log")
         ax.set_title(f"k = {k}")
         ax.set_xlabel("component")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("PCA eigenvalue of posterior means")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
+def _errorbar(ax, rows: pd.DataFrame, label: str, **style) -> None:
+    """Summary rows (alpha, mean, std) as one line vs alpha with std error bars."""
+    rows = rows.sort_values("alpha")
+    ax.errorbar(rows["alpha"].to_numpy(float), rows["mean"].to_numpy(float), yerr=rows["std"].fillna(0).to_numpy(float),
+                capsize=3, label=label, **style)
+
+
 def _errorbar_by_k(ax, summary: pd.DataFrame, metric: str) -> None:
-    rows = summary[summary["metric"] == metric]
-    for k, line in rows.groupby("k"):
-        line = line.sort_values("alpha")
-        ax.errorbar(line["alpha"].to_numpy(float), line["mean"].to_numpy(float), yerr=line["std"].fillna(0).to_numpy(float),
-                    marker="o", capsize=3, label=f"k={k}")
+    for k, line in summary[summary["metric"] == metric].groupby("k"):
+        _errorbar(ax, line, f"k={k}", marker="o")
     ax.set_xlabel("alpha")
 
 
@@ -76,19 +81,27 @@ def active_components_figure(summary: pd.DataFrame) -> Figure:
     fig, (ax,) = _panels(1, 5.5)
     _errorbar_by_k(ax, summary, "active_components")
     ax.set_ylabel("active components (eigenvalue > epsilon)")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     fig.tight_layout()
     return fig
 
 
-def bounds_figure(summary: pd.DataFrame) -> Figure:
-    """Figure 2 right: test VR bound (its alpha, 10 samples) and IS log-likelihood vs alpha, per k."""
-    fig, axes = _panels(2)
-    for ax, metric, label in zip(axes, ["test_vr_bound_alpha", "test_log_likelihood"],
-                                 ["test VR bound, 10 samples (nats)", "test IS log-likelihood (nats)"]):
-        _errorbar_by_k(ax, summary, metric)
-        ax.set_ylabel(label)
-        ax.legend()
+def bounds_figure(summary: pd.DataFrame, bound_samples: int, is_samples: int) -> Figure:
+    """Figure 2 right: test VR bound (the trial's alpha) and IS log-likelihood vs alpha on one axis per k,
+    so the gap between them, which the study says closes as alpha -> 0, is read off directly."""
+    ks = sorted(summary["k"].unique())
+    fig, axes = _panels(max(1, len(ks)))
+    for ax, k in zip(axes, ks):
+        rows = summary[summary["k"] == k]
+        _errorbar(ax, rows[rows["metric"] == "test_log_likelihood"], f"IS log-likelihood ({is_samples} samples)",
+                  marker="o")
+        _errorbar(ax, rows[rows["metric"] == "test_vr_bound_alpha"], f"VR bound at alpha ({bound_samples} samples)",
+                  marker="s", linestyle="--")
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel("alpha")
+    axes[0].set_ylabel("test nats per image")
+    axes[-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -96,11 +109,13 @@ def bounds_figure(summary: pd.DataFrame) -> Figure:
 PROBE_PANELS = {"probe_means": "means", "probe_means_variances": "means + variances", "probe_samples": "sampled latents"}
 
 
-def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None) -> Figure:
+def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None, alpha: float) -> Figure:
     """Figure 3: probe accuracy vs epoch, a panel per feature set, a line per k, the pixel baseline.
 
-    ``probe_history`` has columns k, key, step (epoch), value; seeds and alphas given are averaged.
+    ``probe_history`` has columns k, key, step (epoch), value, for the trials of one ``alpha`` (named
+    in the titles); seeds are averaged. The epoch axis is logarithmic with the probe epochs as ticks.
     """
+    epochs = sorted(probe_history["step"].unique())
     fig, axes = _panels(3)
     for ax, (key, title) in zip(axes, PROBE_PANELS.items()):
         panel = probe_history[probe_history["key"] == key].groupby(["k", "step"])["value"].mean().reset_index()
@@ -109,9 +124,10 @@ def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None) -> 
         if pixel_accuracy is not None:
             ax.axhline(pixel_accuracy, color="k", linestyle=":", label="pixels")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_major_locator(FixedLocator(epochs))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(title)
+        ax.set_title(f"{title}, alpha = {alpha:g}")
         ax.set_xlabel("epoch")
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(fontsize=8)

@@ -3,8 +3,9 @@
 Writes ``fig1_spectrum``, ``fig2_active_components``, ``fig2_bounds``, ``fig3_probes``,
 ``fig4_geodesics``, ``fig5_interpolations`` (PNG and PDF), ``summary.csv`` (mean / std / count over
 seeds per alpha, k and metric) and a self-contained ``report.html``, and logs them under
-``report/`` in the sweep's parent run. Works on a partial sweep: grid points without a finished run
-and finished runs missing a metric are listed, not fatal.
+``report/`` in the sweep's parent run. Each figure's caption says what the study's figure shows,
+the claim it tests and whether this sweep supports it (analysis/claims.py). Works on a partial sweep:
+grid points without a finished run and finished runs missing a metric are listed, not fatal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import html
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,28 +25,34 @@ import yaml
 from matplotlib import pyplot as plt
 from mlflow.tracking import MlflowClient
 
-from analysis.aggregate import missing_metrics, summarize, trial_label, with_grid
+from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, summarize, trial_label, with_grid
+from analysis.claims import Caption, figure_captions
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import SWEEP_FILE, read_tracking, saved_config
-from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.runs import load_runs
-from sweeps.tracking import EIGENVALUE_KEY
-from sweeps.trainable import run_name
+from sweeps.mlflow_server import LocalMlflowServer, backend_uri
+from sweeps.runs import run_frames
+from sweeps.tracking import EIGENVALUE_KEY, child_runs
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
+HISTORY_KEYS = [*PROBE_PANELS, EIGENVALUE_KEY]  # the metric histories the figures draw (3 and 1)
 
 
 @contextlib.contextmanager
-def sweep_client(sweep_dir: Path, tracking: dict[str, Any]) -> Iterator[MlflowClient]:
-    """A client that can read runs and read/write artifacts: the sweep's server for an embedded store."""
-    if tracking["tracking_uri"].startswith("sqlite:"):
-        with LocalMlflowServer(sweep_dir) as server:
-            yield MlflowClient(server.wait())
-    else:
-        yield MlflowClient(tracking["tracking_uri"])
+def sweep_clients(sweep_dir: Path,
+                  tracking: dict[str, Any]) -> Iterator[tuple[MlflowClient, Callable[[], MlflowClient]]]:
+    """(store, connect). ``store`` searches the runs: for the embedded store its sqlite file, read beside
+    its one writer (as fast as through a server). ``connect()`` gives a client of a server of the sweep,
+    for what needs one (metric histories in bulk, artifacts): for the embedded store the sweep's own,
+    started on entry, so the search overlaps its start; ``connect`` waits until it answers."""
+    if not tracking["tracking_uri"].startswith("sqlite:"):
+        client = MlflowClient(tracking["tracking_uri"])
+        yield client, lambda: client
+        return
+    with LocalMlflowServer(sweep_dir) as server:
+        yield MlflowClient(backend_uri(sweep_dir)), lambda: MlflowClient(server.wait())
 
 
 def figure_png(fig) -> bytes:
@@ -55,60 +62,115 @@ def figure_png(fig) -> bytes:
 
 
 def expected_points(config: SweepConfig) -> list[str]:
-    return [run_name(t) for t in config.trials()] if config.search == "grid" else []
+    return [trial_label(t.alpha, t.k, t.seed) for t in config.trials()] if config.search == "grid" else []
 
 
-def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFrame, history: pd.DataFrame,
-                  chosen: str | None, workdir: Path) -> tuple[dict[str, Any], list[str]]:
-    """The six figures by file stem, and notes on what could not be drawn."""
-    notes = []
-    summary = summarize(trials)
-    finished = trials[trials["status"] == "FINISHED"]
-    spectra = with_grid(history[history["key"] == EIGENVALUE_KEY], trials)
-    probes = with_grid(history[history["key"].isin(list(PROBE_PANELS))], trials)
-    if (probes["alpha"] == 1.0).any():  # the study's Figure 3 is the KL (alpha = 1) VAE
-        probes = probes[probes["alpha"] == 1.0]
-    pixels = finished["final_probe_pixels"].dropna()
-    figures = {
-        "fig1_spectrum": spectrum_figure(spectra, config.eval.epsilon),
-        "fig2_active_components": active_components_figure(summary),
-        "fig2_bounds": bounds_figure(summary),
-        "fig3_probes": probes_figure(probes, float(pixels.mean()) if len(pixels) else None),
-        "fig4_geodesics": geodesic_figure(*GEODESIC_PAIRS.T),
-    }
-    ranked = finished.dropna(subset=["test_log_likelihood"]).sort_values("test_log_likelihood", ascending=False)
-    run_id = chosen or (ranked["run_id"].iloc[0] if len(ranked) else None)
+def closest_to_one(alphas: pd.Series) -> float | None:
+    """Figure 3's alpha: the study's Figure 3 is the KL VAE (alpha = 1); else the sweep's alpha nearest it."""
+    values = sorted(set(alphas), key=lambda a: (abs(a - 1.0), a))
+    return values[0] if values else None
+
+
+def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | None, workdir: Path,
+                   notes: list[str]) -> tuple[np.ndarray, pd.Series] | None:
+    """Figure 5's rows and trial: ``chosen`` or the best finished trial by IS log-likelihood; None (with a
+    note saying why) when there is none or it lacks the artifact."""
+    finished = trials[trials["status"] == "FINISHED"].dropna(subset=["test_log_likelihood"])
+    run_id = chosen or (finished.sort_values("test_log_likelihood", ascending=False)["run_id"].iloc[0]
+                        if len(finished) else None)
     if run_id is None:
         notes.append("Figure 5: no finished trial with a test log-likelihood yet")
-        return figures, notes
+        return None
     try:
         local = client.download_artifacts(run_id, "analysis/interpolations.npy", str(workdir))
     except Exception as err:  # noqa: BLE001 - a missing artifact is reported, not fatal
         notes.append(f"Figure 5: run {run_id} has no interpolations artifact ({str(err).splitlines()[0][:120]})")
-        return figures, notes
-    row = trials[trials["run_id"] == run_id].iloc[0]
-    title = f"{run_name_of(row)} (run {run_id[:8]}, IS log-lik {row.test_log_likelihood:.2f})"
-    figures["fig5_interpolations"] = interpolation_figure(np.load(local), title)
-    return figures, notes
+        return None
+    return np.load(local), trials[trials["run_id"] == run_id].iloc[0]
 
 
-def render_html(config: SweepConfig, figures: dict[str, bytes], summary: pd.DataFrame, trials: pd.DataFrame,
-                problems: list[str]) -> str:
-    """One self-contained page: figures inlined as base64 PNG, the config, the tables, the problems."""
+def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFrame, history: pd.DataFrame,
+                  chosen: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Caption], list[str]]:
+    """The figures and their captions by file stem, and notes on what could not be drawn."""
+    notes: list[str] = []
+    summary = summarize(trials)
+    finished = trials[trials["status"] == "FINISHED"]
+    spectra = with_grid(history[history["key"] == EIGENVALUE_KEY], trials)
+    probes = with_grid(history[history["key"].isin(list(PROBE_PANELS))], trials)
+    probe_alpha = closest_to_one(probes["alpha"])
+    pixels = finished["final_probe_pixels"].dropna()
+    figures = {
+        "fig1_spectrum": spectrum_figure(spectra, config.eval.epsilon),
+        "fig2_active_components": active_components_figure(summary),
+        "fig2_bounds": bounds_figure(summary, config.eval.bound_samples, config.eval.is_samples),
+    }
+    if probe_alpha is None:
+        notes.append("Figure 3: no trial has logged a probe accuracy yet")
+    else:
+        figures["fig3_probes"] = probes_figure(probes[probes["alpha"] == probe_alpha],
+                                               float(pixels.mean()) if len(pixels) else None, probe_alpha)
+    figures["fig4_geodesics"] = geodesic_figure(*GEODESIC_PAIRS.T)
+    shown = interpolations(client, trials, chosen, workdir, notes)
+    if shown is not None:
+        rows, trial = shown
+        title = f"{run_name_of(trial)} (run {trial.run_id[:8]}, IS log-lik {trial.test_log_likelihood:.2f})"
+        figures["fig5_interpolations"] = interpolation_figure(rows, title)
+    captions = figure_captions(trials, config.train.epochs, config.eval.epsilon, config.eval.bound_samples,
+                               config.eval.is_samples, probe_alpha, GEODESIC_PAIRS, shown)
+    return figures, captions, notes
+
+
+def metric_labels(config: SweepConfig) -> dict[str, str]:
+    """The summary table's row names (the README's wording), with this sweep's sample counts."""
+    bound, samples = config.eval.bound_samples, config.eval.is_samples
+    return {"test_log_likelihood": f"test IS log-likelihood, {samples} samples (nats)",
+            "test_vr_bound_alpha": f"test VR bound at the trial's alpha, {bound} samples",
+            "test_vr_bound_0": f"test IWAE bound (alpha=0), {bound} samples",
+            "active_components": f"active components (PCA eigenvalue > {config.eval.epsilon:g})",
+            "active_units": "active units (Burda)", "axis_alignment": "axis alignment",
+            "final_probe_means": "probe accuracy: means",
+            "final_probe_means_variances": "probe accuracy: means + variances",
+            "final_probe_samples": "probe accuracy: sampled latents",
+            "final_probe_pixels": "probe accuracy: binarised pixels (baseline)"}
+
+
+def summary_html(config: SweepConfig, summary: pd.DataFrame) -> str:
+    """One table per k (rows = metrics, columns = alpha, cells 'mean ± std (n)'): a few hundred pixels wide
+    for the paper's 8 alphas, where one row per (alpha, k) with a column per statistic is thousands."""
+    table = pivot_summary(summary).rename(index=metric_labels(config))
+    if table.empty:
+        return "<p>no finished trial with a metric yet</p>"
+    blocks = []
+    for k in table.columns.unique(level="k"):
+        part = table[k].rename(columns=lambda a: f"alpha = {a:g}")
+        blocks.append(f"<h3>k = {k}</h3>" + part.to_html(index_names=False, na_rep="-", classes="summary"))
+    return "\n".join(blocks)
+
+
+def caption_html(stem: str, caption: Caption) -> str:
+    return (f"<figcaption><p>{html.escape(caption.shows)} <small>({stem})</small></p>"
+            f"<p><b>Claim tested:</b> {html.escape(caption.claim)}</p>"
+            f"<p><b>This sweep:</b> {html.escape(caption.verdict)}</p></figcaption>")
+
+
+def render_html(config: SweepConfig, figures: dict[str, bytes], captions: dict[str, Caption], summary: pd.DataFrame,
+                trials: pd.DataFrame, problems: list[str]) -> str:
+    """One self-contained page: figures inlined as base64 PNG with captions, the config, the tables, the problems."""
     images = "\n".join(
         f'<figure><img alt="{stem}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{stem}</figcaption></figure>" for stem, png in figures.items())
-    wide = summary.pivot_table(index=["alpha", "k"], columns="metric", values=["mean", "std", "count"])
-    problem_list = "".join(f"<li>{html.escape(p)}</li>" for p in problems) or "<li>none</li>"
+        f"{caption_html(stem, captions[stem])}</figure>" for stem, png in figures.items())
+    problem_list = (f'<ul class="problems">{"".join(f"<li>{html.escape(p)}</li>" for p in problems)}</ul>' if problems
+                    else "<ul><li>none</li></ul>")
     columns = ["alpha", "k", "seed", "status", "test_log_likelihood", "test_vr_bound_alpha", "active_components",
                "final_probe_means", "run_id"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>vaesweep report: {html.escape(config.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} img{{max-width:100%}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px}} .problems li{{color:#a00}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:2px 6px}} table.summary td{{text-align:right;white-space:nowrap}} table.summary tbody th{{text-align:left}} .problems li{{color:#a00}}
+figure{{margin:1.5em 0}} figcaption{{max-width:1100px;font-size:14px}} figcaption p{{margin:0.3em 0}}</style></head><body>
 <h1>Sweep {html.escape(config.name)}</h1>
-<h2>Missing, failed or incomplete</h2><ul class="problems">{problem_list}</ul>
+<h2>Missing, failed or incomplete</h2>{problem_list}
 <h2>Figures</h2>{images}
-<h2>Summary over seeds (per alpha, k)</h2>{wide.to_html(float_format=lambda v: f"{v:.4g}")}
+<h2>Summary over seeds: mean ± std (number of seeds)</h2>{summary_html(config, summary)}
 <h2>Trials</h2>{trials[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")}
 <h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config.to_dict(), sort_keys=False))}</pre>
 </body></html>"""
@@ -125,9 +187,11 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
                           f"run `vaesweep sync {name}` first")
     config = saved_config(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with sweep_client(sweep_dir, tracking) as client, tempfile.TemporaryDirectory() as tmp:
-        trials, history = load_runs(client, tracking["experiment_id"], tracking["parent_run_id"])
-        figures, notes = build_figures(client, config, trials, history, chosen_run, Path(tmp))
+    with sweep_clients(sweep_dir, tracking) as (store, connect), tempfile.TemporaryDirectory() as tmp:
+        children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
+        client = connect()
+        trials, history = run_frames(client, children, HISTORY_KEYS)
+        figures, captions, notes = build_figures(client, config, trials, history, chosen_run, Path(tmp))
         pngs = {}
         for stem, fig in figures.items():
             fig.savefig(out / f"{stem}.pdf")
@@ -138,14 +202,17 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
         summary.to_csv(out / "summary.csv", index=False)
         finished = set(trials.loc[trials["status"] == "FINISHED", "run_id"])
         runs = {run_name_of(r): r for r in trials.itertuples()}
+        expected = expected_points(config)
+        planned = set(expected)
         problems = [f"{p}: no finished run " + (f"(run {run_state(runs[p])})" if p in runs else "(not started)")
-                    for p in expected_points(config) if p not in runs or runs[p].status != "FINISHED"]
+                    for p in expected if p not in runs or runs[p].status != "FINISHED"]
         problems += [f"{name}: run {run_state(r)}" for name, r in runs.items()
-                     if r.status != "FINISHED" and name not in expected_points(config)]
-        problems += [f"missing metric in {line}" for line in missing_metrics(trials)] + notes
-        (out / "report.html").write_text(render_html(config, pngs, summary, trials, problems))
+                     if r.status != "FINISHED" and name not in planned]
+        problems += [f"missing metric in {line}" for line in missing_metrics(trials)] + stopped_early(trials) + notes
+        (out / "report.html").write_text(render_html(config, pngs, captions, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
-    return {"out": str(out), "trials": len(trials), "finished": len(finished), "problems": problems}
+    return {"out": str(out), "trials": len(trials), "finished": len(finished), "problems": problems,
+            "figures": len(pngs)}
 
 
 def run_state(row) -> str:

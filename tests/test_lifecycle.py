@@ -158,3 +158,5 @@ def test_optuna_with_asha_records_stopped_trials_as_finished_and_selects_off_the
     report = vaesweep("report", "optuna", "--storage", str(storage))
     assert report.returncode == 0, report.stderr[-3000:]
     assert "4 of 4 trials finished" in report.stdout, report.stdout
+    assert report.stdout.count("stopped early by the scheduler after epoch") == len(stopped), report.stdout
+    assert "missing metric" not in report.stdout, "a stopped trial lacks final metrics by design"

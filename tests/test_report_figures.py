@@ -1,4 +1,5 @@
-"""Aggregation over seeds and the figures' data, on hand-built frames with known answers."""
+"""Aggregation over seeds, the figures' data, the summary table and the captions' verdicts, on
+hand-built frames with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import history_frame, missing_metrics, summarize, trials_frame, with_grid
+from analysis.aggregate import history_frame, missing_metrics, pivot_summary, summarize, trials_frame, with_grid
+from analysis.claims import (Caption, bulge_verdict, figure_captions, gap_verdict, same_count_verdict,
+                             saturation_verdict, transition_verdict, variances_verdict)
 from analysis.figures import (active_components_figure, bounds_figure, interpolation_figure, probes_figure,
                               spectrum_figure)
 
@@ -54,12 +57,20 @@ def test_active_components_figure_plots_means_with_std_error_bars(trials):
     np.testing.assert_allclose(lines["k=10"].get_ydata(), [3.0, 3.0])  # 10 // 5 + mean(seed) = 2 + 1
 
 
-def test_bounds_figure_has_two_panels_one_line_per_k(trials):
-    fig = bounds_figure(summarize(trials))
-    assert len(fig.axes) == 2
-    assert [list(errorbar_lines(ax)) for ax in fig.axes] == [["k=5", "k=10"], ["k=5", "k=10"]]
-    ll = errorbar_lines(fig.axes[1])["k=5"].get_ydata()
-    np.testing.assert_allclose(ll, [np.mean([-94, -93]), np.mean([-85, -84, -83])])
+def test_active_components_axis_has_integer_ticks(trials):
+    fig = active_components_figure(summarize(trials))
+    ticks = fig.axes[0].get_yticks()
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_bounds_figure_draws_bound_and_log_likelihood_on_one_axis_per_k(trials):
+    fig = bounds_figure(summarize(trials), bound_samples=10, is_samples=2000)
+    assert [ax.get_title() for ax in fig.axes] == ["k = 5", "k = 10"]
+    lines = errorbar_lines(fig.axes[0])
+    assert set(lines) == {"IS log-likelihood (2000 samples)", "VR bound at alpha (10 samples)"}
+    np.testing.assert_allclose(lines["IS log-likelihood (2000 samples)"].get_ydata(),
+                               [np.mean([-94, -93]), np.mean([-85, -84, -83])])
+    np.testing.assert_allclose(lines["VR bound at alpha (10 samples)"].get_ydata(), [-109, -109])
 
 
 def test_spectrum_figure_one_panel_per_k_one_curve_per_alpha(trials):
@@ -77,13 +88,17 @@ def test_spectrum_figure_one_panel_per_k_one_curve_per_alpha(trials):
 def test_probes_figure_three_panels_with_pixel_baseline(trials):
     rows = [(r.run_id, key, epoch, 0.5 + 0.1 * epoch / 10) for r in trials.itertuples()
             for key in ("probe_means", "probe_means_variances", "probe_samples") for epoch in (1, 2, 5)]
-    fig = probes_figure(with_grid(history_frame(rows), trials), pixel_accuracy=0.86)
-    assert [ax.get_title() for ax in fig.axes] == ["means", "means + variances", "sampled latents"]
+    history = with_grid(history_frame(rows), trials)
+    fig = probes_figure(history[history["alpha"] == 1.0], pixel_accuracy=0.86, alpha=1.0)
+    fig.canvas.draw()
+    assert [ax.get_title() for ax in fig.axes] == ["means, alpha = 1", "means + variances, alpha = 1",
+                                                   "sampled latents, alpha = 1"]
     for ax in fig.axes:
         lines = {line.get_label(): line for line in ax.get_lines()}
         np.testing.assert_allclose(lines["k=5"].get_xdata(), [1, 2, 5])
         np.testing.assert_allclose(lines["k=5"].get_ydata(), [0.51, 0.52, 0.55])
         assert set(lines["pixels"].get_ydata()) == {0.86}
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "5"]  # every probe epoch, as integers
 
 
 def test_interpolation_figure_shows_every_image():
@@ -91,3 +106,106 @@ def test_interpolation_figure_shows_every_image():
     fig = interpolation_figure(rows, "t")
     assert len(fig.axes) == 20
     np.testing.assert_allclose(fig.axes[5].images[0].get_array(), rows[1, 1])
+
+
+def test_summary_pivots_to_one_row_per_metric_and_a_column_per_k_and_alpha(trials):
+    table = pivot_summary(summarize(trials))
+    assert list(table.columns) == [(5, 0.0), (5, 1.0), (10, 0.0), (10, 1.0)]
+    assert list(table.index) == ["test_vr_bound_alpha", "test_log_likelihood", "active_components"]
+    assert table.loc["test_log_likelihood", (10, 1.0)] == "-79.0 ± 1.0 (3)"  # -80, -79, -78
+    assert table.loc["test_log_likelihood", (5, 0.0)] == "-93.50 ± 0.71 (2)"  # the seed lacking it is not counted
+    one_seed = pivot_summary(summarize(trials[trials["seed"] == 0]))
+    assert one_seed.loc["active_components", (10, 1.0)] == "2 (1)"  # no std from one seed
+
+
+def grid(metrics, alphas=(0.0, 0.5, 1.0), ks=(10, 20), seeds=(0, 1, 2, 3)) -> pd.DataFrame:
+    """Finished trials whose metrics are ``metrics(alpha, k, seed)``."""
+    return trials_frame({"run_id": f"r{a}_{k}_{s}", "status": "FINISHED", "alpha": a, "k": k, "seed": s,
+                         **metrics(a, k, s)} for a in alphas for k in ks for s in seeds)
+
+
+NOISE = (-0.2, 0.1, 0.2, -0.1)  # per seed: mean 0, std 0.18
+
+
+def test_saturation_verdict_follows_the_data():
+    saturating = grid(lambda a, k, s: {"active_components": 17 - 4 * a ** 2 + NOISE[s]}, alphas=(0, 0.2, 0.6, 1.0))
+    assert saturation_verdict(saturating).startswith("Supported: k=10 rises, then levels off")
+    straight = grid(lambda a, k, s: {"active_components": 17 - 4 * a + NOISE[s]})
+    assert saturation_verdict(straight).startswith("Partly supported: k=10 rises without levelling off")
+    falling = grid(lambda a, k, s: {"active_components": 13 + 4 * a + NOISE[s]})
+    assert saturation_verdict(falling).startswith("Not supported")
+    assert saturation_verdict(grid(lambda a, k, s: {"active_components": 17 - 4 * a}, seeds=(0,))).startswith(
+        "Cannot be judged: 6 of 6 grid points have fewer than 2 finished seeds")
+
+
+def test_same_count_verdict_compares_latent_sizes():
+    same = grid(lambda a, k, s: {"active_components": 15 + NOISE[s]})
+    assert same_count_verdict(same).startswith("Supported")
+    grows = grid(lambda a, k, s: {"active_components": k + NOISE[s]})
+    assert same_count_verdict(grows).startswith("Not supported: alpha=0: k=20 has +10.0")
+    assert same_count_verdict(grid(lambda a, k, s: {"active_components": 15 + NOISE[s]}, ks=(30,))).startswith(
+        "Cannot be judged: the sweep has one latent size")
+
+
+def test_gap_verdict_reads_the_gap_between_bound_and_log_likelihood():
+    closing = grid(lambda a, k, s: {"test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -94 - 3 * a})
+    assert gap_verdict(closing).startswith("Supported: k=10: gap 6.00 nats at alpha=1, 3.00 at alpha=0")
+    widening = grid(lambda a, k, s: {"test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -97 + 3 * a})
+    assert gap_verdict(widening).startswith("Not supported")
+
+
+def test_variances_verdict_pairs_the_probes_of_each_trial():
+    helps = grid(lambda a, k, s: {"final_probe_means": 0.90 + NOISE[s] / 10,
+                                  "final_probe_means_variances": 0.92 + NOISE[s] / 10})
+    assert variances_verdict(helps, 1.0) == ("Supported: k=10: +0.020 ± 0.000 accuracy over 4 seeds; "
+                                             "k=20: +0.020 ± 0.000 accuracy over 4 seeds.")
+    hurts = grid(lambda a, k, s: {"final_probe_means": 0.92, "final_probe_means_variances": 0.90 + NOISE[s] / 100})
+    assert variances_verdict(hurts, 1.0).startswith("Not supported")
+
+
+def test_geometry_and_interpolation_verdicts():
+    pairs = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0]])
+    assert bulge_verdict(pairs).startswith("Shown for 2 of 2 pairs drawn (the geodesic's sigma up to 1.00 above")
+    rows = np.zeros((5, 5, 28, 28))
+    rows[:, 3:] = 1.0  # every row jumps at one step
+    assert transition_verdict(rows) == ("Cannot be judged from one image pair of one run. Measured: the largest step "
+                                        "is 100% of the geodesic row's total change and 100% of the means line's "
+                                        "(25% if even).")
+
+
+def test_every_figure_gets_a_caption_with_its_claim_and_the_sweeps_epochs():
+    trials = grid(lambda a, k, s: {"active_components": 17 - 4 * a ** 2 + NOISE[s],
+                                   "test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -94 - 3 * a,
+                                   "final_probe_means": 0.9 + NOISE[s] / 10,
+                                   "final_probe_means_variances": 0.92 + NOISE[s] / 10})
+    rows = np.random.default_rng(0).random((5, 10, 28, 28))
+    captions = figure_captions(trials, epochs=30, epsilon=0.01, bound_samples=10, is_samples=2000, probe_alpha=1.0,
+                               pairs=np.array([[-2.0, 0.5, 2.0, 0.5]]), interpolations=(rows, trials.iloc[-1]))
+    assert list(captions) == ["fig1_spectrum", "fig2_active_components", "fig2_bounds", "fig3_probes", "fig4_geodesics",
+                              "fig5_interpolations"]
+    assert "saturate as alpha -> 0" in captions["fig2_active_components"].claim
+    assert "bound gets closer to the log-likelihood" in captions["fig2_bounds"].claim
+    assert "2000 samples" in captions["fig2_bounds"].shows and "alpha = 1 trials" in captions["fig3_probes"].shows
+    assert "a1_k20_s3" in captions["fig5_interpolations"].shows
+    assert captions["fig2_bounds"].verdict.endswith("After 30 epochs; the study trains 1000.")
+    assert "After" not in captions["fig4_geodesics"].verdict  # geometry: no epochs involved
+    no_probes = figure_captions(trials, 1000, 0.01, 10, 2000, None, np.array([[-2.0, 0.5, 2.0, 0.5]]), None)
+    assert set(no_probes) == {"fig1_spectrum", "fig2_active_components", "fig2_bounds", "fig4_geodesics"}
+    assert "After" not in no_probes["fig2_bounds"].verdict  # the study's length: nothing to add
+
+
+def test_report_page_shows_captions_a_table_per_k_and_no_red_when_nothing_is_missing(trials):
+    from sweeps.config import load_sweep  # imports MLflow: only this test needs the sweeps package
+    from sweeps.report import render_html
+
+    config = load_sweep("smoke")
+    caption = Caption("Figure 2, left. what it draws", "Active components saturate as alpha -> 0.", "Supported: k=5 ...")
+    page = render_html(config, {"fig2_active_components": b"png"}, {"fig2_active_components": caption},
+                       summarize(trials), trials, problems=[])
+    assert "<p><b>Claim tested:</b> Active components saturate as alpha -&gt; 0.</p>" in page
+    assert "<p><b>This sweep:</b> Supported: k=5 ...</p>" in page
+    assert page.index("<h3>k = 5</h3>") < page.index("<h3>k = 10</h3>")
+    assert "<td>-79.0 ± 1.0 (3)</td>" in page and "<th>alpha = 1</th>" in page
+    assert "<ul><li>none</li></ul>" in page and 'class="problems"' not in page
+    failing = render_html(config, {}, {}, summarize(trials), trials, problems=["a0_k5_s0: no finished run"])
+    assert '<ul class="problems"><li>a0_k5_s0: no finished run</li></ul>' in failing
