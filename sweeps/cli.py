@@ -11,18 +11,20 @@ import argparse
 import json
 import os
 import re
-import subprocess
+import shlex
+import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from analysis.settings import PROBE_EPOCHS, AnalysisSettings
-from sweeps.config import ConfigError, load_sweep, one_line, preset_names
+from analysis.settings import EvalConfig
+from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names
 from sweeps.layout import existing_sweep, read_tracking
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from vae.config import TrainConfig, first_error
+from vae.config import TrainConfig
 from vae.data import default_data_dir, load_mnist
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
 from vae.train import Trainer
@@ -54,6 +56,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text}")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
@@ -66,19 +75,22 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     fields = TrainConfig.model_fields
     cmd = commands.add_parser("train", help="train one VAE without Ray and report its test bounds")
     for name, kind in (("alpha", float), ("k", int), ("epochs", int), ("seed", int), ("batch_size", int),
-                       ("lr", float), ("train_samples", int), ("train_subset", int), ("test_subset", int)):
+                       ("lr", float), ("train_samples", int), ("train_subset", int), ("test_subset", int),
+                       ("validation_images", int)):
         cmd.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                          help=f"{fields[name].description} (default: {getattr(defaults, name)})")
     cmd.add_argument("--hidden", type=int_list, default=defaults.hidden, help="hidden widths, e.g. 200,200")
     cmd.add_argument("--activation", default=defaults.activation, help=fields["activation"].description)
     cmd.add_argument("--binarization", default=defaults.binarization, help=fields["binarization"].description)
     cmd.add_argument("--device", default=defaults.device, help=fields["device"].description)
-    cmd.add_argument("--bound-samples", type=positive_int, default=10, help="samples of the test VR bound (default 10)")
-    cmd.add_argument("--is-samples", type=positive_int, default=2000, help="samples of the IS log-likelihood (default 2000)")
+    evaluation, eval_fields = EvalConfig(), EvalConfig.model_fields
+    for name in ("bound_samples", "is_samples", "probe_train_size"):
+        cmd.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=getattr(evaluation, name),
+                         help=f"{eval_fields[name].description} (default {getattr(evaluation, name)})")
     cmd.add_argument("--checkpoint-every", type=positive_int, default=1, help="epochs between checkpoints (default 1)")
-    cmd.add_argument("--probe-epochs", type=int_list, default=PROBE_EPOCHS,
+    cmd.add_argument("--probe-epochs", type=int_list, default=evaluation.probe_epochs,
                      help="epochs after which the linear probes run, comma-separated; 0 for none "
-                          f"(default {','.join(map(str, PROBE_EPOCHS))}, those not past --epochs)")
+                          f"(default {','.join(map(str, evaluation.probe_epochs))}, those not past --epochs)")
     cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
     cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/train/a{alpha}_k{k}_s{seed}); rerun to resume")
     cmd.set_defaults(func=run_train)
@@ -92,13 +104,17 @@ def run_train(args: argparse.Namespace) -> int:
     from sweeps.local_run import train_to_directory
 
     config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.model_fields})
+    evaluation = EvalConfig(bound_samples=args.bound_samples, is_samples=args.is_samples,
+                            probe_train_size=args.probe_train_size,
+                            probe_epochs=tuple(e for e in args.probe_epochs if 0 < e <= config.epochs))
     out = args.out or Path("runs") / "train" / f"a{config.alpha:g}_k{config.k}_s{config.seed}"
-    result = train_to_directory(config, out, args.data_dir, args.bound_samples, args.is_samples, args.checkpoint_every,
-                                args.probe_epochs)
+    result = train_to_directory(config, out, args.data_dir, evaluation, args.checkpoint_every)
     print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result['test_vr_bound_alpha']:.3f} nats")
     print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result['test_vr_bound_0']:.3f} nats")
     print(f"test log-likelihood (IS, {args.is_samples} samples): {result['test_log_likelihood']:.3f} nats")
-    print(f"wrote {out / 'metrics.json'} and {out / 'checkpoint.pt'}")
+    print(f"active components: {result['active_components']} of {config.k}; probe accuracy on means "
+          f"{result['final_probe_means']:.4f}")
+    print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint.pt'} and {out / 'analysis'}/")
     return 0
 
 
@@ -115,14 +131,12 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
 def run_fetch(args: argparse.Namespace) -> int:
     from vae.fetch import fetch_mnist
 
-    if args.source is not None and not args.source.is_dir():  # checked before fetch_mnist creates the cache
-        raise UsageError(f"--from {args.source}: not a directory; give the folder holding the idx files")
-    fetch_mnist(args.data_dir or default_data_dir(), args.source)
+    fetch_mnist(args.data_dir or default_data_dir(), args.source)  # checks --from before it creates the cache
     return 0
 
 
 def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
-    defaults = AnalysisSettings()
+    defaults = EvalConfig()
     cmd = commands.add_parser("analyze", help="spectrum, active components, probes, interpolations of a checkpoint")
     cmd.add_argument("checkpoint", type=Path, help="a checkpoint.pt, or the run directory holding one")
     cmd.add_argument("--out", type=Path, default=None, help="output directory (default: CHECKPOINT's folder/analysis)")
@@ -130,7 +144,8 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help="eigenvalue threshold of an active component (default 0.01)")
     cmd.add_argument("--probe-train-size", type=positive_int, default=defaults.probe_train_size,
                      help="training images the probes are fit on (default 10000)")
-    cmd.add_argument("--steps", type=positive_int, default=defaults.interpolation_steps, help="interpolation steps (default 10)")
+    cmd.add_argument("--steps", type=positive_int, default=defaults.interpolation_steps,
+                     help=f"interpolation steps (default {defaults.interpolation_steps})")
     cmd.add_argument("--pair", type=int, nargs=2, default=defaults.pair, metavar=("I", "J"),
                      help="test-image indices to interpolate between (default 0 1)")
     cmd.add_argument("--seed", type=int, default=defaults.seed, help="seed of the sampled latents (default 0)")
@@ -152,7 +167,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise UsageError(f"--pair {args.pair[0]} {args.pair[1]}: indices must be in [0, {len(data.test_x)})")
     trainer = Trainer(config, data)
     trainer.load_state_dict(state)
-    settings = AnalysisSettings(args.epsilon, args.probe_train_size, args.steps, tuple(args.pair), seed=args.seed)
+    settings = EvalConfig(epsilon=args.epsilon, probe_train_size=args.probe_train_size, interpolation_steps=args.steps,
+                          pair=tuple(args.pair), seed=args.seed)
     out = args.out or path.parent / "analysis"
     prepare_out_dir(out)
     print(f"analyzing {path} (alpha={config.alpha:g}, k={config.k}, epoch {trainer.epoch}) ...")
@@ -179,6 +195,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
                      help="MLflow server (default: $MLFLOW_TRACKING_URI, else an embedded store under the sweep)")
     run.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
     run.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
+    run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and notes as well")
     run.set_defaults(func=run_sweep_command)
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
@@ -202,7 +219,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
     ui.add_argument("name", help="sweep name")
     ui.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
-    ui.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui.add_argument("--port", type=port_number, default=5000, help="port on 127.0.0.1 (default 5000)")
     ui.set_defaults(func=run_ui)
 
 
@@ -239,12 +256,33 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     from sweeps.launch import run_sweep
 
-    results = run_sweep(config, args.address, args.data_dir)
-    print(f"sweep {config.name}: {results.num_terminated} trials finished, {results.num_errors} failed")
-    print(f"  status:  vaesweep status {config.name} --storage {config.storage}")
+    outcome = run_sweep(config, args.address, args.data_dir, args.verbose)
+    done = f"{outcome.finished} of {outcome.total} trials finished"
+    if outcome.stopped_early:
+        done += f" ({outcome.stopped_early} stopped early by the scheduler)"
+    if outcome.signum is not None:
+        print(f"vaesweep: interrupted ({signal.Signals(outcome.signum).name}): {done}, {outcome.failed} failed; "
+              f"resume with: {resume_command()}", file=sys.stderr)
+        return outcome.exit_code
+    print(f"sweep {config.name}: {done}, {outcome.failed} failed")
+    print(f"  status:  {command_name()} status {config.name} --storage {config.storage}")
     if not config.tracking.uri:
-        print(f"  MLflow:  vaesweep ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")
-    return 0 if results.num_errors == 0 else 1
+        print(f"  MLflow:  {command_name()} ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")
+    return outcome.exit_code
+
+
+def command_name() -> str:
+    """``vaesweep`` as the user can type it: the bare name when it is on PATH, else the script's path."""
+    found = shutil.which("vaesweep")
+    script = Path(sys.argv[0])
+    if script.name != "vaesweep" or (found is not None and Path(found).resolve() == script.resolve()):
+        return "vaesweep"
+    return str(script)
+
+
+def resume_command() -> str:
+    """The exact command line that resumes this sweep: the one that ran it."""
+    return shlex.join([command_name(), *sys.argv[1:]])
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -264,8 +302,8 @@ def run_report(args: argparse.Namespace) -> int:
     written = write_report(args.name, args.storage, out, args.run)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:
-        print(f"  missing: {problem}")
-    print(f"wrote {out}/report.html (open it in a browser), 6 figures as PNG + PDF, summary.csv; "
+        print(f"  note: {problem}")
+    print(f"wrote {out}/report.html (open it in a browser), {written['figures']} figures as PNG + PDF, summary.csv; "
           f"logged under report/ in the sweep's parent run")
     return 0
 
@@ -281,7 +319,7 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_ui(args: argparse.Namespace) -> int:
-    from sweeps.mlflow_server import server_command
+    from sweeps.mlflow_server import port_problem, serve_ui
 
     sweep_dir = args.storage.expanduser().resolve() / args.name
     tracking = read_tracking(sweep_dir)
@@ -290,8 +328,17 @@ def run_ui(args: argparse.Namespace) -> int:
     if not tracking["tracking_uri"].startswith("sqlite:"):
         print(f"sweep {args.name} logs to {tracking['tracking_uri']}: open that server's UI")
         return 0
-    print(f"MLflow UI for sweep {args.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(server_command(sweep_dir, args.port, ui_only=True))
+    if problem := port_problem(args.port):
+        raise UsageError(problem)
+    page = f"/#/experiments/{tracking['experiment_id']}" if tracking.get("experiment_id") else ""
+
+    def announce(uri: str) -> None:
+        print(f"MLflow UI for sweep {args.name} on {uri}{page} (Ctrl-C to stop)", flush=True)
+
+    try:
+        return serve_ui(sweep_dir, args.port, announce)
+    except RuntimeError as err:  # it did not start (port taken since the check, a broken store): said above
+        raise UsageError(str(err)) from None
 
 
 def build_parser() -> OneLineParser:

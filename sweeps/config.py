@@ -8,6 +8,7 @@ fixed order (alpha, then k, then seed), the same order Ray Tune's grid_search ex
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import math
@@ -18,8 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analysis.settings import EPSILON, PROBE_EPOCHS
-from vae.config import MAX_SEED, TrainConfig, first_error
+from analysis.settings import EvalConfig
+from vae.config import MAX_SEED, TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -29,6 +30,13 @@ def one_line(text: str) -> str:
     """``text`` with line breaks and other control characters escaped: a key or path from a file
     can hold a newline, and an error message must stay one line."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def first_error(err: ValidationError) -> tuple[str, str]:
+    """(dotted field, reason) of the first problem in a pydantic error, for one-line messages."""
+    first = err.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "config"
+    return field, first["msg"].removeprefix("Value error, ")
 
 
 class ConfigError(ValueError):
@@ -67,17 +75,6 @@ class GridConfig(Strict):
         if len(set(values)) != len(values):
             raise ValueError(f"duplicate {info.field_name} values")
         return values
-
-
-class EvalConfig(Strict):
-    """What each trial measures at the end (and the probes during training); study defaults."""
-
-    bound_samples: int = Field(10, gt=0, description="samples of the test VR bound")
-    is_samples: int = Field(2000, gt=0, description="samples of the IS log-likelihood")
-    probe_epochs: list[int] = Field(list(PROBE_EPOCHS), description="epochs after which the linear probes run")
-    probe_train_size: int = Field(10000, gt=0, description="training images the probes are fit on")
-    epsilon: float = Field(EPSILON, gt=0, description="eigenvalue threshold of an active component")
-    val_images: int = Field(1000, gt=0, description="test images of the cheap per-epoch bound (ASHA's metric)")
 
 
 class ResourcesConfig(Strict):
@@ -149,15 +146,30 @@ class SweepConfig(Strict):
             raise ValueError(f"train.{field} is set per trial by grid.{field}; set grid.{field} instead")
         late = [e for e in self.eval.probe_epochs if e > self.train.epochs or e < 1]
         if late:
-            raise ValueError(f"eval.probe_epochs {late} are outside 1..train.epochs={self.train.epochs}")
+            inside = ",".join(str(e) for e in self.eval.probe_epochs if e not in late)
+            longer = " or raise train.epochs" if max(late) > self.train.epochs else ""
+            raise ValueError(f"eval.probe_epochs {late} are outside 1..train.epochs={self.train.epochs}; change "
+                             f"eval.probe_epochs too (e.g. --set eval.probe_epochs=[{inside}]){longer}")
         return self
+
+    @model_validator(mode="after")
+    def _selection_off_the_test_set(self) -> "SweepConfig":
+        """Optuna and ASHA select on validation images held out of training, never on the test set."""
+        if self.search == "optuna" and not self.train.validation_images:
+            raise ValueError("search: optuna selects on held-out training images: set train.validation_images "
+                             "(e.g. 10000, the last 10,000 of the 60,000)")
+        return self
+
+    def trial_config(self, point: dict[str, Any]) -> TrainConfig:
+        """The validated trainer config of one point {alpha, k, seed}: the only way a trial's config
+        is made (the dry run, every trial, and sync all call it)."""
+        return TrainConfig.model_validate({**self.train.model_dump(exclude={"alpha", "k", "seed"}),
+                                           "alpha": point["alpha"], "k": point["k"], "seed": point["seed"]})
 
     def trials(self) -> list[TrainConfig]:
         """Every grid point as a full TrainConfig, in grid order."""
-        return [
-            self.train.model_copy(update={"alpha": alpha, "k": k, "seed": seed})
-            for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)
-        ]
+        return [self.trial_config({"alpha": alpha, "k": k, "seed": seed})
+                for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that validates back to this config (train's grid-owned fields left out)."""
@@ -229,5 +241,22 @@ def validate_sweep(data: dict[str, Any], source: str = "") -> SweepConfig:
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as err:
+        first = err.errors()[0]
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"{source}{unknown_key(first['loc'])}") from None
         field, message = first_error(err)
-        raise ConfigError(f"{source}{field}: {message}") from None
+        # a whole-config check (empty loc) names its fields itself
+        raise ConfigError(f"{source}{field}: {message}" if first["loc"] else f"{source}{message}") from None
+
+
+def unknown_key(loc: tuple[str | int, ...]) -> str:
+    """'KEY: unknown key; valid keys of SECTION: ...' for pydantic's extra_forbidden at ``loc``."""
+    model: type[BaseModel] = SweepConfig
+    for part in loc[:-1]:
+        model = model.model_fields[part].annotation  # extra_forbidden's loc runs through section models only
+    keys = sorted(set(model.model_fields) - (set(GridConfig.model_fields) if model is TrainConfig else set()))
+    section = ".".join(map(str, loc[:-1])) or "the top level"
+    key = ".".join(map(str, loc))
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{key}: unknown key{hint}; valid keys of {section}: {', '.join(keys)}"

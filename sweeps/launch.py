@@ -260,8 +260,9 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
               "(mlflow/README.md)", file=sys.stderr)
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
+    check_same_sweep(config)  # before the lock: a refused config leaves no file behind
     with sweep_lock(sweep_dir, config.name, "run"):
-        check_same_sweep(config)
+        check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         data = load_arrays(data_dir)  # verified once here; trials get it from the object store
         write_atomic(sweep_dir / SWEEP_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
         interruption.install()

