@@ -92,8 +92,9 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     trainer = Trainer(config, load_mnist(data_dir, config.train_subset, config.test_subset))
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)  # an unreadable one: CheckpointError, its own one line
         try:
-            trainer.load_state_dict(load_checkpoint(checkpoint_path))
+            trainer.load_state_dict(state)
         except ValueError as err:
             raise RunDirError(f"--out {out} holds another run: {err}; choose a new --out") from None
         if trainer.epoch >= config.epochs:
