@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from analysis.metrics import FINAL_METRICS, check_metrics
 from analysis.settings import EvalConfig

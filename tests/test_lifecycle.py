@@ -13,32 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, trial_results, vaesweep, write_config
+from sweep_helpers import (VAESWEEP, alive, children, descendants, epoch_steps, tracking, trial_results, vaesweep,
+                           write_config)
 
 pytestmark = pytest.mark.slow
 # Two trials of four one-second epochs: long enough to stop one in the middle.
 LONG = {"epochs": 4, "train_subset": 6000, "test_subset": 100}
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (read from /proc: Ray's and MLflow's processes included)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    return {pid for pid in pids if Path(f"/proc/{pid}").exists()
-            and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:1]}
 
 
 def start(config: Path, mnist_dir: Path, log: Path) -> subprocess.Popen:

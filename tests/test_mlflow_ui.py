@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from sweep_helpers import alive, descendants
 from sweeps.mlflow_server import free_port
 from sweeps.tracking import EXPERIMENT_KIND, get_or_create_experiment
 
@@ -32,35 +33,6 @@ def sweep_with_embedded_store(storage: Path, name: str = "s") -> Path:
               "experiment_id": "1", "parent_run_id": None}
     (sweep_dir / "tracking.json").write_text(json.dumps(record))
     return sweep_dir
-
-
-def descendants(pid: int) -> set[int]:
-    """Live (not zombie) processes below ``pid``, from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` that still run (a zombie does not)."""
-    running = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                running.add(pid)
-        except OSError:
-            pass
-    return running
 
 
 def listening(port: int) -> bool:

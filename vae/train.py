@@ -47,6 +47,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonFiniteLossError:
+    """The error of a diverged model, naming where and which model, the same for every trainer."""
+    return NonFiniteLossError(f"non-finite loss ({value}) at epoch {epoch}, step {step} "
+                              f"(alpha={config.alpha}, k={config.k}, lr={config.lr}, seed={config.seed})")
+
+
 class Trainer:
     """Trains one VAE on in-memory MNIST with the VR bound of ``config.alpha``."""
 
@@ -96,10 +102,7 @@ class Trainer:
             self.optimizer.step()
             value = loss.item()
             if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({value}) at epoch {epoch}, step {step} "
-                    f"(alpha={cfg.alpha}, k={cfg.k}, lr={cfg.lr}, seed={cfg.seed})"
-                )
+                raise divergence(cfg, epoch, step, value)
             total += value * len(batch)
         self.epoch = epoch
         return {
