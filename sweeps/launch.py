@@ -91,10 +91,8 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
 def tune_config(config: SweepConfig):
     from ray import tune
 
-    # reuse_actors: the next trial runs in the finished one's process, so its imports (torch,
-    # scikit-learn, about 5 s) and the dataset are not loaded again
     if config.search == "grid":
-        return tune.TuneConfig(reuse_actors=True)
+        return tune.TuneConfig()
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -103,8 +101,7 @@ def tune_config(config: SweepConfig):
                                   max_concurrent=config.optuna.max_concurrent)
     scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples,
-                           reuse_actors=True)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
 
 
 def init_ray(address: str | None, verbose: bool) -> None:

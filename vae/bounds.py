@@ -22,12 +22,43 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 class LatentModel(Protocol):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor: ...
+
+
+class Reparameterised(torch.autograd.Function):
+    """z = mean + exp(logvar / 2) eps and log p(z) - log q(z|x) [samples, B], one autograd node.
+
+    In log p(z) - log q(z|x) the log(2 pi) terms cancel and (z - mean)^2 / var is eps^2, which
+    leaves -(z^2 - eps^2 - logvar) / 2 summed over the latent. One node with its derivative written
+    out replaces ten small ones and their backward nodes (dispatch dominates at these sizes).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        std = torch.exp(0.5 * logvar)
+        z = torch.addcmul(mean, std, eps)
+        log_prior_ratio = (z * z).addcmul_(eps, eps, value=-1).sub_(logvar).sum(-1).mul_(-0.5)
+        ctx.save_for_backward(std, eps, z)
+        return z, log_prior_ratio
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_z: torch.Tensor, grad_ratio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, None]:
+        std, eps, z = ctx.saved_tensors
+        grad_z = torch.addcmul(grad_z, grad_ratio.unsqueeze(-1), z, value=-1)  # d ratio / dz = -z
+        grad_mean = grad_z.sum(0)
+        grad_logvar = (grad_z * eps).sum(0).mul_(std).add_(grad_ratio.sum(0).unsqueeze(-1)).mul_(0.5)
+        return grad_mean, grad_logvar, None
 
 
 def log_weights_from_posterior(
@@ -40,9 +71,7 @@ def log_weights_from_posterior(
 ) -> torch.Tensor:
     """Log importance weights [samples, B] for reparameterised draws from N(mean, exp(logvar))."""
     eps = torch.randn((samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
-    z = mean + torch.exp(0.5 * logvar) * eps
-    # log p(z) - log q(z|x): the log(2 pi) terms cancel, and (z - mean)^2 / var is eps^2.
-    log_prior_ratio = -0.5 * (z.square() - eps.square() - logvar).sum(-1)
+    z, log_prior_ratio = Reparameterised.apply(mean, logvar, eps)
     return model.log_px_given_z(x, z) + log_prior_ratio
 
 
@@ -92,13 +121,16 @@ def log_likelihood(
     x: torch.Tensor,
     samples: int = 2000,
     batch_size: int = 100,
-    max_rows: int = 4_000,
+    max_rows: int = 1_000,
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Importance-sampled log p(x) per data point (float64 [N]), the alpha = 0 bound with S samples.
 
     At most ``max_rows`` latent samples are decoded at once, which bounds memory whatever N and S.
+    1000 rows keep each [rows, 784] buffer at 3 MB, which the allocator reuses (12.5 MB ones, at 4000
+    rows, were mapped afresh with their page faults: 5% slower). Chunks draw the noise sample-major,
+    so at the study's sizes (100 images x 30 latents) 4000 and 1000 rows give the same estimate.
     ``progress`` is called with the number of data points finished after each batch.
     """
     chunk = max(1, min(samples, max_rows // batch_size))

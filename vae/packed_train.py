@@ -1,0 +1,191 @@
+"""Trains a pack of grid points at once: P configs that differ only in alpha and seed, one process.
+
+Each member is the unpacked ``vae.train.Trainer`` of its config, vectorised: its initial weights
+and its ``torch.Generator`` are those of ``Trainer(config, data)`` (one is built per member and
+its model and generator taken), and the generator draws in the trainer's order (the epoch's
+permutation, then per batch the binarisation and the reparameterisation noise), so a member sees
+the same batches and noise whatever its pack mates. The loss is the sum of the members' losses:
+each member gets its own gradient and nothing crosses members (``vae.packed``).
+
+Adam over the stacked parameters is exactly per-member Adam: its update is elementwise (each
+element's moments come from its own gradients; lr, betas, eps and the step count are equal for all
+members), so one fused Adam over [P, ...] tensors does what P optimizers would.
+
+Divergence without a host round-trip per step: each step records on the device which members'
+losses turned non-finite (and at which step, with which value) and zeroes their gradients from then
+on (their losses stay in the sum: nothing of theirs reaches another member). The host reads those
+flags every ``check_every`` steps and at the end of each epoch; a newly failed member gets a
+``NonFiniteLossError`` in ``failures`` with the trainer's message (epoch, step, alpha, k, lr, seed)
+and its Adam moments are zeroed, so from then on its weights do not move; its pack mates go on.
+On CPU a pack of one is bit-identical to the trainer. In larger packs a member matches its unpacked
+run to float tolerance per step; over many steps training amplifies that rounding as it amplifies
+any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 IS log-likelihood by
+3.8 nats in the unpacked trainer), so compare trained members to unpacked runs statistically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from vae.config import TrainConfig
+from vae.data import MNIST, binarize
+from vae.errors import NonFiniteLossError
+from vae.model import VAE
+from vae.packed import PackedVAE, PackedVRBound, member_noise
+from vae.train import Trainer, divergence, resolve_device
+
+# What may differ between the members of a pack; everything else is shared.
+PER_MEMBER = ("alpha", "seed")
+
+
+def check_packable(configs: Sequence[TrainConfig]) -> None:
+    """ValueError unless ``configs`` can train as one pack (same everything but alpha and seed)."""
+    if not configs:
+        raise ValueError("a pack needs at least one config")
+    dumps = [config.model_dump(exclude=set(PER_MEMBER)) for config in configs]
+    differ = [field for field in dumps[0] if any(dump[field] != dumps[0][field] for dump in dumps)]
+    if differ:
+        raise ValueError(f"pack members may differ only in {' and '.join(PER_MEMBER)}, not in {', '.join(differ)}")
+    if configs[0].binarization == "static":
+        raise ValueError("binarization='static' is not packed (it would hold a binarised training set per member); "
+                         "train those configs with vae.train.Trainer")
+
+
+class PackedTrainer:
+    """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``."""
+
+    def __init__(self, configs: Sequence[TrainConfig], data: MNIST, check_every: int = 100) -> None:
+        check_packable(configs)
+        self.configs = list(configs)
+        self.check_every = check_every
+        self.device = resolve_device(configs[0].device)
+        self.data = data.to(self.device)
+        models: list[VAE] = []
+        self.generators: list[torch.Generator] = []
+        for config in self.configs:
+            member = Trainer(config, self.data)
+            models.append(member.model)
+            self.generators.append(member.generator)
+        self.train_x = member.train_x
+        self.model = PackedVAE(models).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=configs[0].lr, fused=True)
+        self.bound = PackedVRBound([config.alpha for config in self.configs], self.device)
+        members = len(self.configs)
+        self.alive = torch.ones(members, dtype=torch.bool, device=self.device)
+        self.fail_step = torch.zeros(members, dtype=torch.long, device=self.device)
+        self.fail_loss = torch.zeros(members, device=self.device)
+        self.failures: dict[int, NonFiniteLossError] = {}
+        self.epoch = 0
+
+    def train_epoch(self) -> dict[int, dict[str, float]]:
+        """One pass over the training set for every member; the epoch's metrics of each member still
+        training (the trainer's keys; ``epoch_seconds`` is the pack's). Failed members: ``failures``."""
+        cfg = self.configs[0]
+        start = time.perf_counter()
+        epoch = self.epoch + 1
+        orders = torch.stack([torch.randperm(len(self.train_x), generator=g, device=self.device) for g in self.generators])
+        total = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
+        for step, batch in enumerate(orders.split(cfg.batch_size, dim=1), start=1):
+            x = self.train_x[batch]
+            if cfg.binarization == "dynamic":
+                x = torch.stack([binarize(images, g) for images, g in zip(x, self.generators)])
+            eps = member_noise(self.generators, cfg.train_samples, batch.shape[1], cfg.k, self.device)
+            losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
+            self._step(losses, step)
+            total += losses.detach().double() * batch.shape[1]
+            if step % self.check_every == 0:
+                self._collect_failures(epoch)
+        self._collect_failures(epoch)
+        self.epoch = epoch
+        totals, seconds = total.tolist(), time.perf_counter() - start
+        return {
+            i: {"epoch": epoch, "train_vr_bound_alpha": -totals[i] / len(self.train_x), "epoch_seconds": seconds}
+            for i in range(len(self.configs))
+            if i not in self.failures
+        }
+
+    def _step(self, losses: torch.Tensor, step: int) -> None:
+        """Backward and Adam on the members' summed loss; flags non-finite members, all on the device."""
+        finite = losses.detach().isfinite()
+        newly = self.alive & ~finite
+        self.fail_step = torch.where(newly, step, self.fail_step)
+        self.fail_loss = torch.where(newly, losses.detach(), self.fail_loss)
+        self.alive = self.alive & finite
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        frozen = ~self.alive
+        for param in self.model.parameters():  # a failed member's gradient (NaN, often) never reaches Adam
+            param.grad.masked_fill_(frozen.view(-1, *[1] * (param.dim() - 1)), 0)
+        self.optimizer.step()
+
+    def _collect_failures(self, epoch: int) -> None:
+        """Read the device's flags (one host sync); name and freeze the members that failed since."""
+        alive = self.alive.tolist()
+        new = [i for i, ok in enumerate(alive) if not ok and i not in self.failures]
+        if not new:
+            return
+        steps, values = self.fail_step.tolist(), self.fail_loss.tolist()
+        for i in new:
+            cfg = self.configs[i]
+            self.failures[i] = divergence(cfg, epoch, steps[i], values[i])
+            for param in self.model.parameters():  # zero gradients and moments: Adam's update is 0
+                state = self.optimizer.state[param]
+                state["exp_avg"][i].zero_()
+                state["exp_avg_sq"][i].zero_()
+
+    def member_model(self, i: int) -> VAE:
+        """Member ``i``'s current weights in a plain ``VAE`` (a copy; no random draws)."""
+        cfg = self.configs[i]
+        with torch.device("meta"):
+            model = VAE(cfg.k, cfg.hidden, cfg.activation)
+        model.load_state_dict(self.model.member_state(i), assign=True)
+        return model
+
+    def member_trainer(self, i: int) -> Trainer:
+        """Member ``i`` as an unpacked ``Trainer`` (weights, Adam state, generator, epoch): the existing
+        evaluation, validation bound, probes, analysis and checkpoints run on it unchanged, and training
+        it on continues the member as the unpacked trainer would."""
+        trainer = Trainer(self.configs[i], self.data)
+        trainer.model.load_state_dict(self.model.member_state(i))
+        packed = self.optimizer.state_dict()
+        trainer.optimizer.load_state_dict({
+            "state": {index: {name: (value if value.dim() == 0 else value[i]).clone() for name, value in state.items()}
+                      for index, state in packed["state"].items()},
+            "param_groups": packed["param_groups"],
+        })
+        trainer.generator.set_state(self.generators[i].get_state())
+        trainer.epoch = self.epoch
+        return trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-identically on CPU (failures included)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": [g.get_state() for g in self.generators],
+            "alive": self.alive,
+            "fail_step": self.fail_step,
+            "fail_loss": self.fail_loss,
+            "failures": {i: str(err) for i, err in self.failures.items()},
+            "epoch": self.epoch,
+            "configs": [config.model_dump() for config in self.configs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a ``state_dict()``; the configs must be the same members (epochs and device may change)."""
+        saved = [TrainConfig(**config).model_dump(exclude={"epochs", "device"}) for config in state["configs"]]
+        if saved != [config.model_dump(exclude={"epochs", "device"}) for config in self.configs]:
+            raise ValueError("checkpoint was trained with different configs (only epochs and device may change)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for generator, generator_state in zip(self.generators, state["generators"]):
+            generator.set_state(generator_state)
+        self.alive = state["alive"].to(self.device)
+        self.fail_step = state["fail_step"].to(self.device)
+        self.fail_loss = state["fail_loss"].to(self.device)
+        self.failures = {i: NonFiniteLossError(message) for i, message in state["failures"].items()}
+        self.epoch = state["epoch"]
