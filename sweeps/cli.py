@@ -299,6 +299,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     out = args.out or args.storage / args.name / "report"
     check_creatable(out, f"--out {out}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read: noise
     written = write_report(args.name, args.storage, out, args.run)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:
