@@ -44,8 +44,6 @@ SCHEMA: dict[str, Metric] = {m.name: m for m in (
 )}
 
 FINAL_METRICS = [name for name, m in SCHEMA.items() if m.when == "final"]
-# The per-epoch curves the report draws (MLflow histories with step = epoch).
-HISTORY_METRICS = ["train_vr_bound_alpha", "val_vr_bound_0", "probe_means", "probe_means_variances", "probe_samples"]
 # A trial's PCA spectrum: one MLflow metric with step = component number.
 EIGENVALUE_KEY = "pca_eigenvalue"
 # Not a metric: the Ray node a trial ran on, in every result (a tag of the MLflow run).
