@@ -1,6 +1,6 @@
 """Training throughput and IS log-likelihood cost, each as a ratio against a baseline of the same run.
 
-    .venv/bin/python bench/train_throughput.py --data-dir ../shared/data/mnist   (about 4 minutes, 5 the first time)
+    .venv/bin/python bench/train_throughput.py --data-dir ../shared/data/mnist   (about 3 minutes, 4-5 the first time)
 
 Everything is measured twice: at initialisation and on trained weights, because a trained decoder's
 logits (many far below zero) cost more per pixel than an untrained one's. The trained weights are

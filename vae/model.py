@@ -7,19 +7,11 @@ The model only maps; sampling and bounds live in ``vae.bounds`` so any model wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-# ReLU in place: it overwrites its Linear's output (which nothing else keeps), one buffer fewer per layer
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": partial(nn.ReLU, inplace=True),
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
 def mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -57,10 +49,9 @@ class VAE(nn.Module):
         if x.requires_grad:
             raise ValueError("log_px_given_z does not differentiate with respect to the data x")
         *hidden_layers, output = self.decoder
-        h = z.reshape(-1, z.shape[-1])  # 2-D: an in-place ReLU on a 3-D Linear's output (a view) costs copies
+        h = z
         for layer in hidden_layers:
             h = layer(h)
-        h = h.view(*z.shape[:-1], -1)
         if torch.is_grad_enabled():
             return BernoulliLogLikelihood.apply(x, h, output.weight, output.bias)
         return -bernoulli_nll(x, h, output.weight, output.bias)[0]
