@@ -8,6 +8,7 @@ traceback. A trial that diverges exits with code 1 and a message naming epoch an
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from analysis.settings import EvalConfig
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names
 from sweeps.layout import existing_sweep, read_tracking
+from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import default_data_dir, load_mnist
@@ -196,6 +198,8 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
     run.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
     run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and notes as well")
+    run.add_argument("--force", action="store_true",
+                     help="start even if the free disk space looks too small for what the sweep will write")
     run.set_defaults(func=run_sweep_command)
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
@@ -256,10 +260,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     from sweeps.launch import run_sweep
 
-    outcome = run_sweep(config, args.address, args.data_dir, args.verbose)
+    outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force)
     done = f"{outcome.finished} of {outcome.total} trials finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
+    if outcome.disk_full:
+        print(f"vaesweep: {outcome.disk_full}: {done}, {outcome.failed} failed; free space, then rerun the same "
+              f"command to resume: {resume_command()}", file=sys.stderr)
+        return outcome.exit_code
     if outcome.signum is not None:
         print(f"vaesweep: interrupted ({signal.Signals(outcome.signum).name}): {done}, {outcome.failed} failed; "
               f"resume with: {resume_command()}", file=sys.stderr)
@@ -285,6 +293,10 @@ def resume_command() -> str:
     return shlex.join([command_name(), *sys.argv[1:]])
 
 
+def note(text: str) -> None:
+    print(f"vaesweep: note: {text}", file=sys.stderr)
+
+
 def run_status(args: argparse.Namespace) -> int:
     from sweeps.status import format_status, sweep_status
 
@@ -300,7 +312,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = args.out or args.storage / args.name / "report"
     check_creatable(out, f"--out {out}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read: noise
-    written = write_report(args.name, args.storage, out, args.run)
+    written = write_report(args.name, args.storage, out, args.run, say=note)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:
         print(f"  note: {problem}")
@@ -313,7 +325,7 @@ def run_sync(args: argparse.Namespace) -> int:
     existing_sweep(args.storage, args.name)  # before sync's imports: a mistyped name is answered at once
     from sweeps.sync import sync_sweep
 
-    added = sync_sweep(args.storage, args.name)
+    added = sync_sweep(args.storage, args.name, say=note)
     print(f"synced sweep {args.name} ({added['trials']} trials) to {added['tracking_uri']}: {added['runs']} runs created, "
           f"{added['epochs']} epochs and {added['final']} final results added (parent run {added['parent_run_id']})")
     return 0
@@ -336,10 +348,7 @@ def run_ui(args: argparse.Namespace) -> int:
     def announce(uri: str) -> None:
         print(f"MLflow UI for sweep {args.name} on {uri}{page} (Ctrl-C to stop)", flush=True)
 
-    try:
-        return serve_ui(sweep_dir, args.port, announce)
-    except RuntimeError as err:  # it did not start (port taken since the check, a broken store): said above
-        raise UsageError(str(err)) from None
+    return serve_ui(sweep_dir, args.port, announce, note)
 
 
 def build_parser() -> OneLineParser:
@@ -364,9 +373,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"vaesweep: training diverged: {err}", file=sys.stderr)
         return 1
+    except TrackingError as err:
+        print(f"vaesweep: error: {one_line(str(err))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("vaesweep: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        print(f"vaesweep: disk full at {err.filename or 'the output folder'}: free space, then rerun the same command",
+              file=sys.stderr)
+        return 75  # sweeps.disk.DISK_FULL_EXIT (not imported here: it brings Ray)
     return 2
 
 

@@ -11,6 +11,8 @@ trial, sweeps/trainable.py; the driver writes MLflow from Tune's results). Diver
 from __future__ import annotations
 
 import contextlib
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +22,8 @@ from analysis.model_analysis import analyze_trainer
 from analysis.probes import ProbeCallback
 from analysis.settings import EvalConfig
 from sweeps.layout import ANALYSIS_DIR
+from sweeps.recovery import FINAL_METRICS_FILE
+from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from vae.train import Trainer
 
@@ -55,6 +59,8 @@ def run_trial(trainer: Trainer, evaluation: EvalConfig, sink: TrialSink, checkpo
             if last:
                 metrics.update(final_metrics(trainer, evaluation, folder / ANALYSIS_DIR, is_progress))
             check_metrics(metrics)
+            if last:  # what a rebuilt sweep reports again for this trial (sweeps/recovery.py)
+                write_atomic(folder / FINAL_METRICS_FILE, json.dumps(metrics).encode())
             sink.report(metrics, folder if save else None)
     return metrics
 
@@ -71,3 +77,14 @@ def final_metrics(trainer: Trainer, evaluation: EvalConfig, out: Path,
         "axis_alignment": analysis["axis_alignment"],
         **{f"final_probe_{name}": acc for name, acc in analysis["probe_accuracy"].items()},
     }
+
+
+def replay_final(source: Path, sink: TrialSink) -> dict[str, Any]:
+    """Report a finished trial's last epoch again from its final checkpoint folder (checkpoint, analysis,
+    ``metrics.json``), training nothing: how a sweep rebuilt after losing Ray's state keeps its finished
+    trials (sweeps/recovery.py)."""
+    metrics = json.loads((source / FINAL_METRICS_FILE).read_text())
+    with sink.folder() as folder:
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        sink.report(metrics, folder)
+    return metrics

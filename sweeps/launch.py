@@ -8,7 +8,10 @@ finished trials are kept, unfinished and errored ones resume from their last che
 runs are adopted, not duplicated. One driver at a time holds the sweep (sweeps/lock.py).
 
 End states: SIGINT or SIGTERM asks Tune to stop (it saves the experiment state); unfinished runs
-and the parent end KILLED, and the outcome says so. A second signal stops at once.
+and the parent end KILLED, and the outcome says so. A second signal stops at once. Disk space is
+checked before the start and watched during the run (sweeps/disk.py): a sweep about to fill its
+disk stops the same way, KILLED, resumable. Ray state that cannot be read is rebuilt from the
+sweep's own files (sweeps/recovery.py).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from typing import Any
 import yaml
 
 from sweeps.config import ConfigError, SweepConfig
+from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskGuard, describe, free_bytes, is_disk_full, quiet_disk_full_logs,
+                         space_problem)
 from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.progress import VERBOSE_ENV, SweepProgress
+from sweeps.recovery import ray_state_problem, rebuild, recovered_checkpoints
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
 from vae.atomic import write_atomic
 
@@ -157,12 +163,13 @@ class SweepOutcome:
     stopped_early: int
     failed: int
     signum: int | None
-    trial_states: dict[str, str]  # Ray trial id -> Ray's state
+    trial_states: dict[str, str]  # Ray trial id -> Ray's state (INTERRUPTED: stopped by a full disk)
+    disk_full: str | None = None  # 'disk full at PATH (N MB free)' when that stopped the sweep
 
     @property
     def parent_status(self) -> str:
         """FINISHED only when every trial finished; KILLED when interrupted; FAILED when a trial failed."""
-        if self.signum is not None:
+        if self.signum is not None or self.disk_full:
             return "KILLED"
         if self.failed:
             return "FAILED"
@@ -172,40 +179,52 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.signum is not None:
             return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
+        if self.disk_full:
+            return DISK_FULL_EXIT
         return 1 if self.failed or self.finished < self.total else 0
 
 
-def outcome_of(config: SweepConfig, signum: int | None) -> SweepOutcome:
+def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = None) -> SweepOutcome:
+    """The outcome as Ray's saved state tells it; a trial that failed on a full disk was interrupted, not failed."""
     from sweeps.status import sweep_status
 
     try:
         trials = sweep_status(Path(config.storage), config.name)["trials"]
     except ConfigError:  # stopped before Ray saved any state
         trials = []
+    full = {t["trial_id"] for t in trials if t["state"] == "ERROR" and is_disk_full(t["error"])}
+    if full and disk_full is None:
+        disk_full = describe(config.sweep_dir(), free_bytes(config.sweep_dir()))
     total = len(config.trials()) if config.search == "grid" else config.optuna.num_samples
     return SweepOutcome(total=total, finished=sum(t["state"] == "TERMINATED" for t in trials),
                         stopped_early=sum(t["stopped_early"] for t in trials),
-                        failed=sum(t["state"] == "ERROR" for t in trials), signum=signum,
-                        trial_states={t["trial_id"]: t["state"] for t in trials})
+                        failed=sum(t["state"] == "ERROR" and t["trial_id"] not in full for t in trials), signum=signum,
+                        trial_states={t["trial_id"]: "INTERRUPTED" if t["trial_id"] in full else t["state"]
+                                      for t in trials}, disk_full=disk_full)
 
 
 def fit(config: SweepConfig, data: dict) -> None:
-    """Run or restore the Tuner of the sweep until it ends or is interrupted."""
+    """Run or restore the Tuner of the sweep until it ends or is interrupted (rebuilt first when Ray's
+    state of it cannot be read)."""
     from ray import tune
 
     from sweeps.mlflow_callback import MlflowTrialCallback
     from sweeps.trainable import train_trial
 
     sweep_dir = config.sweep_dir()
-    resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=config, data=data), resources)
     path = experiment_path(sweep_dir)
+    if problem := ray_state_problem(sweep_dir):
+        print(f"vaesweep: {rebuild(sweep_dir, config, problem)}", file=sys.stderr)
+    resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=config, data=data,
+                                                         recovered=recovered_checkpoints(sweep_dir)), resources)
     if tune.Tuner.can_restore(str(path)):
         print(f"resuming sweep {config.name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         run_config = tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(sweep_dir), callbacks=[MlflowTrialCallback(config), SweepProgress(config)],
+            name=TUNE_DIR, storage_path=str(sweep_dir),
+            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config)],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
@@ -238,13 +257,16 @@ def quiet_console(verbose: bool) -> None:
     # the snapshot Tune forces after every num_to_keep checkpoints is by design here, not a bottleneck
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("ray.tune").setLevel(logging.WARNING)  # "Wrote the latest version of all result files"
+    # "Failed to fetch metrics" of trials stopped before their first result (the fit's result grid reads them)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # "Token authentication is enabled for this Ray cluster": on by default for a local cluster
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
-              verbose: bool = False) -> SweepOutcome:
-    """Run or resume the sweep, holding its folder; returns how it ended."""
+              verbose: bool = False, force: bool = False) -> SweepOutcome:
+    """Run or resume the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
+    the disk cannot hold what it will write, unless ``force``."""
     import ray
 
     from vae.data import load_arrays
@@ -258,6 +280,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind
+    if not force and (problem := space_problem(config)):
+        raise ConfigError(problem)
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         data = load_arrays(data_dir)  # verified once here; trials get it from the object store
@@ -269,6 +293,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                 experiment_id = parent_run_id = None
                 try:
                     init_ray(address, verbose)  # while the server starts
+                    quiet_disk_full_logs()
                     interruption.install()
                     try:
                         experiment_id, parent_run_id = open_tracking(server, config)
@@ -282,9 +307,17 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                     fit(config, data)
                 except KeyboardInterrupt:
                     interruption.signum = interruption.signum or signal.SIGINT
+                except Exception as err:
+                    # after a full disk, Tune's own ending may trip over what it could not write (a cut-off
+                    # error pickle): that is the full disk too, said in one line, not a new failure
+                    if not (DiskFull.path or is_disk_full(err) or free_bytes(sweep_dir) < DiskGuard(config).reserve(0)):
+                        raise
+                    DiskFull.path = DiskFull.path or sweep_dir
+                    DiskFull.free = free_bytes(sweep_dir)
                 finally:
                     ray.shutdown()
-                outcome = outcome_of(config, interruption.signum)
+                full = describe(DiskFull.path, DiskFull.free) if DiskFull.path else None
+                outcome = outcome_of(config, interruption.signum, full)
                 if parent_run_id is not None:
                     close_tracking(server, config, experiment_id, parent_run_id, outcome)
         finally:

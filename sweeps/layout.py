@@ -92,5 +92,5 @@ def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id
     store = config.tracking.uri or backend_uri(config.sweep_dir())
     record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
               "parent_run_id": parent_run_id}
-    (config.sweep_dir() / "tracking.json").write_text(json.dumps(record, indent=2))
+    write_atomic(config.sweep_dir() / "tracking.json", json.dumps(record, indent=2).encode())
     return store

@@ -24,6 +24,7 @@ from ray import tune
 
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
+from sweeps.disk import is_disk_full
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.progress import VERBOSE_ENV
 from sweeps.status import error_line, trial_error
@@ -87,10 +88,11 @@ class MlflowTrialCallback(tune.Callback):
         self._write("end run", self.runs.close, trial.trial_id, "FINISHED", None, stopped_at)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        """Failed for good (retries spent): FAILED, with the error's last line."""
+        """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
+        full (the sweep stops, and resumes the trial once there is space: sweeps/disk.py)."""
         if self._open(trial) is not None:
             error = error_line(trial.error_file) or trial_error(trial) or "unknown error"
-            self._write("end run", self.runs.close, trial.trial_id, "FAILED", error)
+            self._write("end run", self.runs.close, trial.trial_id, "KILLED" if is_disk_full(error) else "FAILED", error)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """With --verbose, one line on what writing MLflow cost the driver (the price of being the only writer)."""

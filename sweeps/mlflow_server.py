@@ -14,24 +14,43 @@ also keeps a terminal's Ctrl-C away from it: the vaesweep process gets it and st
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 STARTUP_TIMEOUT_S = 120
 
 
 def backend_uri(sweep_dir: Path) -> str:
     return f"sqlite:///{sweep_dir / 'mlflow.db'}"
+
+
+def store_problem(sweep_dir: Path) -> str | None:
+    """Why the sweep's embedded store cannot be read (missing, damaged, emptied), None if it looks whole.
+    Asked before a server is started on it: a server would take an emptied file for a new store."""
+    path = sweep_dir / "mlflow.db"
+    if not path.is_file() or path.stat().st_size == 0:
+        return f"its MLflow store {path} is missing or empty"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            check = db.execute("pragma quick_check").fetchone()[0]
+            tables = {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
+    except sqlite3.Error as err:
+        return f"its MLflow store {path} is damaged ({err})"
+    if check != "ok" or "runs" not in tables:
+        return f"its MLflow store {path} is damaged ({check if check != 'ok' else 'no runs table'})"
+    return None
 
 
 def artifacts_dir(sweep_dir: Path) -> Path:
@@ -127,19 +146,30 @@ def exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def serve_ui(sweep_dir: Path, port: int, announce: Callable[[str], None]) -> int:
-    """Serve the MLflow UI on the sweep's store until it exits or we are stopped (Ctrl-C, SIGTERM, or
-    SIGHUP when the terminal closes), then stop it; returns its exit code. ``announce`` gets the URL."""
+def serve_ui(sweep_dir: Path, port: int, announce: Callable[[str], None], say: Callable[[str], None]) -> int:
+    """Serve the MLflow UI on the sweep's store until we are stopped (Ctrl-C, SIGTERM, or SIGHUP when the
+    terminal closes), then stop it. ``announce`` gets the URL. A server that dies (killed, or at start)
+    is started again once; a second death is a TrackingError."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, exit_on_signal)
     uri = f"http://127.0.0.1:{port}"
-    process = start_server(server_command(sweep_dir, port, ui_only=True), None)
-    try:
-        wait_until_healthy(uri, process, "its messages above")
-        announce(uri)
-        return process.wait()
-    finally:
-        stop_server(process)
+    for attempt in (1, 2):
+        process = start_server(server_command(sweep_dir, port, ui_only=True), None)
+        try:
+            wait_until_healthy(uri, process, "its messages above")
+            announce(uri)
+            code = process.wait()
+        except RuntimeError:
+            code = process.returncode
+        finally:
+            stop_server(process)
+        if attempt == 1:
+            say(f"the MLflow UI server exited (code {code}); starting it again")
+    raise TrackingError(f"the MLflow UI server exited twice (code {code}); see its messages above")
+
+
+class TrackingError(Exception):
+    """The tracking server is gone or broken: one line for the user, with where to look."""
 
 
 class LocalMlflowServer:
@@ -169,9 +199,35 @@ class LocalMlflowServer:
             raise
         return self.uri
 
+    @property
+    def log(self) -> Path:
+        return self.sweep_dir / "mlflow-server.log"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process is not None:
             stop_server(self.process)
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+T = TypeVar("T")
+
+
+def with_restart(sweep_dir: Path, work: Callable[[LocalMlflowServer], T], say: Callable[[str], None]) -> T:
+    """``work(server)`` with the sweep's own server; when the server dies under it (killed, or at start),
+    a new one is started and ``work`` runs again, once: ``work`` must be safe to repeat (a report is
+    built afresh, a sync adds only what is missing). A second death is a ``TrackingError`` naming the log."""
+    for attempt in (1, 2):
+        with LocalMlflowServer(sweep_dir) as server:
+            try:
+                return work(server)
+            except Exception:
+                if server.alive():
+                    raise  # not the server's doing
+        if attempt == 1:
+            say(f"the sweep's MLflow server stopped (its log: {server.log}); starting it again")
+    raise TrackingError(f"the sweep's MLflow server stopped twice; see its log {server.log}") from None

@@ -11,18 +11,19 @@ grid points without a finished run and finished runs missing a metric are listed
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import yaml
 from matplotlib import pyplot as plt
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, summarize, trial_label, with_grid
@@ -31,28 +32,32 @@ from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_fig
                               interpolation_figure, probes_figure, spectrum_figure)
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import SWEEP_FILE, read_tracking, saved_config
-from sweeps.mlflow_server import LocalMlflowServer, backend_uri
+from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.runs import run_frames
 from sweeps.tracking import EIGENVALUE_KEY, child_runs
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
+T = TypeVar("T")
 HISTORY_KEYS = [*PROBE_PANELS, EIGENVALUE_KEY]  # the metric histories the figures draw (3 and 1)
 
 
-@contextlib.contextmanager
-def sweep_clients(sweep_dir: Path,
-                  tracking: dict[str, Any]) -> Iterator[tuple[MlflowClient, Callable[[], MlflowClient]]]:
-    """(store, connect). ``store`` searches the runs: for the embedded store its sqlite file, read beside
-    its one writer (as fast as through a server). ``connect()`` gives a client of a server of the sweep,
-    for what needs one (metric histories in bulk, artifacts): for the embedded store the sweep's own,
-    started on entry, so the search overlaps its start; ``connect`` waits until it answers."""
-    if not tracking["tracking_uri"].startswith("sqlite:"):
-        client = MlflowClient(tracking["tracking_uri"])
-        yield client, lambda: client
-        return
-    with LocalMlflowServer(sweep_dir) as server:
-        yield MlflowClient(backend_uri(sweep_dir)), lambda: MlflowClient(server.wait())
+def with_sweep_clients(sweep_dir: Path, tracking: dict[str, Any],
+                       work: Callable[[MlflowClient, Callable[[], MlflowClient]], T], say: Callable[[str], None]) -> T:
+    """``work(store, connect)``. ``store`` searches the runs: for the embedded store its sqlite file, read
+    beside its one writer (as fast as through a server). ``connect()`` gives a client of a server of the
+    sweep, for what needs one (metric histories in bulk, artifacts): for the embedded store the sweep's
+    own, started first, so the search overlaps its start, and started again once if it dies under the
+    report (sweeps/mlflow_server.py). A remote server that fails is one line (TrackingError)."""
+    uri = tracking["tracking_uri"]
+    try:
+        if uri.startswith("sqlite:"):
+            return with_restart(sweep_dir, lambda server: work(MlflowClient(uri), lambda: MlflowClient(server.wait())), say)
+        client = MlflowClient(uri)
+        return work(client, lambda: client)
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"MLflow at {uri} failed ({str(err).splitlines()[0][:200]}); check the server and "
+                            "run the report again") from None
 
 
 def figure_png(fig) -> bytes:
@@ -82,11 +87,11 @@ def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | Non
         notes.append("Figure 5: no finished trial with a test log-likelihood yet")
         return None
     try:
-        local = client.download_artifacts(run_id, "analysis/interpolations.npy", str(workdir))
-    except Exception as err:  # noqa: BLE001 - a missing artifact is reported, not fatal
-        notes.append(f"Figure 5: run {run_id} has no interpolations artifact ({str(err).splitlines()[0][:120]})")
+        rows = np.load(client.download_artifacts(run_id, "analysis/interpolations.npy", str(workdir)))
+    except Exception as err:  # noqa: BLE001 - a missing or damaged artifact is reported, not fatal
+        notes.append(f"Figure 5: run {run_id} has no readable interpolations artifact ({str(err).splitlines()[0][:120]})")
         return None
-    return np.load(local), trials[trials["run_id"] == run_id].iloc[0]
+    return rows, trials[trials["run_id"] == run_id].iloc[0]
 
 
 def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFrame, history: pd.DataFrame,
@@ -176,8 +181,10 @@ figure{{margin:1.5em 0}} figcaption{{max-width:1100px;font-size:14px}} figcaptio
 </body></html>"""
 
 
-def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = None) -> dict[str, Any]:
-    """Build every output of the report into ``out``; returns a small summary of what was written."""
+def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = None,
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build every output of the report into ``out`` (replacing an earlier report only once the new one
+    is complete); returns a small summary of what was written. ``say`` gets notes on the way."""
     sweep_dir = storage.expanduser().resolve() / name
     tracking = read_tracking(sweep_dir)
     if not tracking or not (sweep_dir / SWEEP_FILE).is_file():
@@ -185,9 +192,41 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
     if not tracking.get("parent_run_id"):
         raise ConfigError(f"sweep {name!r} has no MLflow records (MLflow was unavailable when it ran); "
                           f"run `vaesweep sync {name}` first")
+    if tracking["tracking_uri"].startswith("sqlite:") and (problem := store_problem(sweep_dir)):
+        raise ConfigError(f"sweep {name!r}: {problem}; move it aside and run `vaesweep sync {name}`: it rebuilds the "
+                          "runs from Ray's results")
     config = saved_config(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with sweep_clients(sweep_dir, tracking) as (store, connect), tempfile.TemporaryDirectory() as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # the old report stays whole until done
+    try:
+        def build(store: MlflowClient, connect: Callable[[], MlflowClient]) -> dict[str, Any]:
+            for leftover in staging.iterdir():  # a first attempt's files, if the server died under it
+                leftover.unlink()
+            return build_report(store, connect, config, tracking, staging, chosen_run)
+
+        written = with_sweep_clients(sweep_dir, tracking, build, say)
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"out": str(out), **written}
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put folder ``new`` where ``old`` is, by renames: a reader sees the old folder or the new one."""
+    if old.exists():
+        previous = old.with_name(f".{old.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        old.rename(previous)
+        new.rename(old)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        new.rename(old)
+
+
+def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], config: SweepConfig,
+                 tracking: dict[str, Any], out: Path, chosen_run: str | None) -> dict[str, Any]:
+    """Every output of the report into ``out``, logged under report/ in the parent run; returns counts."""
+    with tempfile.TemporaryDirectory() as tmp:
         children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
         client = connect()
         trials, history = run_frames(client, children, HISTORY_KEYS)
@@ -211,8 +250,7 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
         problems += [f"missing metric in {line}" for line in missing_metrics(trials)] + stopped_early(trials) + notes
         (out / "report.html").write_text(render_html(config, pngs, captions, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
-    return {"out": str(out), "trials": len(trials), "finished": len(finished), "problems": problems,
-            "figures": len(pngs)}
+    return {"trials": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs)}
 
 
 def run_state(row) -> str:

@@ -1,34 +1,69 @@
 """``vaesweep status``: each trial's grid point, state, MLflow run and final metrics.
 
 Read from Ray's experiment state in ``STORAGE/NAME/tune`` (no Ray cluster and no MLflow server
-needed), plus ``tracking.json`` and ``runs.json`` for the MLflow ids.
+needed), plus ``tracking.json`` and ``runs.json`` for the MLflow ids. A damaged folder is shown as
+far as it can be read: when Ray's state is unreadable (a torn write) the trials are read from their
+folders (``params.json``, ``result.json``) with the state unknown; a damaged ``sweep.yaml`` or
+``tracking.json`` leaves its fields unknown; each gap is a note. Only a folder with nothing
+readable is an error.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from sweeps.config import ConfigError
 from analysis.metrics import FINAL_METRICS
+from sweeps.config import ConfigError
 from sweeps.layout import experiment_path, read_run_ids, read_tracking, saved_config
+from sweeps.recovery import ray_state_problem, read_json
+
+UNKNOWN = "-"
+POINT_IN_NAME = re.compile(r"alpha=(?P<alpha>[-+\w.]+),k=(?P<k>\d+),seed=(?P<seed>\d+)")
+
 
 def sweep_status(storage: Path, name: str) -> dict[str, Any]:
-    """The status document of sweep ``name`` under ``storage``."""
+    """The status document of sweep ``name`` under ``storage`` (``notes`` lists what could not be read)."""
     sweep_dir = storage.expanduser().resolve() / name
     path = experiment_path(sweep_dir)
     if not path.is_dir():
         raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {path}); start it with `vaesweep run`")
-    if not any(path.glob("experiment_state-*.json")):
-        raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
-                          f"trial was scheduled); run `vaesweep run` with the same name again")
+    notes: list[str] = []
+    try:
+        epochs: int | None = saved_config(sweep_dir).train.epochs
+    except ConfigError as err:
+        epochs = None
+        notes.append(f"{err} (epoch counts cannot be judged)")
+    try:
+        tracking = read_tracking(sweep_dir)
+    except ConfigError as err:
+        tracking = {}
+        notes.append(str(err))
+    problem = ray_state_problem(sweep_dir)
+    if problem is None and not any(path.glob("experiment_state-*.json")):
+        if not any(path.glob("*/params.json")):
+            raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
+                              f"trial was scheduled); run `vaesweep run` with the same name again")
+        problem = "tune/ has no experiment_state-*.json"
+    if problem is None:
+        trials = ray_trials(path, epochs, read_run_ids(sweep_dir))
+    else:
+        notes.append(f"Ray's state is unreadable ({problem}): trials read from their folders, states unknown; "
+                     "`vaesweep run` with the same name rebuilds the sweep")
+        trials = folder_trials(path, epochs, notes)
+    return {**tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
+
+
+def ray_trials(path: Path, epochs: int | None, run_ids: dict[str, str]) -> list[dict[str, Any]]:
+    """Each trial as Ray's experiment state records it."""
     from ray.tune import ExperimentAnalysis  # after the checks: a mistyped name is answered at once
 
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # a torn result.json: a note below
     analysis = ExperimentAnalysis(str(path))
-    epochs = saved_config(sweep_dir).train.epochs
-    run_ids = read_run_ids(sweep_dir)
     trials = []
     for trial in analysis.trials:
         last = trial.last_result or {}
@@ -38,13 +73,58 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
             "config": {key: trial.config.get(key) for key in ("alpha", "k", "seed")},
             "state": trial.status,
             "epochs_completed": done,
-            "stopped_early": trial.status == "TERMINATED" and done < epochs,
+            "stopped_early": trial.status == "TERMINATED" and epochs is not None and done < epochs,
             "mlflow_run_id": run_ids.get(trial.trial_id),
             "num_failures": trial.run_metadata.num_failures,
             "error": trial_error(trial),
             **{key: last[key] for key in FINAL_METRICS if key in last},
         })
-    return {**read_tracking(sweep_dir), "sweep": name, "path": str(sweep_dir), "trials": trials}
+    return trials
+
+
+def last_results(result_file: Path) -> list[dict[str, Any]]:
+    """The whole lines of a trial's ``result.json`` (a line cut off by a torn write is left out)."""
+    results = []
+    try:
+        lines = result_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict):
+            results.append(result)
+    return results
+
+
+def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict[str, Any]]:
+    """Each grid point as its trial folders show it (the folder with the most epochs when a rebuilt
+    sweep has several): config from ``params.json``, metrics from ``result.json``; state unknown."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for params_file in sorted(path.glob("*/params.json")):
+        try:
+            params = read_json(params_file)
+            point = {key: params[key] for key in ("alpha", "k", "seed")}
+        except (ValueError, KeyError, TypeError):
+            named = POINT_IN_NAME.search(params_file.parent.name)  # Ray names the folder after the point
+            if named is None:
+                notes.append(f"{params_file.parent.name}/params.json is unreadable: that trial is not shown")
+                continue
+            point = {"alpha": float(named["alpha"]), "k": int(named["k"]), "seed": int(named["seed"])}
+        results = [r for r in last_results(params_file.parent / "result.json") if "epoch" in r]
+        last = results[-1] if results else {}
+        done = last.get("epoch", 0)
+        error = error_line(params_file.parent / "error.txt")
+        trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
+                 "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
+                 "epochs_completed": done, "stopped_early": False, "mlflow_run_id": None, "num_failures": None,
+                 "error": error, **{key: last[key] for key in FINAL_METRICS if key in last}}
+        key = tuple(point.values())
+        if key not in best or done > best[key]["epochs_completed"]:
+            best[key] = trial
+    return list(best.values())
 
 
 def trial_error(trial) -> str | None:
@@ -58,19 +138,35 @@ def error_line(path: str | Path | None) -> str | None:
     """The exception line at the end of a Ray error.txt ('vae.errors.X: msg' shown as 'X: msg')."""
     if path is None or not Path(path).is_file():
         return None
-    lines = Path(path).read_text().strip().splitlines()
+    try:
+        lines = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return None
     return re.sub(r"^(?:[A-Za-z_]\w*\.)+(\w+(?:Error|Exception|Exit)\b)", r"\1", lines[-1]) if lines else None
 
 
+def cell(value: Any, spec: str, width: int) -> str:
+    """``value`` formatted by ``spec`` in ``width`` columns, '-' when it is unknown (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == UNKNOWN:
+        return f"{UNKNOWN:>{width}}"
+    return f"{value:>{width}{spec}}"
+
+
 def format_status(status: dict[str, Any]) -> str:
-    """A fixed-width table, one line per trial."""
+    """A fixed-width table, one line per trial, after the notes on what could not be read."""
     header = f"{'alpha':>7} {'k':>4} {'seed':>4} {'state':<11} {'epochs':>6} {'IS loglik':>10} {'active':>6} {'probe':>6}"
-    lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}", header]
-    for trial in sorted(status["trials"], key=lambda t: (t["config"]["alpha"], t["config"]["k"], t["config"]["seed"])):
+    lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}"]
+    lines += [f"note: {note}" for note in status.get("notes", [])]
+    lines.append(header)
+
+    def order(trial: dict[str, Any]) -> tuple:
+        return tuple(math.inf if v is None else v for v in trial["config"].values())
+
+    for trial in sorted(status["trials"], key=order):
         c = trial["config"]
-        ll = trial.get("test_log_likelihood", math.nan)
-        lines.append(f"{c['alpha']:>7.3g} {c['k']:>4} {c['seed']:>4} {trial['state']:<11} {trial['epochs_completed']:>6} "
-                     f"{ll:>10.2f} {trial.get('active_components', '-'):>6} {trial.get('final_probe_means', math.nan):>6.3f}")
+        lines.append(f"{cell(c['alpha'], '.3g', 7)} {cell(c['k'], '', 4)} {cell(c['seed'], '', 4)} {trial['state']:<11} "
+                     f"{cell(trial['epochs_completed'], '', 6)} {cell(trial.get('test_log_likelihood'), '.2f', 10)} "
+                     f"{cell(trial.get('active_components'), '', 6)} {cell(trial.get('final_probe_means'), '.3f', 6)}")
         if trial["stopped_early"]:
             lines.append(f"        stopped early by the scheduler after epoch {trial['epochs_completed']}")
         if trial["error"]:

@@ -11,17 +11,19 @@ sweep whose driver is running (both would write the same runs).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.launch import open_tracking, outcome_of, tracking_server
+from sweeps.launch import RemoteTracking, open_tracking, outcome_of
 from sweeps.layout import ANALYSIS_DIR, existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.lock import sweep_lock
-from sweeps.status import trial_error
+from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
+from sweeps.recovery import ray_state_problem, read_json
+from sweeps.status import last_results, trial_error
 from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
@@ -32,16 +34,21 @@ def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
 
 
 def final_checkpoint(trial_dir: Path) -> Path | None:
-    """The newest checkpoint folder holding the final analysis (only the last epoch's has one)."""
-    done = [p for p in trial_dir.glob("checkpoint_*") if (p / ANALYSIS_DIR / "analysis.json").is_file()]
+    """The newest checkpoint folder holding a readable final analysis (only the last epoch's has one)."""
+    done = []
+    for folder in trial_dir.glob("checkpoint_*"):
+        try:
+            read_json(folder / ANALYSIS_DIR / "analysis.json")
+        except ValueError:
+            continue
+        done.append(folder)
     return max(done, key=lambda p: p.name) if done else None
 
 
 def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     """Bring one trial's child run up to Ray's record; returns what was added."""
     trial_dir = Path(trial.storage.trial_fs_path)
-    result_file = trial_dir / "result.json"
-    results = [json.loads(line) for line in result_file.read_text().splitlines()] if result_file.is_file() else []
+    results = last_results(trial_dir / "result.json")
     created = runs.created
     runs.open(trial.trial_id, trial.config, results[-1].get("ray_node_id", "") if results else "")
     added = {"runs": runs.created - created, "epochs": 0, "final": 0}
@@ -57,12 +64,22 @@ def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     return added
 
 
-def sync_sweep(storage: Path, name: str) -> dict[str, Any]:
-    """Replay sweep ``name`` into its MLflow store; returns counts of what was added."""
+def sync_sweep(storage: Path, name: str, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Replay sweep ``name`` into its MLflow store; returns counts of what was added. The sweep's own
+    server is started again once if it dies under the sync (a replay adds nothing twice)."""
     from ray.tune import ExperimentAnalysis
 
     sweep_dir, config = load_sweep_dir(storage, name)
-    with sweep_lock(sweep_dir, name, "sync"), tracking_server(config) as server:
+    if problem := ray_state_problem(sweep_dir):
+        raise ConfigError(f"Ray's state of sweep {name} is unreadable ({problem}); `vaesweep run` with the same name "
+                          "rebuilds it from its checkpoints (and writes MLflow as it goes)")
+
+    store = sweep_dir / "mlflow.db"  # missing or emptied: the sync writes a new one
+    if not config.tracking.uri and store.is_file() and store.stat().st_size and (problem := store_problem(sweep_dir)):
+        raise ConfigError(f"sweep {name!r}: {problem}; move it aside (e.g. to mlflow.db.damaged) and sync again: "
+                          "a sync rebuilds every run from Ray's results")
+
+    def replay(server: LocalMlflowServer | RemoteTracking) -> dict[str, Any]:
         try:
             experiment_id, parent_run_id = open_tracking(server, config)
         except Exception as err:  # noqa: BLE001 - any failure here means MLflow is not there
@@ -78,4 +95,9 @@ def sync_sweep(storage: Path, name: str) -> dict[str, Any]:
                 totals[key] += count
         outcome = outcome_of(config, None)
         close_sweep(client, experiment_id, parent_run_id, outcome.parent_status, outcome.trial_states)
-    return {**totals, "tracking_uri": server.uri, "parent_run_id": parent_run_id}
+        return {**totals, "tracking_uri": server.uri, "parent_run_id": parent_run_id}
+
+    with sweep_lock(sweep_dir, name, "sync"):
+        if config.tracking.uri:
+            return replay(RemoteTracking(config.tracking.uri))
+        return with_restart(sweep_dir, replay, say)

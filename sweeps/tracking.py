@@ -175,10 +175,16 @@ class TrialRuns:
         self.created = 0
 
     def open(self, trial_id: str, point: Mapping[str, Any], node_id: str = "") -> str:
-        """The trial's run id: on first sight adopted (set RUNNING again) or created."""
+        """The trial's run id: on first sight adopted (set RUNNING again) or created. A grid point has one
+        run whatever its Ray trial id (a sweep rebuilt from its checkpoints has new ones), so a grid
+        sweep's runs are keyed by point and tagged with the current trial; a search's by trial id."""
         if trial_id not in self.run_ids:
             name, tags, params = run_identity(self.sweep, self.sweep.trial_config(point), node_id)
-            key = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
+            if self.sweep.search == "grid":
+                key = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in ("alpha", "k", "seed")}}
+                tags = {**tags, TRIAL_TAG: trial_id}
+            else:
+                key = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
             run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, key, name, tags, params)
             self.run_ids[trial_id] = run_id
             add_run_id(self.sweep.sweep_dir(), trial_id, run_id)

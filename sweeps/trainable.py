@@ -3,7 +3,8 @@
 Each epoch is one ``tune.report`` (so ``training_iteration`` is the epoch) with a checkpoint every
 ``checkpoint_every`` epochs; the last one carries the final evaluation and analysis, and its
 checkpoint folder holds the analysis files. A retried or restored trial resumes from
-``tune.get_checkpoint()``. The trial writes nothing to MLflow: the driver does, from Tune's results
+``tune.get_checkpoint()``; a trial of a rebuilt sweep from the checkpoint the rebuild found for its
+grid point (sweeps/recovery.py). The trial writes nothing to MLflow: the driver does, from Tune's results
 (sweeps/mlflow_callback.py), so trials need no route to the tracking server. The dataset arrives
 through ``tune.with_parameters`` (Ray's object store: read and verified once by the driver).
 """
@@ -24,9 +25,11 @@ import ray
 import torch
 from ray import tune
 
+from analysis.aggregate import trial_label
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.engine import run_trial
+from sweeps.engine import replay_final, run_trial
+from sweeps.recovery import is_final
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import mnist_from_arrays
 from vae.errors import CheckpointError
@@ -37,21 +40,21 @@ from vae.train import Trainer
 FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
 
 
-def restore(trainer: Trainer, checkpoint: tune.Checkpoint) -> None:
-    """Load Ray's latest checkpoint of this trial or, if it is corrupt or partial, the newest good one
-    of those Ray kept beside it (``num_to_keep``); with none readable, start over with a warning."""
-    with checkpoint.as_directory() as folder:
-        latest = Path(folder)
-        older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name), reverse=True)
-        for candidate in [latest, *older]:
-            try:
-                trainer.load_state_dict(load_checkpoint(candidate / CHECKPOINT_NAME))
-            except CheckpointError as err:
-                print(f"vaesweep: {err}; trying an older checkpoint", file=sys.stderr)
-                continue
-            print(f"vaesweep: resumed from {candidate.name} (epoch {trainer.epoch})", file=sys.stderr)
-            return
+def restore(trainer: Trainer, latest: Path) -> Path | None:
+    """Load the checkpoint in folder ``latest`` or, if it is corrupt or partial, the newest good one of
+    those kept beside it (``num_to_keep``); returns the folder loaded, None (with a warning) if none is
+    readable: the trial then trains from the start."""
+    older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name), reverse=True)
+    for candidate in [latest, *older]:
+        try:
+            trainer.load_state_dict(load_checkpoint(candidate / CHECKPOINT_NAME))
+        except CheckpointError as err:
+            print(f"vaesweep: {err}; trying an older checkpoint", file=sys.stderr)
+            continue
+        print(f"vaesweep: resumed from {candidate.name} (epoch {trainer.epoch})", file=sys.stderr)
+        return candidate
     print("vaesweep: no readable checkpoint; training this trial from the start", file=sys.stderr)
+    return None
 
 
 def maybe_inject_failure(epoch: int) -> None:
@@ -82,8 +85,11 @@ class TuneSink:
         tune.report({**metrics, NODE_KEY: self.node_id}, checkpoint=checkpoint)
 
 
-def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray]) -> None:
-    """Ray Tune function trainable for one grid point {alpha, k, seed}."""
+def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
+                recovered: dict[str, str]) -> None:
+    """Ray Tune function trainable for one grid point {alpha, k, seed}. ``recovered``: the checkpoint
+    folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/recovery.py), used
+    when Ray has none for the trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
     if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
@@ -91,7 +97,15 @@ def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.nd
         torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
     config = sweep.trial_config(point)
     trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
+    sink = TuneSink()
+    loaded = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        restore(trainer, checkpoint)
-    run_trial(trainer, sweep.eval, TuneSink(), sweep.checkpoint_every)
+        with checkpoint.as_directory() as folder:
+            loaded = restore(trainer, Path(folder))
+    elif (label := trial_label(config.alpha, config.k, config.seed)) in recovered:
+        loaded = restore(trainer, Path(recovered[label]))
+    if trainer.epoch >= config.epochs and loaded is not None and is_final(loaded):
+        replay_final(loaded, sink)  # finished before its sweep was rebuilt: nothing to train
+        return
+    run_trial(trainer, sweep.eval, sink, sweep.checkpoint_every)

@@ -24,6 +24,16 @@ SHARED_MNIST = Path(os.environ.get("VAESWEEP_TEST_MNIST", REPO.parent / "shared"
 NO_MNIST = "MNIST unavailable, every test that needs it skips"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs two workers) each worker's torch gets its share of the
+    cores, so that two workers' matrix products do not fight over the same ones."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The verified MNIST cache (torchvision layout, raw idx files); a user's filled cache is reused."""

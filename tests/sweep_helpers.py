@@ -66,7 +66,9 @@ def start_server(home: Path, *flags: str, env: dict[str, str] | None = None,
                  port: int | None = None) -> tuple[subprocess.Popen, str]:
     """``mlflow/start-server.sh`` on a loopback port (a free one by default), answering /health."""
     port = port or free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    # without MLflow's job runner (seven worker processes for GenAI jobs no test runs), as the sweep's own server
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     home.mkdir(parents=True, exist_ok=True)
     log = home / "server.log"
     with open(log, "ab") as out:

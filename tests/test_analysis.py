@@ -98,17 +98,19 @@ def test_analyze_command_on_a_trained_model(mnist_dir, tmp_path):
     vaesweep = Path(sys.executable).with_name("vaesweep")
     run_dir = tmp_path / "run"
     env_args = ["--data-dir", str(mnist_dir)]
-    train = [str(vaesweep), "train", "--alpha", "1", "--k", "20", "--epochs", "3", "--train-subset", "10000",
-             "--test-subset", "1000", "--is-samples", "10", "--out", str(run_dir), *env_args]
+    train = [str(vaesweep), "train", "--alpha", "1", "--k", "20", "--epochs", "2", "--train-subset", "5000",
+             "--test-subset", "500", "--is-samples", "10", "--probe-epochs", "0", "--probe-train-size", "2000",
+             "--out", str(run_dir), *env_args]
     subprocess.run(train, check=True, capture_output=True, timeout=600)
-    done = subprocess.run([str(vaesweep), "analyze", str(run_dir), "--out", str(tmp_path / "a"), *env_args],
+    done = subprocess.run([str(vaesweep), "analyze", str(run_dir), "--out", str(tmp_path / "a"), "--probe-train-size",
+                           "2000", *env_args],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert len(result["eigenvalues"]) == 20 and result["eigenvalues"] == sorted(result["eigenvalues"], reverse=True)
     assert 0 < result["active_components"] < 20 and 0 < result["active_units"] <= 20
     assert set(result["probe_accuracy"]) == {"means", "means_variances", "samples", "pixels"}
-    assert result["probe_accuracy"]["means"] > 0.7
+    assert result["probe_accuracy"]["means"] > 0.4  # ten classes: chance is 0.1 (two epochs on 5,000 images)
     for name in ("interpolations.png", "fig4_geodesics.png", "spectrum.csv", "probes.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0
     bad = subprocess.run([str(vaesweep), "analyze", str(tmp_path / "nope.pt")], capture_output=True, text=True)

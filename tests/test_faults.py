@@ -13,10 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from threadpoolctl import threadpool_limits
 
 from sweep_helpers import (VAESWEEP, children, client_of, epoch_steps, start_server, stop_server, tracking, trial_results,
                            vaesweep, write_config)
+from sweeps.config import load_sweep
+from sweeps.local_run import train_to_directory
 from sweeps.mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -54,12 +58,20 @@ def wait_for_epochs(sweep_dir: Path, epochs: int, driver: subprocess.Popen, time
 
 @pytest.fixture(scope="module")
 def reference(mnist_dir, tmp_path_factory) -> dict:
-    """Final metrics of the fault tests' trial when nothing goes wrong."""
+    """Final metrics of the fault tests' trial when nothing goes wrong: the same trial engine run in this
+    process on one thread (as a 1-CPU Ray trial runs), without Ray; a trial must match it to the bit."""
     root = tmp_path_factory.mktemp("reference")
-    done = vaesweep("run", str(one_trial(root, "reference")), "--data-dir", str(mnist_dir))
-    assert done.returncode == 0, done.stderr[-3000:]
-    (results,) = trial_results(root / "runs" / "reference").values()
-    return final(results[-1])
+    config = load_sweep(str(one_trial(root, "reference")), [], None, None, None)
+    (trial,) = config.trials()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):  # Ray sets OMP_NUM_THREADS=1 in a 1-CPU trial: the probes' BLAS too
+            result = train_to_directory(trial, root / "run", mnist_dir, config.eval, config.checkpoint_every,
+                                        log=lambda _: None)
+    finally:
+        torch.set_num_threads(threads)
+    return final({**result["history"][-1], **result})
 
 
 def test_a_killed_trial_worker_is_retried_from_its_checkpoint_with_identical_results(reference, mnist_dir, tmp_path):

@@ -48,6 +48,7 @@ def tiny(mnist_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedP
                                   env={"VAESWEEP_FAIL_ONCE_AT_EPOCH": "2"})
 
 
+@pytest.mark.xdist_group("tiny")  # one worker runs the shared sweep once
 def test_tiny_grid_end_to_end(tiny):
     root, _, done = tiny
     sweep_dir = root / "runs" / "tiny"
@@ -79,6 +80,7 @@ def test_tiny_grid_end_to_end(tiny):
     assert status["parent_run_id"] == info["parent_run_id"]
 
 
+@pytest.mark.xdist_group("tiny")  # one worker runs the shared sweep once
 def test_report_of_the_tiny_sweep(tiny):
     root, _, done = tiny
     assert done.returncode == 0
@@ -115,6 +117,7 @@ def test_report_of_the_tiny_sweep(tiny):
     assert "a2_k5_s0: no finished run" in (root / "report2" / "report.html").read_text()
 
 
+@pytest.mark.xdist_group("tiny")  # one worker runs the shared sweep once
 def test_ui_serves_the_embedded_store_on_loopback(tiny):
     root, _, done = tiny
     assert done.returncode == 0
@@ -139,6 +142,7 @@ def test_ui_serves_the_embedded_store_on_loopback(tiny):
         ui.wait(timeout=30)
 
 
+@pytest.mark.xdist_group("tiny")  # one worker runs the shared sweep once
 def test_second_run_resumes_and_reruns_nothing(tiny, mnist_dir):
     root, config, done = tiny
     assert done.returncode == 0

@@ -1,0 +1,186 @@
+"""Disk space of a sweep: refused up front when what it will write does not fit, stopped cleanly
+before the disk fills up mid-sweep, and a full disk told apart from a failure.
+
+What a sweep writes on its folder's filesystem, per trial: the ``CHECKPOINTS_KEPT`` newest
+checkpoints in ``tune/`` (model + Adam's two moments, float32: 12 bytes per parameter), the final
+analysis beside the last one, and, for the embedded MLflow store, the final checkpoint and analysis
+again as artifacts; plus one checkpoint in flight per running trial (written before the oldest is
+deleted) and the stores' own records. A full disk mid-sweep would tear whatever was being written
+(Ray's experiment state, a result, an artifact), so the driver stops the sweep while there is still
+room to save its state (``DiskGuard``), as Ctrl-C does, and the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from sweeps.config import SweepConfig
+
+CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep) of every sweep
+ANALYSIS_BYTES = 1 << 20  # a final analysis folder: interpolations, figures, tables (about 0.3 MB measured)
+RECORD_BYTES = 8 << 20  # Ray's experiment state, per-epoch results, the MLflow database (about 1 MB on smoke)
+MB = 1 << 20
+DISK_FULL_EXIT = 75  # EX_TEMPFAIL: free space, then run the same command again
+DISK_FULL_TEXT = "No space left on device"
+
+
+def parameter_count(k: int, hidden: tuple[int, ...]) -> int:
+    """Weights and biases of the encoder (784 -> hidden -> 2k) and decoder (k -> reversed hidden -> 784)."""
+    def mlp(widths: list[int]) -> int:
+        return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+
+    return mlp([784, *hidden, 2 * k]) + mlp([k, *hidden[::-1], 784])
+
+
+def checkpoint_bytes(k: int, hidden: tuple[int, ...]) -> int:
+    """A checkpoint's size: parameters and Adam's two moments in float32, plus RNG states and config."""
+    return 12 * parameter_count(k, hidden) + (64 << 10)
+
+
+@dataclass(frozen=True)
+class SpaceEstimate:
+    """What a sweep will write on its folder's filesystem, in bytes."""
+
+    total: int
+    trials: int
+    per_trial: int
+    checkpoint: int  # the largest trial's checkpoint
+    concurrent: int  # trials running at once
+
+    def explain(self) -> str:
+        return (f"{self.trials} trials x {self.per_trial / MB:.1f} MB: {CHECKPOINTS_KEPT} checkpoints of up to "
+                f"{self.checkpoint / MB:.1f} MB kept per trial, its final analysis and artifacts")
+
+
+def estimate(config: SweepConfig) -> SpaceEstimate:
+    """What the whole sweep writes in its folder when it has run (an estimate, on the high side)."""
+    trials = config.trials() if config.search == "grid" else [
+        config.trial_config({"alpha": 1.0, "k": max(config.grid.k), "seed": 0})] * config.optuna.num_samples
+    sizes = [checkpoint_bytes(t.k, tuple(t.hidden)) for t in trials]
+    artifacts = 0 if config.tracking.uri else 1  # the embedded store keeps a copy of the final checkpoint
+    per_trial = [(CHECKPOINTS_KEPT + artifacts) * size + (1 + artifacts) * ANALYSIS_BYTES for size in sizes]
+    concurrent = max(1, min(len(trials), int((os.cpu_count() or 1) // max(config.resources.cpus, 1e-9))))
+    total = sum(per_trial) + concurrent * max(sizes) + RECORD_BYTES
+    return SpaceEstimate(total, len(trials), max(per_trial), max(sizes), concurrent)
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (0 if it does not exist)."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space on the filesystem that holds (or will hold) ``folder``."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def space_problem(config: SweepConfig) -> str | None:
+    """Why the sweep would fill its disk (what it needs beyond what it already wrote, and what is
+    free), None if it fits."""
+    sweep_dir = config.sweep_dir()
+    need = estimate(config)
+    missing = need.total - folder_bytes(sweep_dir)
+    free = free_bytes(sweep_dir)
+    if missing <= free:
+        return None
+    return (f"sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} ({need.explain()}) but "
+            f"{free / MB:.0f} MB are free there; free space, choose another --storage, log to a tracking server "
+            "(--tracking-uri: no artifacts kept here), run fewer grid points, or pass --force to start anyway")
+
+
+def is_disk_full(error: BaseException | str | None) -> bool:
+    """True for ENOSPC, raised or as the text of a trial's error."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    return error is not None and (DISK_FULL_TEXT in str(error) or "ENOSPC" in str(error))
+
+
+class DiskFullLogFilter(logging.Filter):
+    """Drops Ray's log records (with their tracebacks) about a full disk: the driver says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not (DISK_FULL_TEXT in text or "[Errno 28]" in text)
+
+
+def quiet_disk_full_logs() -> None:
+    """Install ``DiskFullLogFilter`` on the handlers of Ray's logger (after ``ray.init`` made them)."""
+    for handler in logging.getLogger("ray").handlers:
+        if not any(isinstance(f, DiskFullLogFilter) for f in handler.filters):
+            handler.addFilter(DiskFullLogFilter())
+
+
+class DiskFull:
+    """Where and when the driver stopped a sweep for want of space (one per driver process)."""
+
+    path: Path | None = None
+    free: int = 0
+
+    @classmethod
+    def stop(cls, path: Path, free: int) -> None:
+        """Record it, say it, and ask Tune to stop gracefully (its SIGUSR1 handler, as Ctrl-C does)."""
+        if cls.path is not None:
+            return
+        cls.path, cls.free = path, free
+        print(f"vaesweep: {describe(path, free)}: stopping the sweep and saving its state", file=sys.stderr)
+        tune_stop = signal.getsignal(signal.SIGUSR1)
+        if callable(tune_stop):
+            tune_stop(signal.SIGUSR1, None)
+
+
+def describe(path: Path, free: int) -> str:
+    return f"disk full at {path} ({free / MB:.0f} MB free)"
+
+
+class DiskGuard(tune.Callback):
+    """Stops the sweep while its state can still be saved: when the free space of the sweep's
+    filesystem falls below what the running trials write next (a checkpoint and a final analysis
+    each, twice with the embedded store's artifacts) plus room for the records; and when a trial
+    fails on a full disk anyway (another program filled it). Holds only the sweep's config, so it
+    pickles with the experiment (as Tune does on restore)."""
+
+    def __init__(self, sweep: SweepConfig) -> None:
+        self.sweep = sweep
+
+    def reserve(self, running: int) -> int:
+        need = estimate(self.sweep)
+        return max(1, running) * 2 * (need.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
+
+    def check(self, trials: list) -> None:
+        sweep_dir = self.sweep.sweep_dir()
+        free = free_bytes(sweep_dir)
+        running = sum(t.status == "RUNNING" for t in trials)
+        if free < self.reserve(running):
+            DiskFull.stop(sweep_dir, free)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        self.check(trials)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self.on_trial_error(iteration, trials, trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        from sweeps.status import error_line
+
+        if is_disk_full(error_line(trial.error_file)):
+            DiskFull.stop(self.sweep.sweep_dir(), free_bytes(self.sweep.sweep_dir()))
