@@ -172,6 +172,15 @@ class TrackingError(Exception):
     """The tracking server is gone or broken: one line for the user, with where to look."""
 
 
+def forget_artifact_locations() -> None:
+    """Empty MLflow's process-wide cache of each run's artifact store: it holds the server's address
+    (``mlflow-artifacts:`` resolves through it), so after a server is started again on a new port the
+    cached entries would send uploads to the dead one."""
+    from mlflow.tracking._tracking_service import utils
+
+    utils._artifact_repos_cache.clear()
+
+
 class LocalMlflowServer:
     """Context manager: starts the server on enter, ``wait()`` until it answers, stops it on exit.
 
@@ -185,6 +194,7 @@ class LocalMlflowServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "LocalMlflowServer":
+        forget_artifact_locations()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with open(self.sweep_dir / "mlflow-server.log", "ab") as log:  # the child keeps its own copy
             self.process = start_server(server_command(self.sweep_dir, self.port), log)

@@ -57,7 +57,8 @@ def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     folder = final_checkpoint(trial_dir)
     if folder is not None:
         added["final"] = int(runs.log_final(trial.trial_id, folder))
-    epoch = results[-1].get("epoch", 0) if results else 0
+    # Ray's own record of the trial's last epoch: result.json may have lost lines to a torn write
+    epoch = (trial.last_result or {}).get("epoch") or (results[-1].get("epoch", 0) if results else 0)
     stopped_at = epoch if trial.status == "TERMINATED" and epoch < config.train.epochs else None
     error = trial_error(trial) if trial.status == "ERROR" else None
     runs.close(trial.trial_id, RUN_STATUS.get(trial.status, "KILLED"), error, stopped_at)
