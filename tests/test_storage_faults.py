@@ -117,9 +117,11 @@ def test_a_disk_filled_by_another_program_stops_the_sweep_and_it_resumes_once_fr
         assert_every_run_finished_once(sweep_dir, 2, 4)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished(mnist_dir, tmp_path_factory) -> tuple[Path, Path]:
-    """(config file, sweep folder) of a finished one-trial sweep with a report."""
+    """(config file, sweep folder) of a finished one-trial sweep with a report (session-scoped: under
+    pytest-xdist a worker may run other modules' tests between this group's, which would tear a
+    module-scoped fixture down and build it again)."""
     root = tmp_path_factory.mktemp("finished")
     config = write_config(root, "cut", [0.5])
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
@@ -246,7 +248,7 @@ def kill_servers(report: subprocess.Popen, times: int) -> None:
 def test_the_reports_tracking_server_killed_is_restarted_once_then_reported_in_one_line(finished):
     _, sweep_dir = finished
     page = sweep_dir / "report" / "report.html"
-    earlier = page.read_bytes()
+    earlier, folder = page.read_bytes(), (sweep_dir / "report").stat().st_ino
     for times, code in ((1, 0), (2, 1)):
         report = subprocess.Popen([str(VAESWEEP), "report", "cut", "--storage", str(sweep_dir.parent)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -258,7 +260,8 @@ def test_the_reports_tracking_server_killed_is_restarted_once_then_reported_in_o
         if code:
             (line,) = [line for line in err.splitlines() if line.startswith("vaesweep: error: ")]
             assert "stopped twice" in line and "mlflow-server.log" in line, line
-            assert page.read_bytes() == earlier, "the earlier report is left intact"
+            assert page.read_bytes() == earlier and (sweep_dir / "report").stat().st_ino == folder, \
+                "the earlier report is left as it was"
         else:
-            assert page.is_file() and page.read_bytes() != earlier
-            earlier = page.read_bytes()
+            assert page.is_file() and (sweep_dir / "report").stat().st_ino != folder, "a new report replaced it whole"
+            earlier, folder = page.read_bytes(), (sweep_dir / "report").stat().st_ino

@@ -38,7 +38,7 @@ def result_lines(sweep_dir: Path) -> dict[str, int]:
     return {p.parent.name: len(p.read_text().splitlines()) for p in (sweep_dir / "tune").glob("*/result.json")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: under pytest-xdist a module fixture may be built twice
 def tiny(mnist_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     """A 2 alpha x 2 seed grid run once for the tests of this module: (root, config file, the run).
     Every trial raises once after its second epoch (the test hook), so every trial is also retried."""
