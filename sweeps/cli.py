@@ -254,9 +254,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     trials = config.trials()
     if args.dry_run:
+        packs = config.packs()
+        pack_of = {id(point): number for number, pack in enumerate(packs) for point in pack}
+        points = [point for pack in packs for point in pack] if config.resources.pack > 1 else None
         for index, trial in enumerate(trials):
-            print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}")
-        print(f"{len(trials)} trials; sweep folder {config.sweep_dir()}")
+            where = ""
+            if points is not None:
+                point = next(p for p in points if config.trial_config(p) == trial)
+                where = f"  pack {pack_of[id(point)]}"
+            print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
+        packed = f" in {len(packs)} packs" if config.resources.pack > 1 else ""
+        print(f"{len(trials)} trials{packed}; sweep folder {config.sweep_dir()}")
         return 0
     from sweeps.launch import run_sweep
 

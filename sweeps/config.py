@@ -82,6 +82,8 @@ class ResourcesConfig(Strict):
     cpus: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (torch threads follow it)")
     gpu: float = Field(0.0, ge=0, allow_inf_nan=False,
                        description="GPU per trial; a fraction packs several trials on one GPU")
+    pack: int = Field(1, ge=1, description="grid points of one k trained together in one trial (vectorised; "
+                                           "1 = a trial per grid point)")
 
     @field_validator("gpu")
     @classmethod
@@ -159,6 +161,26 @@ class SweepConfig(Strict):
             raise ValueError("search: optuna selects on held-out training images: set train.validation_images "
                              "(e.g. 10000, the last 10,000 of the 60,000)")
         return self
+
+    @model_validator(mode="after")
+    def _packable(self) -> "SweepConfig":
+        """Packs group grid points; a search proposes one point at a time."""
+        if self.resources.pack > 1 and self.search != "grid":
+            raise ValueError("resources.pack packs grid points; an Optuna search proposes one point at a time: "
+                             "set resources.pack=1 (or search: grid)")
+        if self.resources.pack > 1 and self.train.binarization == "static":
+            raise ValueError("resources.pack > 1 needs train.binarization dynamic or none (static would hold a "
+                             "binarised training set per member): set resources.pack=1")
+        return self
+
+    def packs(self) -> list[list[dict[str, Any]]]:
+        """The grid points, {alpha, k, seed} each, in packs of at most ``resources.pack`` that share k
+        (so every shape), in grid order; with pack 1, one point per pack."""
+        by_k: dict[int, list[dict[str, Any]]] = {}
+        for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed):
+            by_k.setdefault(k, []).append({"alpha": alpha, "k": k, "seed": seed})
+        size = self.resources.pack
+        return [points[i:i + size] for points in by_k.values() for i in range(0, len(points), size)]
 
     def trial_config(self, point: dict[str, Any]) -> TrainConfig:
         """The validated trainer config of one point {alpha, k, seed}: the only way a trial's config

@@ -34,6 +34,7 @@ from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskGuard, describe, free_byt
 from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.packs import PACK_KEY
 from sweeps.progress import VERBOSE_ENV, SweepProgress
 from sweeps.recovery import ray_state_problem, rebuild, recovered_checkpoints
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
@@ -88,6 +89,8 @@ def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfi
 def param_space(config: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
+    if config.search == "grid" and config.resources.pack > 1:  # a trial per pack (sweeps/packs.py)
+        return {PACK_KEY: tune.grid_search(list(range(len(config.packs()))))}
     if config.search == "grid":
         return {name: tune.grid_search(list(getattr(config.grid, name))) for name in ("alpha", "k", "seed")}
     low, high = config.optuna.alpha_range

@@ -69,7 +69,7 @@ def read_tracking(sweep_dir: Path) -> dict[str, Any]:
     return record
 
 
-RUN_IDS_FILE = "runs.json"  # Ray trial id -> MLflow run id, for `vaesweep status`
+RUN_IDS_FILE = "runs.json"  # grid point label (a search's Ray trial id) -> MLflow run id, for `vaesweep status`
 
 
 def read_run_ids(sweep_dir: Path) -> dict[str, str]:
@@ -81,9 +81,9 @@ def read_run_ids(sweep_dir: Path) -> dict[str, str]:
     return record if isinstance(record, dict) else {}
 
 
-def add_run_id(sweep_dir: Path, trial_id: str, run_id: str) -> None:
-    """Record a trial's MLflow run id (written atomically; only the sweep's driver or sync writes)."""
-    record = {**read_run_ids(sweep_dir), trial_id: run_id}
+def add_run_id(sweep_dir: Path, key: str, run_id: str) -> None:
+    """Record a run's id under its key (written atomically; only the sweep's driver or sync writes)."""
+    record = {**read_run_ids(sweep_dir), key: run_id}
     write_atomic(sweep_dir / RUN_IDS_FILE, json.dumps(record, indent=1).encode())
 
 

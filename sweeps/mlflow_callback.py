@@ -25,6 +25,7 @@ from ray import tune
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.disk import is_disk_full
+from sweeps.packs import PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.progress import VERBOSE_ENV
 from sweeps.status import error_line, trial_error
@@ -38,10 +39,11 @@ class MlflowTrialCallback(tune.Callback):
         self.sweep = sweep
         self.runs: TrialRuns | None = None
         self.down = False
+        self.failed: set[str] = set()  # pack members whose runs were closed FAILED
         self.cost: dict[str, list[float]] = {}  # seconds the driver spent per kind of write
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}}
+        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set()}
 
     def setup(self, **info: Any) -> None:
         self._write("open the sweep's runs", self._connect)
@@ -68,31 +70,54 @@ class MlflowTrialCallback(tune.Callback):
         finally:
             self.cost.setdefault(action, []).append(time.perf_counter() - start)
 
-    def _open(self, trial, node_id: str = "") -> str | None:
-        return None if self.runs is None else self._write("open run", self.runs.open, trial.trial_id, trial.config, node_id)
+    def _open(self, trial, point: dict[str, Any], node_id: str = "") -> str | None:
+        """The key of ``point``'s run in ``trial`` (None once MLflow is down)."""
+        if self.runs is None:
+            return None
+        return self._write("open run", self.runs.open, trial.trial_id, point, node_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        if "epoch" in result and self._open(trial, result.get(NODE_KEY, "")) is not None:
-            self._write("log metrics", self.runs.log_epoch, trial.trial_id, result)
+        if "epoch" not in result:
+            return
+        points = trial_points(self.sweep, trial.config)
+        for point, metrics in member_results(points, result):
+            if (key := self._open(trial, point, result.get(NODE_KEY, ""))) is not None:
+                self._write("log metrics", self.runs.log_epoch, key, metrics)
+        for point in points:  # a pack member that diverged: FAILED now, its pack mates go on
+            error = member_failures(result).get(label_of(point))
+            if error and label_of(point) not in self.failed and (key := self._open(trial, point)) is not None:
+                self.failed.add(label_of(point))
+                self._write("end run", self.runs.close, key, "FAILED", error)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        """Ended by itself (all epochs) or by a scheduler (stopped early): FINISHED either way."""
-        if self._open(trial) is None:
-            return
+        """Ended by itself (all epochs) or by a scheduler (stopped early): FINISHED either way (but for a
+        pack's diverged members, FAILED above)."""
+        points = trial_points(self.sweep, trial.config)
+        last = trial.last_result or {}
         if trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as folder:
-                if (Path(folder) / ANALYSIS_DIR / "analysis.json").is_file():
-                    self._write("log final artifacts", self.runs.log_final, trial.trial_id, Path(folder))
-        epoch = (trial.last_result or {}).get("epoch", 0)
+            with trial.checkpoint.as_directory() as local:
+                folder = Path(local)
+                for point in points:
+                    self._log_final(trial, point, member_folder(folder, point, PACK_KEY in trial.config))
+        epoch = last.get("epoch", 0)
         stopped_at = epoch if epoch < self.sweep.train.epochs else None
-        self._write("end run", self.runs.close, trial.trial_id, "FINISHED", None, stopped_at)
+        for point in points:
+            if label_of(point) not in member_failures(last) and (key := self._open(trial, point)) is not None:
+                self._write("end run", self.runs.close, key, "FINISHED", None, stopped_at)
+
+    def _log_final(self, trial, point: dict[str, Any], folder: Path) -> None:
+        if (folder / ANALYSIS_DIR / "analysis.json").is_file() and (key := self._open(trial, point)) is not None:
+            self._write("log final artifacts", self.runs.log_final, key, folder)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
         full (the sweep stops, and resumes the trial once there is space: sweeps/disk.py)."""
-        if self._open(trial) is not None:
-            error = error_line(trial.error_file) or trial_error(trial) or "unknown error"
-            self._write("end run", self.runs.close, trial.trial_id, "KILLED" if is_disk_full(error) else "FAILED", error)
+        error = error_line(trial.error_file) or trial_error(trial) or "unknown error"
+        failed = member_failures(trial.last_result or {})
+        for point in trial_points(self.sweep, trial.config):
+            if (key := self._open(trial, point)) is not None:
+                status = "KILLED" if is_disk_full(error) else "FAILED"
+                self._write("end run", self.runs.close, key, status, failed.get(label_of(point), error))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """With --verbose, one line on what writing MLflow cost the driver (the price of being the only writer)."""

@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 from ray.tune import CLIReporter
 
-from analysis.aggregate import trial_label
 from sweeps.config import SweepConfig
+from sweeps.packs import label_of, member_failures, member_results, trial_points
 
 VERBOSE_ENV = "VAESWEEP_VERBOSE"
 INTERVAL_S = 30.0
@@ -29,8 +29,6 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def label(trial) -> str:
-    return trial_label(trial.config["alpha"], trial.config["k"], trial.config["seed"])
 
 
 class SweepProgress(tune.Callback):
@@ -49,24 +47,33 @@ class SweepProgress(tune.Callback):
         self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if os.environ.get(VERBOSE_ENV) == "1" else None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        if "epoch" not in result:
+        members = member_results(trial_points(self.sweep, trial.config), result)
+        if "epoch" not in result or not members:
             return
         self.trained += self.epochs.get(trial.trial_id, result["epoch"] - 1) < result["epoch"]
         self.epochs[trial.trial_id] = result["epoch"]
-        self.newest = (f"{label(trial)} epoch {result['epoch']}/{self.sweep.train.epochs} "
-                       f"bound {result['train_vr_bound_alpha']:.2f}")
+        point, metrics = members[0]
+        pack = f" (+{len(members) - 1} in its pack)" if len(members) > 1 else ""
+        self.newest = (f"{label_of(point)}{pack} epoch {result['epoch']}/{self.sweep.train.epochs} "
+                       f"bound {metrics['train_vr_bound_alpha']:.2f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
         epoch = last.get("epoch", 0)
+        points = trial_points(self.sweep, trial.config)
         if epoch < self.sweep.train.epochs:
-            print(f"  stopped {label(trial)} after epoch {epoch} (scheduler)", flush=True)
-        elif "test_log_likelihood" in last:
-            print(f"  done    {label(trial)}: test IS log-likelihood {last['test_log_likelihood']:.2f}, "
-                  f"{last.get('active_components', '?')} active components", flush=True)
+            print(f"  stopped {', '.join(map(label_of, points))} after epoch {epoch} (scheduler)", flush=True)
+            return
+        for point, metrics in member_results(points, last):
+            if "test_log_likelihood" in metrics:
+                print(f"  done    {label_of(point)}: test IS log-likelihood {metrics['test_log_likelihood']:.2f}, "
+                      f"{metrics.get('active_components', '?')} active components", flush=True)
+        for failed in member_failures(last):
+            print(f"  FAILED  {failed} (see `vaesweep status {self.sweep.name}`)", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        print(f"  FAILED  {label(trial)} (see `vaesweep status {self.sweep.name}`)", flush=True)
+        points = trial_points(self.sweep, trial.config)
+        print(f"  FAILED  {', '.join(map(label_of, points))} (see `vaesweep status {self.sweep.name}`)", flush=True)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.reporter is not None:
@@ -83,11 +90,12 @@ class SweepProgress(tune.Callback):
         """One summary line of the sweep now."""
         self.last = now = time.monotonic()
         states = [t.status for t in trials]
-        total = len(self.sweep.trials()) if self.sweep.search == "grid" else self.sweep.optuna.num_samples
+        total = len(self.sweep.packs()) if self.sweep.search == "grid" else self.sweep.optuna.num_samples
         left = sum(self.sweep.train.epochs - self.epochs.get(t.trial_id, 0) for t in trials
                    if t.status not in ("TERMINATED", "ERROR")) + self.sweep.train.epochs * (total - len(trials))
         rate = self.trained / (now - self.start)
         remaining = f"remaining ~{clock(left / rate)}" if rate > 0 else "remaining: after the first epoch"
-        return (f"[{clock(now - self.start)}] {states.count('TERMINATED')}/{total} finished, "
+        unit = "packs " if self.sweep.resources.pack > 1 else ""
+        return (f"[{clock(now - self.start)}] {states.count('TERMINATED')}/{total} {unit}finished, "
                 f"{states.count('RUNNING')} running, {states.count('ERROR')} failed; {self.newest or 'starting'}; "
                 f"{remaining}")

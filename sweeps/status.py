@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from analysis.metrics import FINAL_METRICS
-from sweeps.config import ConfigError
+from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import experiment_path, read_run_ids, read_tracking, saved_config
+from sweeps.packs import PACK_KEY, label_of, member_failures, member_results, trial_points
 from sweeps.recovery import ray_state_problem, read_json
 
 UNKNOWN = "-"
@@ -34,10 +35,10 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
         raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {path}); start it with `vaesweep run`")
     notes: list[str] = []
     try:
-        epochs: int | None = saved_config(sweep_dir).train.epochs
+        config: SweepConfig | None = saved_config(sweep_dir)
     except ConfigError as err:
-        epochs = None
-        notes.append(f"{err} (epoch counts cannot be judged)")
+        config = None
+        notes.append(f"{err} (epoch counts cannot be judged, packs not told apart)")
     try:
         tracking = read_tracking(sweep_dir)
     except ConfigError as err:
@@ -49,8 +50,9 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
             raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
                               f"trial was scheduled); run `vaesweep run` with the same name again")
         problem = "tune/ has no experiment_state-*.json"
+    epochs = config.train.epochs if config else None
     if problem is None:
-        trials = ray_trials(path, epochs, read_run_ids(sweep_dir))
+        trials = ray_trials(path, config, read_run_ids(sweep_dir))
     else:
         notes.append(f"Ray's state is unreadable ({problem}): trials read from their folders, states unknown; "
                      "`vaesweep run` with the same name rebuilds the sweep")
@@ -58,28 +60,40 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     return {**tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
 
 
-def ray_trials(path: Path, epochs: int | None, run_ids: dict[str, str]) -> list[dict[str, Any]]:
-    """Each trial as Ray's experiment state records it."""
+def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) -> list[dict[str, Any]]:
+    """One entry per grid point (a pack's members each), as Ray's experiment state records its trial."""
     from ray.tune import ExperimentAnalysis  # after the checks: a mistyped name is answered at once
 
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # a torn result.json: a note below
-    analysis = ExperimentAnalysis(str(path))
-    trials = []
-    for trial in analysis.trials:
+    epochs = config.train.epochs if config else None
+    entries = []
+    for trial in ExperimentAnalysis(str(path)).trials:
         last = trial.last_result or {}
         done = last.get("epoch", 0)
-        trials.append({
-            "trial_id": trial.trial_id,
-            "config": {key: trial.config.get(key) for key in ("alpha", "k", "seed")},
-            "state": trial.status,
-            "epochs_completed": done,
-            "stopped_early": trial.status == "TERMINATED" and epochs is not None and done < epochs,
-            "mlflow_run_id": run_ids.get(trial.trial_id),
-            "num_failures": trial.run_metadata.num_failures,
-            "error": trial_error(trial),
-            **{key: last[key] for key in FINAL_METRICS if key in last},
-        })
-    return trials
+        if PACK_KEY in trial.config and config is None:  # its members are in the unreadable sweep.yaml
+            points = [{"alpha": None, "k": None, "seed": None}]
+        else:
+            points = trial_points(config, trial.config) if config else [
+                {key: trial.config.get(key) for key in ("alpha", "k", "seed")}]
+        metrics = {label_of(point): own for point, own in member_results(points, last)} if len(points) > 1 else {}
+        failed = member_failures(last)
+        for point in points:
+            own = metrics.get(label_of(point), last) if len(points) > 1 else last
+            member_error = failed.get(label_of(point)) if None not in point.values() else None
+            entries.append({
+                "trial_id": trial.trial_id,
+                **({"pack": trial.config[PACK_KEY]} if PACK_KEY in trial.config else {}),
+                "config": point,
+                "state": "ERROR" if member_error else trial.status,
+                "epochs_completed": done,
+                "stopped_early": trial.status == "TERMINATED" and epochs is not None and done < epochs,
+                "mlflow_run_id": (run_ids.get(label_of(point)) if None not in point.values() else None)
+                                 or run_ids.get(trial.trial_id),
+                "num_failures": trial.run_metadata.num_failures,
+                "error": member_error or trial_error(trial),
+                **{key: own[key] for key in FINAL_METRICS if key in own},
+            })
+    return entries
 
 
 def last_results(result_file: Path) -> list[dict[str, Any]]:

@@ -17,11 +17,13 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from analysis.metrics import NODE_KEY
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.launch import RemoteTracking, open_tracking, outcome_of
 from sweeps.layout import ANALYSIS_DIR, existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
+from sweeps.packs import MEMBERS_DIR, PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.recovery import ray_state_problem, read_json
 from sweeps.status import last_results, trial_error
 from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
@@ -34,34 +36,51 @@ def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
 
 
 def final_checkpoint(trial_dir: Path) -> Path | None:
-    """The newest checkpoint folder holding a readable final analysis (only the last epoch's has one)."""
+    """The newest checkpoint folder holding a readable final analysis (only the last epoch's has one;
+    a pack's, one per member)."""
     done = []
     for folder in trial_dir.glob("checkpoint_*"):
+        analyses = [folder / ANALYSIS_DIR / "analysis.json", *folder.glob(f"{MEMBERS_DIR}/*/{ANALYSIS_DIR}/analysis.json")]
         try:
-            read_json(folder / ANALYSIS_DIR / "analysis.json")
+            for analysis in analyses:
+                read_json(analysis)
         except ValueError:
             continue
-        done.append(folder)
+        if any(path.is_file() for path in analyses):
+            done.append(folder)
     return max(done, key=lambda p: p.name) if done else None
 
 
 def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
-    """Bring one trial's child run up to Ray's record; returns what was added."""
+    """Bring the child runs of one trial's grid points (one, or a pack's members) up to Ray's record;
+    returns what was added."""
     trial_dir = Path(trial.storage.trial_fs_path)
     results = last_results(trial_dir / "result.json")
+    points = trial_points(config, trial.config)
+    node = results[-1].get(NODE_KEY, "") if results else ""
     created = runs.created
-    runs.open(trial.trial_id, trial.config, results[-1].get("ray_node_id", "") if results else "")
+    keys = {label_of(point): runs.open(trial.trial_id, point, node) for point in points}
     added = {"runs": runs.created - created, "epochs": 0, "final": 0}
     for result in results:  # a retry repeats epochs: log_epoch logs each once
-        added["epochs"] += runs.log_epoch(trial.trial_id, result) if "epoch" in result else 0
+        if "epoch" in result:
+            added["epochs"] += sum(runs.log_epoch(keys[label_of(point)], metrics)
+                                   for point, metrics in member_results(points, result))
     folder = final_checkpoint(trial_dir)
     if folder is not None:
-        added["final"] = int(runs.log_final(trial.trial_id, folder))
+        for point in points:
+            member = member_folder(folder, point, PACK_KEY in trial.config)
+            if (member / ANALYSIS_DIR / "analysis.json").is_file():
+                added["final"] += int(runs.log_final(keys[label_of(point)], member))
     # Ray's own record of the trial's last epoch: result.json may have lost lines to a torn write
-    epoch = (trial.last_result or {}).get("epoch") or (results[-1].get("epoch", 0) if results else 0)
+    last = trial.last_result or (results[-1] if results else {})
+    epoch = last.get("epoch", 0)
     stopped_at = epoch if trial.status == "TERMINATED" and epoch < config.train.epochs else None
     error = trial_error(trial) if trial.status == "ERROR" else None
-    runs.close(trial.trial_id, RUN_STATUS.get(trial.status, "KILLED"), error, stopped_at)
+    failed = member_failures(last)
+    for point in points:
+        diverged = failed.get(label_of(point))
+        status = "FAILED" if diverged else RUN_STATUS.get(trial.status, "KILLED")
+        runs.close(keys[label_of(point)], status, diverged or error, None if diverged else stopped_at)
     return added
 
 

@@ -166,55 +166,59 @@ def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple
 
 
 class TrialRuns:
-    """The child runs of one sweep's trials, keyed by Ray trial id: one run per trial through
-    retries, restores and replays. The driver's Tune callback and ``vaesweep sync`` write through it."""
+    """The child runs of one sweep's grid points (or search trials): one run each through retries,
+    restores, rebuilds and replays, whether a point trains alone or in a pack. The driver's Tune
+    callback and ``vaesweep sync`` write through it, by the key ``open`` returns."""
 
     def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, sweep: SweepConfig) -> None:
         self.client, self.experiment_id, self.parent_run_id, self.sweep = client, experiment_id, parent_run_id, sweep
-        self.run_ids: dict[str, str] = {}
+        self.run_ids: dict[str, str] = {}  # key -> run id
         self.logged: dict[str, set[int]] = {}  # epochs each run holds
         self.created = 0
 
     def open(self, trial_id: str, point: Mapping[str, Any], node_id: str = "") -> str:
-        """The trial's run id: on first sight adopted (set RUNNING again) or created. A grid point has one
-        run whatever its Ray trial id (a sweep rebuilt from its checkpoints has new ones), so a grid
-        sweep's runs are keyed by point and tagged with the current trial; a search's by trial id."""
-        if trial_id not in self.run_ids:
-            name, tags, params = run_identity(self.sweep, self.sweep.trial_config(point), node_id)
+        """The key of the point's run (its label in a grid sweep, the Ray trial id in a search): on
+        first sight the run is adopted (set RUNNING again) or created. A grid point has one run whatever
+        its Ray trial (a rebuilt sweep has new trial ids, a pack trains several points), so a grid
+        sweep's runs are found by point and tagged with the current trial; a search's by trial id."""
+        config = self.sweep.trial_config(point)
+        name, tags, params = run_identity(self.sweep, config, node_id)
+        key = name if self.sweep.search == "grid" else trial_id
+        if key not in self.run_ids:
             if self.sweep.search == "grid":
-                key = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in ("alpha", "k", "seed")}}
+                match = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in ("alpha", "k", "seed")}}
                 tags = {**tags, TRIAL_TAG: trial_id}
             else:
-                key = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
-            run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, key, name, tags, params)
-            self.run_ids[trial_id] = run_id
-            add_run_id(self.sweep.sweep_dir(), trial_id, run_id)
-            self.logged[trial_id] = logged_epochs(self.client, run_id) if adopted else set()
+                match = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
+            run_id, adopted = adopt_or_create_run(self.client, self.experiment_id, match, name, tags, params)
+            self.run_ids[key] = run_id
+            add_run_id(self.sweep.sweep_dir(), key, run_id)
+            self.logged[key] = logged_epochs(self.client, run_id) if adopted else set()
             self.created += not adopted
-        return self.run_ids[trial_id]
+        return key
 
-    def log_epoch(self, trial_id: str, result: Mapping[str, Any]) -> bool:
+    def log_epoch(self, key: str, result: Mapping[str, Any]) -> bool:
         """One epoch's result (step = epoch) unless the run holds that epoch; True if logged."""
         epoch = int(result["epoch"])
-        if epoch in self.logged[trial_id]:
+        if epoch in self.logged[key]:
             return False
-        self.client.log_batch(self.run_ids[trial_id], metrics=epoch_metrics(epoch, result))
-        self.logged[trial_id].add(epoch)
+        self.client.log_batch(self.run_ids[key], metrics=epoch_metrics(epoch, result))
+        self.logged[key].add(epoch)
         return True
 
-    def log_final(self, trial_id: str, checkpoint_dir: Path) -> bool:
+    def log_final(self, key: str, checkpoint_dir: Path) -> bool:
         """The spectrum, analysis and checkpoint of a final checkpoint folder, if the run lacks them."""
         analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / "analysis.json").read_text())
-        return log_final(self.client, self.run_ids[trial_id], checkpoint_dir, analysis["eigenvalues"])
+        return log_final(self.client, self.run_ids[key], checkpoint_dir, analysis["eigenvalues"])
 
-    def close(self, trial_id: str, status: str, error: str | None = None, stopped_at: int | None = None) -> None:
+    def close(self, key: str, status: str, error: str | None = None, stopped_at: int | None = None) -> None:
         """End the run as ``status``, with the error's first line or the epoch a scheduler stopped it at."""
         tags = [RunTag(ERROR_TAG, error.splitlines()[0][:500])] if error else []
         if stopped_at is not None:
             tags.append(RunTag(STOPPED_TAG, str(stopped_at)))
         if tags:
-            self.client.log_batch(self.run_ids[trial_id], tags=tags)
-        self.client.set_terminated(self.run_ids[trial_id], status)
+            self.client.log_batch(self.run_ids[key], tags=tags)
+        self.client.set_terminated(self.run_ids[key], status)
 
 
 # Ray's trial states -> MLflow run states (a trial that is neither done nor failed was interrupted).

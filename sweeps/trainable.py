@@ -28,11 +28,13 @@ from ray import tune
 from analysis.aggregate import trial_label
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.engine import replay_final, run_trial
+from sweeps.engine import replay_final, run_pack, run_trial
+from sweeps.packs import PACK_KEY, label_of
 from sweeps.recovery import is_final
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import mnist_from_arrays
 from vae.errors import CheckpointError
+from vae.packed_train import PackedTrainer
 from vae.train import Trainer
 
 # Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
@@ -40,7 +42,7 @@ from vae.train import Trainer
 FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
 
 
-def restore(trainer: Trainer, latest: Path) -> Path | None:
+def restore(trainer: Trainer | PackedTrainer, latest: Path) -> Path | None:
     """Load the checkpoint in folder ``latest`` or, if it is corrupt or partial, the newest good one of
     those kept beside it (``num_to_keep``); returns the folder loaded, None (with a warning) if none is
     readable: the trial then trains from the start."""
@@ -87,14 +89,17 @@ class TuneSink:
 
 def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
                 recovered: dict[str, str]) -> None:
-    """Ray Tune function trainable for one grid point {alpha, k, seed}. ``recovered``: the checkpoint
-    folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/recovery.py), used
-    when Ray has none for the trial."""
+    """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
+    (sweeps/packs.py). ``recovered``: the checkpoint folder of each grid point in a sweep rebuilt from
+    its checkpoints (sweeps/recovery.py), used when Ray has none for the trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
     if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
         # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.
         torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
+    if PACK_KEY in point:
+        train_pack(sweep.packs()[point[PACK_KEY]], sweep, data)
+        return
     config = sweep.trial_config(point)
     trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
     sink = TuneSink()
@@ -109,3 +114,14 @@ def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.nd
         replay_final(loaded, sink)  # finished before its sweep was rebuilt: nothing to train
         return
     run_trial(trainer, sweep.eval, sink, sweep.checkpoint_every)
+
+
+def train_pack(points: list[dict[str, Any]], sweep: SweepConfig, data: dict[str, np.ndarray]) -> None:
+    """The members ``points`` trained together (vae/packed_train.py); resumes from Ray's checkpoint."""
+    configs = [sweep.trial_config(point) for point in points]
+    packed = PackedTrainer(configs, mnist_from_arrays(data, configs[0].train_subset, configs[0].test_subset))
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            restore(packed, Path(folder))
+    run_pack(packed, [label_of(point) for point in points], sweep.eval, TuneSink(), sweep.checkpoint_every)

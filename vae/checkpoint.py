@@ -1,8 +1,9 @@
 """Checkpoints written atomically and read back with ``torch.load(weights_only=True)``.
 
 A checkpoint is a dict of tensors and plain values (model and optimizer state, RNG states, epoch,
-config). Writing goes to a temporary file in the same folder, fsynced, then renamed, so a killed
-process leaves either the old checkpoint or the new one, never half of one.
+config; a pack's has its members' ``configs``: vae/packed_train.py). Writing goes to a temporary
+file in the same folder, fsynced, then renamed, so a killed process leaves either the old
+checkpoint or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is corrupt or partial ({type(err).__name__}); {REPLACE_HINT}") from None
     if damaged is not None:
         raise CheckpointError(f"checkpoint {path} fails the CRC-32 check of its record {damaged}; {REPLACE_HINT}")
-    if not isinstance(state, dict) or not {"model", "epoch", "config"} <= state.keys():
+    if not isinstance(state, dict) or not {"model", "epoch"} <= state.keys() or not {"config", "configs"} & state.keys():
         raise CheckpointError(f"{path} is not a vaesweep checkpoint; give a {CHECKPOINT_NAME} written by "
                               "`vaesweep train` or a sweep")
     return state
