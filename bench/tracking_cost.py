@@ -44,13 +44,12 @@ def main() -> None:
             client = MlflowClient(server.wait())
             experiment_id = get_or_create_experiment(client, "bench")
             runs = TrialRuns(client, experiment_id, ensure_parent_run(client, experiment_id, "bench", {}), sweep)
-            for trial in range(args.trials):
-                runs.open(f"t{trial}", {"alpha": 0.5, "k": 30, "seed": trial}, "n")
+            keys = [runs.open(f"t{trial}", {"alpha": 0.5, "k": 30, "seed": trial}, "n") for trial in range(args.trials)]
             seconds = []
             for index in range(args.results):
                 result["epoch"] = index // args.trials + 1
                 start = time.perf_counter()
-                runs.log_epoch(f"t{index % args.trials}", result)
+                runs.log_epoch(keys[index % args.trials], result)
                 seconds.append(time.perf_counter() - start)
     write = statistics.median(seconds)
     print(f"(a) training epoch (60k images, K=5, k=30): {epoch_seconds:.2f} s")

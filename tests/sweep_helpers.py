@@ -15,6 +15,9 @@ from mlflow.tracking import MlflowClient
 from sweeps.mlflow_server import free_port, wait_until_healthy
 
 VAESWEEP = Path(sys.executable).with_name("vaesweep")
+# The smoke preset's 6 grid points (checkpoints of its sizes), on fewer images: seconds per epoch.
+SMOKE_FAST = ["--set", "train.train_subset=2000", "--set", "train.test_subset=200", "--set", "eval.is_samples=20",
+              "--set", "eval.probe_train_size=1000"]
 START_SERVER = Path(__file__).resolve().parents[1] / "mlflow" / "start-server.sh"
 
 
@@ -116,3 +119,13 @@ def alive(pids: set[int]) -> set[int]:
         except OSError:
             pass
     return running
+
+
+def assert_every_run_finished_once(sweep_dir: Path, points: int, epochs: int) -> None:
+    """``points`` child runs + the parent, all FINISHED, nothing else; each child holds each epoch once."""
+    info = tracking(sweep_dir)
+    everything = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
+    assert len(everything) == points + 1 and {r.info.status for r in everything} == {"FINISHED"}, \
+        [(r.data.tags.get("mlflow.runName"), r.info.status) for r in everything]
+    for run in children(sweep_dir):
+        assert epoch_steps(sweep_dir, run.info.run_id) == list(range(1, epochs + 1)), run.data.tags["mlflow.runName"]

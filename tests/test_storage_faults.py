@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep_helpers import VAESWEEP, children, descendants, epoch_steps, tracking, trial_results, vaesweep, write_config
+from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, descendants, epoch_steps,
+                           tracking, trial_results, vaesweep, write_config)
 from sweeps.cli import main
 
 pytestmark = pytest.mark.slow
-# The smoke preset's 6 grid points (checkpoints of its sizes), on fewer images: seconds per epoch.
-SMOKE_FAST = ["--set", "train.train_subset=2000", "--set", "train.test_subset=200", "--set", "eval.is_samples=20",
-              "--set", "eval.probe_train_size=1000"]
 
 
 @contextlib.contextmanager
@@ -48,16 +46,6 @@ def resize(path: Path, megabytes: int) -> None:
 def no_traceback(done: subprocess.CompletedProcess | str) -> None:
     text = done if isinstance(done, str) else done.stdout + done.stderr
     assert "Traceback" not in text, text[-3000:]
-
-
-def assert_every_run_finished_once(sweep_dir: Path, points: int, epochs: int) -> None:
-    """``points`` child runs + the parent, all FINISHED, nothing else; each child holds each epoch once."""
-    info = tracking(sweep_dir)
-    everything = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
-    assert len(everything) == points + 1 and {r.info.status for r in everything} == {"FINISHED"}, \
-        [(r.data.tags.get("mlflow.runName"), r.info.status) for r in everything]
-    for run in children(sweep_dir):
-        assert epoch_steps(sweep_dir, run.info.run_id) == list(range(1, epochs + 1)), run.data.tags["mlflow.runName"]
 
 
 def test_a_sweep_too_big_for_its_disk_is_refused_then_forced_stops_cleanly_and_resumes(mnist_dir, tmp_path):

@@ -83,3 +83,28 @@ def test_apply_override_builds_sections():
     apply_override(data, "eval.is_samples=50")
     assert data == {"eval": {"is_samples": 50}}
     assert "smoke" in preset_names()
+
+
+def test_packs_group_the_grid_points_of_one_k_in_grid_order():
+    config = load_sweep("paper", ["resources.pack=16"])
+    packs = config.packs()
+    assert [len(pack) for pack in packs] == [16, 16, 16, 16, 16] * 3  # 80 points per k
+    assert all(len({point["k"] for point in pack}) == 1 for pack in packs)
+    points = [point for pack in packs for point in pack]
+    assert sorted(map(str, points)) == sorted(str({"alpha": t.alpha, "k": t.k, "seed": t.seed}) for t in config.trials())
+    assert [len(p) for p in load_sweep("smoke", ["resources.pack=4"]).packs()] == [3, 3], "never across k"
+    assert len(load_sweep("smoke").packs()) == 6, "pack 1: a trial per grid point"
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (["resources.pack=2"], "Optuna search proposes one point at a time"),
+    (["resources.pack=0"], "resources.pack"),
+])
+def test_packs_are_refused_where_they_cannot_work(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_sweep("optuna" if "=2" in overrides[0] else "smoke", overrides)
+
+
+def test_static_binarisation_is_not_packed():
+    with pytest.raises(ConfigError, match="binarization"):
+        load_sweep("smoke", ["resources.pack=3", "train.binarization=static"])
