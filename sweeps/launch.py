@@ -26,28 +26,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskGuard, describe, free_bytes, is_disk_full, quiet_disk_full_logs,
                          space_problem)
-from sweeps.layout import SWEEP_FILE, TUNE_DIR, experiment_path, saved_settings, write_tracking
+from sweeps.layout import TUNE_DIR, experiment_path, saved_config, saved_settings, write_settings, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.packs import PACK_KEY
 from sweeps.progress import VERBOSE_ENV, SweepProgress
 from sweeps.recovery import ray_state_problem, rebuild, recovered_checkpoints
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
-from vae.atomic import write_atomic
 
 SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
 
 
 def check_same_sweep(config: SweepConfig) -> None:
     """Refuse to resume a sweep under a changed config (Ray cannot change a restored search space)."""
-    saved = saved_settings(config.sweep_dir())
-    if saved is None:
+    if saved_settings(config.sweep_dir()) is None:
         return
+    saved = saved_config(config.sweep_dir()).to_dict()  # validated: settings added since then take their defaults
     current = config.to_dict()
     ignore = {"storage", "tracking"}
     if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
@@ -288,7 +286,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         data = load_arrays(data_dir)  # verified once here; trials get it from the object store
-        write_atomic(sweep_dir / SWEEP_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
+        write_settings(config)
         interruption.install()
         try:
             with tracking_server(config) as server:

@@ -35,18 +35,31 @@ def existing_sweep(storage: Path, name: str) -> Path:
     return sweep_dir
 
 
+# sweep.yaml begins and ends with these lines, so that a file cut short is told from a whole one (a
+# YAML mapping cut between two keys is still a valid mapping); files written before have neither.
+SETTINGS_HEAD = "# vaesweep: the validated settings of this sweep\n"
+SETTINGS_END = "# end of settings\n"
+
+
+def write_settings(config: SweepConfig) -> None:
+    """Write the sweep's ``sweep.yaml`` (atomically, between its head and end lines)."""
+    body = yaml.safe_dump(config.to_dict(), sort_keys=False)
+    write_atomic(config.sweep_dir() / SWEEP_FILE, (SETTINGS_HEAD + body + SETTINGS_END).encode())
+
+
 def saved_settings(sweep_dir: Path) -> dict[str, Any] | None:
     """The settings a sweep was started with (``sweep.yaml``), None if it has none; ConfigError if damaged."""
     path = sweep_dir / SWEEP_FILE
     if not path.exists():
         return None
     try:
-        saved = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        saved = yaml.safe_load(text)
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
-        saved = None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path} is corrupt (not a mapping of settings); restore it from the sweep's MLflow "
-                          "parent run params, or choose another --name")
+        text, saved = "", None
+    if not isinstance(saved, dict) or (text.startswith(SETTINGS_HEAD) and not text.endswith(SETTINGS_END)):
+        raise ConfigError(f"{path} is corrupt (cut short, or not a mapping of settings); restore it from the sweep's "
+                          "MLflow parent run params, or choose another --name")
     return saved
 
 
