@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
 
 from analysis.geodesics import fisher_rao_geodesic
 from vae.model import VAE
@@ -58,5 +57,7 @@ def interpolation_rows(model: VAE, x1: torch.Tensor, x2: torch.Tensor, steps: in
 
 def save_interpolation_grid(rows: np.ndarray, path: Path) -> None:
     """One PNG, a row per interpolation kind, with torchvision's grid layout."""
+    from torchvision.utils import save_image  # here: importing torchvision costs a trial worker 1.3 s at start
+
     images = torch.from_numpy(rows).reshape(-1, 1, 28, 28)
     save_image(images, path, nrow=rows.shape[1], padding=2, pad_value=1.0)

@@ -85,8 +85,9 @@ def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resume
 
 
 def test_one_driver_per_sweep_and_sigterm_ends_it_killed(mnist_dir, tmp_path):
-    # 20 epochs: it must still be running after the second driver and the sync have been refused
-    config = write_config(tmp_path, "locked", [0.0, 1.0], train={**LONG, "epochs": 20})
+    # 200 epochs: it must still be running after the second driver and the sync have been refused, however
+    # slowly they start (SIGTERM ends it long before)
+    config = write_config(tmp_path, "locked", [0.0, 1.0], train={**LONG, "epochs": 200})
     sweep_dir = tmp_path / "runs" / "locked"
     log = tmp_path / "driver.log"
     driver = start(config, mnist_dir, log)
@@ -106,7 +107,7 @@ def test_one_driver_per_sweep_and_sigterm_ends_it_killed(mnist_dir, tmp_path):
     assert "vaesweep: interrupted (SIGTERM): " in output and "Traceback" not in output, output[-3000:]
     time.sleep(2)
     assert not alive(below), "Ray and the MLflow server ended with the driver"
-    assert_true_end_states(sweep_dir, 20)
+    assert_true_end_states(sweep_dir, 200)
     assert not (sweep_dir / "driver.json").exists(), "the lock's holder record goes with the driver"
 
 

@@ -158,7 +158,7 @@ def test_second_run_resumes_and_reruns_nothing(tiny, mnist_dir):
 
 def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     config = write_config(tmp_path, "killed", [0.0, 1.0, 2.0], epochs=4,
-                          train={"epochs": 4, "train_subset": 3000, "test_subset": 300})
+                          train={"epochs": 4, "train_subset": 1500, "test_subset": 300})
     sweep_dir = tmp_path / "runs" / "killed"
     driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
