@@ -101,7 +101,8 @@ def space_problem(config: SweepConfig) -> str | None:
     free = free_bytes(sweep_dir)
     if missing <= free:
         return None
-    return (f"sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} ({need.explain()}) but "
+    return (f"not enough disk space: sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} "
+            f"({need.explain()}) but "
             f"{free / MB:.0f} MB are free there; free space, choose another --storage, log to a tracking server "
             "(--tracking-uri: no artifacts kept here), run fewer grid points, or pass --force to start anyway")
 
