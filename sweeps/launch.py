@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskGuard, describe, free_bytes, is_disk_full, quiet_disk_full_logs,
                          space_problem)
