@@ -102,16 +102,17 @@ def space_problem(config: SweepConfig) -> str | None:
     if missing <= free:
         return None
     return (f"not enough disk space: sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} "
-            f"({need.explain()}) but "
-            f"{free / MB:.0f} MB are free there; free space, choose another --storage, log to a tracking server "
-            "(--tracking-uri: no artifacts kept here), run fewer grid points, or pass --force to start anyway")
+            f"({need.explain()}) but {free / MB:.0f} MB are free there; free space, choose another --storage, log "
+            "to a tracking server (--tracking-uri: no artifacts kept here), run fewer grid points, or pass --force "
+            "to start anyway")
 
 
 def is_disk_full(error: BaseException | str | None) -> bool:
     """True for ENOSPC, raised or as the text of a trial's error."""
-    if isinstance(error, OSError):
-        return error.errno == errno.ENOSPC
-    return error is not None and (DISK_FULL_TEXT in str(error) or "ENOSPC" in str(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    # pyarrow's copies (Ray's checkpoint and state uploads) raise OSError with the errno in the text only
+    return error is not None and any(mark in str(error) for mark in (DISK_FULL_TEXT, "[Errno 28]", "ENOSPC"))
 
 
 class DiskFullLogFilter(logging.Filter):
