@@ -102,7 +102,8 @@ def test_a_disk_filled_by_another_program_stops_the_sweep_and_it_resumes_once_fr
         filler.unlink()
         resumed = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
         assert resumed.returncode == 0 and "2 of 2 trials finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
-        assert_every_run_finished_once(sweep_dir, 2, 4)
+        # the epoch whose MLflow write met the full disk may be missing (README: "Not guaranteed"); none twice
+        assert_every_run_finished_once(sweep_dir, 2, 4, every_epoch=False)
 
 
 @pytest.fixture(scope="session")
