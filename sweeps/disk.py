@@ -158,15 +158,16 @@ class DiskGuard(tune.Callback):
     """Stops the sweep while its state can still be saved: when the free space of the sweep's
     filesystem falls below what the running trials write next (a checkpoint and a final analysis
     each, twice with the embedded store's artifacts) plus room for the records; and when a trial
-    fails on a full disk anyway (another program filled it). Holds only the sweep's config, so it
-    pickles with the experiment (as Tune does on restore)."""
+    fails on a full disk anyway (another program filled it). Holds only the sweep's config and the
+    largest checkpoint's size (estimated once, not per result), so it pickles with the experiment (as
+    Tune does on restore)."""
 
     def __init__(self, sweep: SweepConfig) -> None:
         self.sweep = sweep
+        self.checkpoint = estimate(sweep).checkpoint
 
     def reserve(self, running: int) -> int:
-        need = estimate(self.sweep)
-        return max(1, running) * 2 * (need.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
+        return max(1, running) * 2 * (self.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
 
     def check(self, trials: list) -> None:
         sweep_dir = self.sweep.sweep_dir()
