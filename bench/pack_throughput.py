@@ -35,7 +35,7 @@ from sweeps.config import load_sweep
 from vae.bounds import vr_bound
 from vae.config import TrainConfig
 from vae.data import MNIST, load_mnist
-from vae.packed import member_noise
+from vae.packed import binarize_members, member_noise
 from vae.packed_train import PackedTrainer
 from vae.train import Trainer, resolve_device
 
@@ -143,7 +143,7 @@ def bmm_against_vmap(pack: PackedTrainer, data: MNIST, device: torch.device) -> 
     member): vae.packed as trained, then baddbmm and vmap on the same plain-op loss."""
     cfg, members = pack.configs[0], len(pack.configs)
     generators = [torch.Generator(device=device).manual_seed(i) for i in range(members)]
-    x = torch.stack([data.train_x[:cfg.batch_size]] * members).bernoulli(generator=generators[0])
+    x = binarize_members(torch.stack([data.train_x[:cfg.batch_size].to(device)] * members), generators)
     eps = member_noise(generators, cfg.train_samples, cfg.batch_size, cfg.k, device)
     params, _ = stack_module_state([pack.member_model(i) for i in range(members)])
 
@@ -191,6 +191,15 @@ def throughput(args: argparse.Namespace, device: torch.device, peak: float) -> N
         print(f"{members:>5} {step * 1e3:>9.1f} {rate:>15.3f} {rate / base_rate:>6.2f}x "
               f"{members * flops / step / peak:>9.3f} {GRID_MODEL_EPOCHS / rate / 3600:>11,.1f}  {memory}")
         fitted.append(pack)
+    if device.type == "cuda" and fitted:  # informational: training under TF32 products is not validated
+        torch.backends.cuda.matmul.allow_tf32 = True
+        pack = fitted[-1]
+        step = seconds_per_step(lambda: next(iter(pack.train_epoch().values()))["epoch_seconds"], args.steps)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        rate = len(pack.configs) / (STEPS_PER_EPOCH * step)
+        print(f"{len(pack.configs):>5} {step * 1e3:>9.1f} {rate:>15.3f} {rate / base_rate:>6.2f}x "
+              f"{len(pack.configs) * flops / step / peak:>9.3f} {GRID_MODEL_EPOCHS / rate / 3600:>11,.1f}  "
+              "with TF32 matrix products (not validated for training)")
     print("(c) one forward + backward of the pack's loss, ms: vae.packed as trained (baddbmm + custom Functions);"
           " baddbmm and vmap on the same plain-op loss")
     for pack in fitted:

@@ -141,8 +141,23 @@ def member_noise(
 ) -> torch.Tensor:
     """Reparameterisation noise [K, P, B, k]: member i's [K, B, k] drawn from its own generator, the
     draw ``vae.bounds.log_weights_from_posterior`` makes for one model, so a member's noise is the
-    unpacked trainer's and does not depend on its pack mates."""
-    return torch.stack([torch.randn((samples, images, k), generator=g, device=device) for g in generators], dim=1)
+    unpacked trainer's and does not depend on its pack mates. Each member fills its contiguous slice
+    of one buffer in place (``randn`` is ``empty().normal_()``: the same numbers): one operation per
+    member, where drawing and stacking took two; on a GPU each is a kernel launch, and at P = 240
+    these launches were most of a step (``bench/pack_throughput.py``)."""
+    noise = torch.empty((len(generators), samples, images, k), device=device)
+    for member, generator in zip(noise, generators):
+        member.normal_(generator=generator)
+    return noise.transpose(0, 1)
+
+
+def binarize_members(x: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """``vae.data.binarize`` of each member's images x [P, B, D] with its own generator: the uniforms
+    drawn in place member by member (``rand`` is ``empty().uniform_()``), the comparison once."""
+    uniforms = torch.empty_like(x)
+    for member, generator in zip(uniforms, generators):
+        member.uniform_(generator=generator)
+    return (uniforms < x).to(x.dtype)
 
 
 class PackedVRBound:

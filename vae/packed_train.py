@@ -32,10 +32,10 @@ from typing import Any
 import torch
 
 from vae.config import TrainConfig
-from vae.data import MNIST, binarize
+from vae.data import MNIST
 from vae.errors import NonFiniteLossError
 from vae.model import VAE
-from vae.packed import PackedVAE, PackedVRBound, member_noise
+from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
 from vae.train import Trainer, divergence, resolve_device
 
 # What may differ between the members of a pack; everything else is shared.
@@ -92,7 +92,7 @@ class PackedTrainer:
         for step, batch in enumerate(orders.split(cfg.batch_size, dim=1), start=1):
             x = self.train_x[batch]
             if cfg.binarization == "dynamic":
-                x = torch.stack([binarize(images, g) for images, g in zip(x, self.generators)])
+                x = binarize_members(x, self.generators)
             eps = member_noise(self.generators, cfg.train_samples, batch.shape[1], cfg.k, self.device)
             losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
             self._step(losses, step)
