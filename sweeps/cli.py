@@ -85,6 +85,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--activation", default=defaults.activation, help=fields["activation"].description)
     cmd.add_argument("--binarization", default=defaults.binarization, help=fields["binarization"].description)
     cmd.add_argument("--device", default=defaults.device, help=fields["device"].description)
+    cmd.add_argument("--bf16-output-layer", action="store_true", help=fields["bf16_output_layer"].description)
     evaluation, eval_fields = EvalConfig(), EvalConfig.model_fields
     for name in ("bound_samples", "is_samples", "probe_train_size"):
         cmd.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=getattr(evaluation, name),

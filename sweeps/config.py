@@ -171,6 +171,9 @@ class SweepConfig(Strict):
         if self.resources.pack > 1 and self.train.binarization == "static":
             raise ValueError("resources.pack > 1 needs train.binarization dynamic or none (static would hold a "
                              "binarised training set per member): set resources.pack=1")
+        if self.resources.pack > 1 and self.train.bf16_output_layer:
+            raise ValueError("train.bf16_output_layer is for the unpacked CPU trainer (packs are for GPUs): set "
+                             "resources.pack=1 or train.bf16_output_layer=false")
         return self
 
     def packs(self) -> list[list[dict[str, Any]]]:

@@ -128,7 +128,7 @@ BAD_INPUT = [
      "eval.probe_epochs [5] are outside 1..train.epochs=3; change eval.probe_epochs too "
      "(e.g. --set eval.probe_epochs=[1,2]) or raise train.epochs"),
     ("set-unknown-train-key", ["run", "smoke", "--set", "train.epoch=3"], {},
-     "train.epoch: unknown key (did you mean epochs?); valid keys of train: activation, batch_size, binarization,"),
+     "train.epoch: unknown key (did you mean epochs?); valid keys of train: activation, batch_size, bf16_output_layer, binarization,"),
     ("set-unknown-eval-key", ["run", "smoke", "--set", "eval.samples=3"], {}, "valid keys of eval: bound_samples,"),
     # --- run: --address, --storage, an existing sweep ------------------------------------------------
     ("address-words", ["run", "smoke", "--address", "not an address"], {}, "--address"),

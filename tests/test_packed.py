@@ -182,7 +182,8 @@ def test_resume_from_a_state_dict_is_exact(small_mnist, tmp_path):
 @pytest.mark.parametrize(
     "configs, message",
     [([config(), config(k=11)], "not in k"), ([config(), config(lr=1e-4)], "not in lr"),
-     ([config(binarization="static")], "static"), ([], "at least one")],
+     ([config(binarization="static")], "static"), ([config(bf16_output_layer=True)], "bf16_output_layer"),
+     ([], "at least one")],
 )
 def test_configs_that_cannot_share_a_pack_are_refused(configs, message):
     with pytest.raises(ValueError, match=message):

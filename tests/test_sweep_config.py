@@ -105,6 +105,9 @@ def test_packs_are_refused_where_they_cannot_work(overrides, field):
         load_sweep("optuna" if "=2" in overrides[0] else "smoke", overrides)
 
 
-def test_static_binarisation_is_not_packed():
-    with pytest.raises(ConfigError, match="binarization"):
-        load_sweep("smoke", ["resources.pack=3", "train.binarization=static"])
+@pytest.mark.parametrize("setting, field", [("train.binarization=static", "binarization"),
+                                            ("train.bf16_output_layer=true", "bf16_output_layer")])
+def test_settings_of_the_unpacked_trainer_are_not_packed(setting, field):
+    with pytest.raises(ConfigError, match=field):
+        load_sweep("smoke", ["resources.pack=3", setting])
+    load_sweep("smoke", [setting])  # without packs it is a valid sweep

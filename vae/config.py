@@ -14,6 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 
+# Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "bf16_output_layer"})
+
+
 class TrainConfig(BaseModel):
     """Everything that determines a trained model (data location aside)."""
 
@@ -37,6 +41,10 @@ class TrainConfig(BaseModel):
     )
     test_subset: int | None = Field(None, gt=0, description="first N test images only")
     device: str = Field("auto", description="auto (cuda when present), cpu, cuda, cuda:N")
+    bf16_output_layer: bool = Field(
+        False, description="CPU training only: the decoder output layer's products (two thirds of a step's FLOPs) take "
+        "bf16 inputs with float32 accumulation (oneDNN; AMX/AVX-512 BF16); evaluation stays float32"
+    )
 
     @field_validator("alpha")
     @classmethod

@@ -7,6 +7,9 @@ The model only maps; sampling and bounds live in ``vae.bounds`` so any model wit
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
@@ -32,6 +35,8 @@ class VAE(nn.Module):
     ) -> None:
         super().__init__()
         self.k = k
+        # The trainer sets it from TrainConfig.bf16_output_layer; it only ever affects training steps.
+        self.bf16_output_layer = False
         self.encoder = mlp([x_dim, *hidden, 2 * k], activation)
         self.decoder = mlp([k, *hidden[::-1], x_dim], activation)
 
@@ -53,7 +58,7 @@ class VAE(nn.Module):
         for layer in hidden_layers:
             h = layer(h)
         if torch.is_grad_enabled():
-            return BernoulliLogLikelihood.apply(x, h, output.weight, output.bias)
+            return BernoulliLogLikelihood.apply(x, h, output.weight, output.bias, self.bf16_output_layer)
         return -bernoulli_nll(x, h, output.weight, output.bias)[0]
 
 
@@ -80,6 +85,26 @@ def bernoulli_nll(
     """
     logits = torch.addmm(bias, h.reshape(-1, h.shape[-1]), weight.t()).view(*h.shape[:-1], -1)
     return nll_from_logits(logits, x), logits
+
+
+@contextmanager
+def output_products(bf16: bool) -> Iterator[None]:
+    """float32 products of the block with bf16 inputs and float32 accumulation when ``bf16`` (oneDNN's
+    float32 matmul precision; AMX/AVX-512 BF16 CPUs, plain float32 elsewhere; CUDA products untouched).
+
+    Only the output layer's three products per step take it: they are large enough ([500, 200] x
+    [200, 784]) to run 2.5x faster (535 -> 212 us, measured), where oneDNN's call overhead makes the
+    small products of the other layers slower than float32 MKL."""
+    if not bf16:
+        yield
+        return
+    matmul = torch.backends.mkldnn.matmul
+    previous = matmul.fp32_precision
+    matmul.fp32_precision = "bf16"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = previous
 
 
 def nll_from_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +136,11 @@ class BernoulliLogLikelihood(torch.autograd.Function):
         h: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor,
+        bf16: bool = False,
     ) -> torch.Tensor:
-        nll, logits = bernoulli_nll(x, h, weight, bias)
+        with output_products(bf16):
+            nll, logits = bernoulli_nll(x, h, weight, bias)
+        ctx.bf16 = bf16
         ctx.save_for_backward(x, h, weight, logits.clamp_min_(LOGIT_FLOOR))
         return -nll
 
@@ -120,11 +148,12 @@ class BernoulliLogLikelihood(torch.autograd.Function):
     @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
         x, h, weight, logits = ctx.saved_tensors
         residual = logit_residual(x, logits).view(-1, logits.shape[-1])  # before the upstream gradient
         rows, grad = h.reshape(-1, h.shape[-1]), grad.reshape(-1, 1)
-        grad_h = (residual @ weight).mul_(grad).view(h.shape)
-        grad_weight = residual.t() @ (rows * grad)
+        with output_products(ctx.bf16):
+            grad_h = (residual @ weight).mul_(grad).view(h.shape)
+            grad_weight = residual.t() @ (rows * grad)
         grad_bias = (residual.t() @ grad).view(-1)
-        return None, grad_h, grad_weight, grad_bias
+        return None, grad_h, grad_weight, grad_bias, None

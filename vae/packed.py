@@ -157,7 +157,7 @@ def binarize_members(x: torch.Tensor, generators: Sequence[torch.Generator]) -> 
     uniforms = torch.empty_like(x)
     for member, generator in zip(uniforms, generators):
         member.uniform_(generator=generator)
-    return (uniforms < x).to(x.dtype)
+    return torch.lt(uniforms, x, out=uniforms)
 
 
 class PackedVRBound:

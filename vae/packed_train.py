@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from vae.config import TrainConfig
+from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.data import MNIST
 from vae.errors import NonFiniteLossError
 from vae.model import VAE
@@ -53,6 +53,9 @@ def check_packable(configs: Sequence[TrainConfig]) -> None:
     if configs[0].binarization == "static":
         raise ValueError("binarization='static' is not packed (it would hold a binarised training set per member); "
                          "train those configs with vae.train.Trainer")
+    if configs[0].bf16_output_layer:
+        raise ValueError("bf16_output_layer is for the unpacked CPU trainer (packs are for GPUs, where it does "
+                         "nothing); train those configs with vae.train.Trainer")
 
 
 class PackedTrainer:
@@ -177,8 +180,8 @@ class PackedTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``; the configs must be the same members (epochs and device may change)."""
-        saved = [TrainConfig(**config).model_dump(exclude={"epochs", "device"}) for config in state["configs"]]
-        if saved != [config.model_dump(exclude={"epochs", "device"}) for config in self.configs]:
+        saved = [TrainConfig(**config).model_dump(exclude=RESUMABLE_CHANGES) for config in state["configs"]]
+        if saved != [config.model_dump(exclude=RESUMABLE_CHANGES) for config in self.configs]:
             raise ValueError("checkpoint was trained with different configs (only epochs and device may change)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
