@@ -43,7 +43,8 @@ from vae.config import TrainConfig
 from vae.data import binarize, default_data_dir, fixed_binarization, load_mnist
 from vae.fetch import fetch_mnist
 from vae.model import VAE
-from vae.train import Trainer, denormals_flushed, flush_denormals
+from vae.denormals import start_threads_flushing_denormals
+from vae.train import Trainer
 
 ALPHA, K, BATCH, LATENT = 0.5, 5, 100, 30
 TRAINED_EPOCHS = 20
@@ -153,12 +154,13 @@ def main() -> None:
     parser.add_argument("--is-samples", type=int, default=2000)
     parser.add_argument("--is-images", type=int, default=10000)
     args = parser.parse_args()
-    flush_denormals()  # before the GEMM below starts the thread pool: its threads inherit the mode
+    # before anything else starts torch's threads: they inherit the mode, as in a fresh trainer process
+    flushed = start_threads_flushing_denormals()
     with tempfile.TemporaryDirectory() as tmp:
         root = fetch_mnist(Path(tmp), args.data_dir, log=lambda _: None) if args.data_dir else default_data_dir()
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {args.data_dir or root}")
         peak = gemm_flops_per_second()
-        print(f"denormals flushed on every thread of this process: {denormals_flushed()}")
+        print(f"torch's threads compute with denormals flushed (as in a trainer's process): {flushed}")
         print(f"fp32 GEMM peak (1024^3 torch.mm, best of 30): {peak / 1e9:.1f} GFLOP/s")
         state, origin = trained_state(root, args.cache_dir)
         print(f"trained weights: {TRAINED_EPOCHS} epochs of this configuration ({origin})")

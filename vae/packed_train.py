@@ -33,6 +33,7 @@ import torch
 
 from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.data import MNIST
+from vae.denormals import flushing_denormals
 from vae.errors import NonFiniteLossError
 from vae.model import VAE
 from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
@@ -92,16 +93,17 @@ class PackedTrainer:
         epoch = self.epoch + 1
         orders = torch.stack([torch.randperm(len(self.train_x), generator=g, device=self.device) for g in self.generators])
         total = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
-        for step, batch in enumerate(orders.split(cfg.batch_size, dim=1), start=1):
-            x = self.train_x[batch]
-            if cfg.binarization == "dynamic":
-                x = binarize_members(x, self.generators)
-            eps = member_noise(self.generators, cfg.train_samples, batch.shape[1], cfg.k, self.device)
-            losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
-            self._step(losses, step)
-            total += losses.detach().double() * batch.shape[1]
-            if step % self.check_every == 0:
-                self._collect_failures(epoch)
+        with flushing_denormals():  # as the trainer does (vae/denormals.py)
+            for step, batch in enumerate(orders.split(cfg.batch_size, dim=1), start=1):
+                x = self.train_x[batch]
+                if cfg.binarization == "dynamic":
+                    x = binarize_members(x, self.generators)
+                eps = member_noise(self.generators, cfg.train_samples, batch.shape[1], cfg.k, self.device)
+                losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
+                self._step(losses, step)
+                total += losses.detach().double() * batch.shape[1]
+                if step % self.check_every == 0:
+                    self._collect_failures(epoch)
         self._collect_failures(epoch)
         self.epoch = epoch
         totals, seconds = total.tolist(), time.perf_counter() - start

@@ -23,6 +23,7 @@ from vae.bounds import dataset_bounds, log_likelihood, log_weights, vr_bound
 from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.errors import DataError, NonFiniteLossError
 from vae.data import MNIST, binarize, fixed_binarization
+from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.model import VAE
 
 # Every trial scores the same binarised test set, so log-likelihoods compare across seeds.
@@ -47,27 +48,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def flush_denormals() -> None:
-    """Compute with float32 denormals as zero (FTZ/DAZ) on x86 CPUs, on this thread and on the
-    intra-op threads started after it (a new thread inherits its creator's floating-point mode).
-
-    A trained model's Adam moments of inactive latent units decay geometrically into denormals
-    (6.5% of the moments after 20 epochs at k = 30, measured), and every arithmetic operation on a
-    denormal takes a slow microcode path: Adam's step cost 0.96 ms instead of 0.33 ms on 2 threads.
-    Values under 1.2e-38 do not move a weight (an update of 1e-38 / 1e-8) or a log-likelihood.
-    Called first thing by the trainer, before the first parallel operation of a fresh process
-    starts the thread pool; ``denormals_flushed`` says whether every thread got it.
-    """
-    torch.set_flush_denormal(True)
-
-
-def denormals_flushed() -> bool:
-    """Whether every intra-op thread computes with denormals as zero: a product that underflows in
-    every element, large enough to be split over all threads, leaves no nonzero."""
-    tiny = torch.full((1 << 20,), 1e-30)
-    return bool(torch.count_nonzero(tiny * 1e-10) == 0)
-
-
 def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonFiniteLossError:
     """The error of a diverged model, naming where and which model, the same for every trainer."""
     return NonFiniteLossError(f"non-finite loss ({value}) at epoch {epoch}, step {step} "
@@ -78,7 +58,7 @@ class Trainer:
     """Trains one VAE on in-memory MNIST with the VR bound of ``config.alpha``."""
 
     def __init__(self, config: TrainConfig, data: MNIST) -> None:
-        flush_denormals()
+        start_threads_flushing_denormals()
         self.config = config
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
@@ -114,19 +94,20 @@ class Trainer:
         epoch = self.epoch + 1
         order = torch.randperm(len(self.train_x), generator=self.generator, device=self.device)
         total = 0.0
-        for step, batch in enumerate(order.split(cfg.batch_size), start=1):
-            x = self.train_x[batch]
-            if cfg.binarization == "dynamic":
-                x = binarize(x, self.generator)
-            bound = vr_bound(log_weights(self.model, x, cfg.train_samples, self.generator), cfg.alpha).mean()
-            loss = -bound
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise divergence(cfg, epoch, step, value)
-            total += value * len(batch)
+        with flushing_denormals():
+            for step, batch in enumerate(order.split(cfg.batch_size), start=1):
+                x = self.train_x[batch]
+                if cfg.binarization == "dynamic":
+                    x = binarize(x, self.generator)
+                bound = vr_bound(log_weights(self.model, x, cfg.train_samples, self.generator), cfg.alpha).mean()
+                loss = -bound
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise divergence(cfg, epoch, step, value)
+                total += value * len(batch)
         self.epoch = epoch
         return {
             "epoch": epoch,
