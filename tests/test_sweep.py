@@ -160,8 +160,11 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     config = write_config(tmp_path, "killed", [0.0, 1.0, 2.0], epochs=4,
                           train={"epochs": 4, "train_subset": 1500, "test_subset": 300})
     sweep_dir = tmp_path / "runs" / "killed"
+    # Ray saves its experiment state at most every 10 s by default: three short trials could all end
+    # within one such window (seen once), and the state read below would show none finished, then all
     driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
     deadline = time.monotonic() + 400
     finished_before: list[str] = []
     while time.monotonic() < deadline and driver.poll() is None and not finished_before:
