@@ -87,12 +87,27 @@ class TuneSink:
         tune.report({**metrics, NODE_KEY: self.node_id}, checkpoint=checkpoint)
 
 
+def quiet_exits_in_callbacks() -> None:
+    """Ray ends a trial's worker on SIGTERM (a sweep stopping: Ctrl-C, a full disk) by raising SystemExit
+    wherever the worker is. Inside a weakref or ``__del__`` callback Python cannot raise it and prints
+    "Exception ignored in ..." with a traceback, which the driver forwards to the user (seen once in a
+    full-disk stop). That exit is the expected end of the worker, not an error: left unprinted."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
                 recovered: dict[str, str]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
     (sweeps/packs.py). ``recovered``: the checkpoint folder of each grid point in a sweep rebuilt from
     its checkpoints (sweeps/recovery.py), used when Ray has none for the trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
+    quiet_exits_in_callbacks()
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
     if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
         # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.

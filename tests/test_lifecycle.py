@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,25 @@ def test_optuna_with_asha_records_stopped_trials_as_finished_and_selects_off_the
     assert "4 of 4 trials finished" in report.stdout, report.stdout
     assert report.stdout.count("stopped early by the scheduler after epoch") == len(stopped), report.stdout
     assert "missing metric" not in report.stdout, "a stopped trial lacks final metrics by design"
+
+
+def test_a_trial_worker_ended_inside_a_callback_prints_no_traceback(monkeypatch):
+    """Ray's SIGTERM handler raises SystemExit wherever the worker is; inside a weakref callback Python
+    would print it as an ignored exception with its traceback. Other ignored exceptions still show."""
+    from sweeps.trainable import quiet_exits_in_callbacks
+
+    shown: list[type] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: shown.append(type(unraisable.exc_value)))
+    quiet_exits_in_callbacks()
+
+    class Referent:
+        pass
+
+    for error in (SystemExit(1), ValueError("a real problem")):
+        def callback(_: object, error: BaseException = error) -> None:
+            raise error
+
+        referent = Referent()
+        reference = weakref.ref(referent, callback)
+        del referent  # the callback runs here, on CPython
+    assert reference() is None and shown == [ValueError]
