@@ -34,7 +34,7 @@ from matplotlib import pyplot as plt
 from analysis.latent import encode_dataset
 from analysis.settings import EPSILON
 from analysis.spectrum import spectrum
-from sweeps.config import load_sweep
+from sweeps.config import SweepConfig, load_sweep
 from vae.bounds import dataset_bounds, log_likelihood
 from vae.data import fixed_binarization, load_mnist
 from vae.packed_train import PackedTrainer
@@ -43,9 +43,9 @@ from vae.train import EVAL_SEED, TEST_BINARIZATION_SEED, resolve_device
 WEIGHT_FILE_BYTES = 15 * 2**20  # what one file may hold (the device tool returns files of <= 16 MiB)
 
 
-def column_trainer(k: int, seeds: int, device: str, data_dir: Path | None, train_images: int | None) -> PackedTrainer:
+def column_trainer(paper: SweepConfig, k: int, seeds: int, device: str, data_dir: Path | None,
+                   train_images: int | None) -> PackedTrainer:
     """Every paper-grid alpha x seeds 0..seeds-1 at latent size k, as one pack."""
-    paper = load_sweep("paper")
     configs = [config.model_copy(update={"device": device}) for config in paper.trials()
                if config.k == k and config.seed < seeds]
     return PackedTrainer(configs, load_mnist(data_dir, train_subset=train_images))
@@ -138,8 +138,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    pack = column_trainer(args.k, args.seeds, str(device), args.data_dir, args.train_images)
     paper = load_sweep("paper")
+    pack = column_trainer(paper, args.k, args.seeds, str(device), args.data_dir, args.train_images)
     test_x = fixed_binarization(pack.data.test_x, TEST_BINARIZATION_SEED)
     record: dict[str, Any] = {
         "device": name, "torch": torch.__version__, "k": args.k, "members": len(pack.configs),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import torch
 
@@ -38,8 +39,10 @@ def denormals_flushed() -> bool:
     return bool(torch.count_nonzero(tiny * 1e-10) == 0)
 
 
+@cache
 def start_threads_flushing_denormals() -> bool:
     """Run a parallel operation under the mode, which starts torch's intra-op threads with it when
-    this process has none yet; whether every thread now flushes (False: they were started before)."""
+    this process has none yet; whether every thread now flushes (False: they were started before).
+    Once per process: the threads, once started, stay (a pack builds a trainer per member)."""
     with flushing_denormals():
         return denormals_flushed()
