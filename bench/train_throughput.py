@@ -16,16 +16,24 @@ Per epoch of the full training set at K=5, batch 100, k=30 (alpha=0.5, dynamic b
     (epochs 21, 22, ...);
 (c) the fp32 GEMM roofline: the epoch's matmul FLOPs divided by the best torch.mm rate measured
     now on this machine. FLOPs count forward MACs x 2 x 3 (backward is twice the forward).
-Targets on trained weights: (a)/(b) >= 2.5 and (c)/(b) >= 0.5. Then the IS log-likelihood of the
-test set with 2000 samples against its own GEMM roofline (target: roofline/measured >= 0.6), and
-the peak memory it adds (resident set size, peak reset just before through /proc/self/clear_refs).
-Last, the optional ``bf16_output_layer`` (the output layer's products with bf16 inputs, float32
-accumulation) on trained weights, against the same roofline.
+Targets on trained weights: (a)/(b) >= 2.5 and (c)/(b) >= 0.5. Then the optional
+``bf16_output_layer`` (the output layer's products with bf16 inputs, float32 accumulation) on
+trained weights, against the same roofline, and where the trained step's time goes:
+(d) the step's 17 matrix products alone (its shapes, back to back, nothing between them) and its
+    fused Adam step alone: the ceiling of any eager step built on torch's float32 products and Adam;
+(e) the trainer's step time at batch 50, 100 and 200 (epochs of 12,000 images, trained weights),
+    fitted as fixed + per-image cost: the fixed part (per-op dispatch, Adam, small ops) does not
+    shrink with the batch, the per-image part is the products and the per-pixel passes.
+Last, the IS log-likelihood of the test set with 2000 samples against its own GEMM roofline (target:
+roofline/measured >= 0.6), with its decoder products alone for the same ceiling, and the peak
+memory it adds (resident set size, peak reset just before through /proc/self/clear_refs).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -43,7 +51,7 @@ from vae.config import TrainConfig
 from vae.data import binarize, default_data_dir, fixed_binarization, load_mnist
 from vae.fetch import fetch_mnist
 from vae.model import VAE
-from vae.denormals import start_threads_flushing_denormals
+from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.train import Trainer
 
 ALPHA, K, BATCH, LATENT = 0.5, 5, 100, 30
@@ -125,6 +133,66 @@ def trainer_epochs(root: Path, epochs: int, state: dict | None, bf16: bool = Fal
     return [trainer.train_epoch()["epoch_seconds"] for _ in range(epochs)]
 
 
+def product_and_adam_seconds(batch: int = BATCH, repeats: int = 200) -> tuple[float, float]:
+    """Seconds of one training step's matrix products alone, and of its fused Adam step alone.
+
+    The products are the model's 17: per linear layer the forward addmm, the weight gradient and
+    (all but the encoder's first layer, whose input is data) the input gradient, with the encoder's
+    layers on ``batch`` rows and the decoder's on ``K * batch``, run back to back on random operands
+    under flushed denormals."""
+    model = VAE(LATENT)
+    products = []
+    for layers, rows in ((model.encoder, batch), (model.decoder, K * batch)):
+        for layer in (m for m in layers if isinstance(m, torch.nn.Linear)):
+            x, grad = torch.randn(rows, layer.in_features), torch.randn(rows, layer.out_features)
+            weight, bias = layer.weight.detach(), layer.bias.detach()
+            products += [lambda x=x, w=weight, b=bias: torch.addmm(b, x, w.t()),
+                         lambda x=x, g=grad: g.t() @ x]
+            if layers is model.decoder or layer is not layers[0]:
+                products.append(lambda w=weight, g=grad: g @ w)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer = torch.optim.Adam(model.parameters(), fused=True)
+    with flushing_denormals():
+        for _ in range(10):
+            optimizer.step()
+            for product in products:
+                product()
+        adam = min(timed(lambda: [optimizer.step() for _ in range(repeats)]) for _ in range(3)) / repeats
+        matmuls = min(timed(lambda: [p() for _ in range(repeats) for p in products]) for _ in range(3)) / repeats
+    return matmuls, adam
+
+
+def is_product_seconds(rows: int, chunks: int, repeats: int = 100) -> float:
+    """Seconds of the IS estimate's decoder products alone: ``chunks`` chunks of ``rows`` latent
+    samples each (as ``vae.bounds.log_likelihood`` decodes them), back to back."""
+    layers = [m for m in VAE(LATENT).decoder if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.randn(rows, layer.in_features) for layer in layers]
+    with torch.inference_mode():
+        def chunk() -> None:
+            for layer, x in zip(layers, inputs):
+                torch.addmm(layer.bias, x, layer.weight.t())
+        for _ in range(10):
+            chunk()
+        best = min(timed(lambda: [chunk() for _ in range(repeats)]) for _ in range(3))
+    return best / repeats * chunks
+
+
+def step_seconds_by_batch(root: Path, state: dict, batches: tuple[int, ...], images: int = 12000) -> dict[int, float]:
+    """The trainer's seconds per step on trained weights at each batch size (median of 2 epochs of
+    ``images`` training images each); weights and Adam state from ``state``, whatever its batch."""
+    data = load_mnist(root, train_subset=images)
+    seconds = {}
+    for batch in batches:
+        trainer = Trainer(CONFIG.model_copy(update={"batch_size": batch}), data)
+        trainer.model.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.train_epoch()  # warm-up
+        epoch = statistics.median(trainer.train_epoch()["epoch_seconds"] for _ in range(2))
+        seconds[batch] = epoch / math.ceil(images / batch)
+    return seconds
+
+
 def rss_mb(field: str) -> float:
     """A memory figure of this process from /proc (VmRSS now, VmHWM peak since the last reset)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -178,11 +246,26 @@ def main() -> None:
         print(f"optional bf16_output_layer, trained weights: trainer epoch {bf16:.2f} s, "
               f"speed-up (a)/(b) = {naive / bf16:.2f}   roofline (c)/(b) = {roofline / bf16:.2f}")
 
+        step_roofline = roofline * BATCH / 60000
+        matmuls, adam = product_and_adam_seconds()
+        print(f"(d) one step's products alone {matmuls * 1e3:.2f} ms, its Adam step alone {adam * 1e3:.2f} ms: "
+              f"roofline/(products) = {step_roofline / matmuls:.2f}, roofline/(products + Adam) = "
+              f"{step_roofline / (matmuls + adam):.2f} (the trained step: {roofline / ours:.2f})")
+        by_batch = step_seconds_by_batch(root, state, (50, 100, 200))
+        per_image, fixed = statistics.linear_regression(list(by_batch), list(by_batch.values()))
+        print("(e) trained step: " + ", ".join(f"batch {b} {s * 1e3:.2f} ms" for b, s in by_batch.items())
+              + f" -> fixed {fixed * 1e3:.2f} ms per step ({fixed / by_batch[BATCH]:.0%} of the batch-{BATCH} step) "
+              f"+ {per_image * 1e6:.1f} us per image (roofline/per-image = {step_roofline / BATCH / per_image:.2f})")
+
         decoder = mlp_macs([LATENT, 200, 200, 784])
         is_roofline = 2 * args.is_images * args.is_samples * decoder / peak
         naive_mb = args.is_images * args.is_samples * 784 * 4 / 2**20
         print(f"IS log-likelihood, {args.is_images} images x {args.is_samples} samples, "
               f"GEMM roofline {is_roofline:.1f} s:")
+        rows = inspect.signature(log_likelihood).parameters["max_rows"].default
+        alone = is_product_seconds(rows, args.is_images * args.is_samples // rows)
+        print(f"  its decoder products alone ({rows} rows at a time, back to back): {alone:.1f} s; "
+              f"roofline/products = {is_roofline / alone:.2f}")
         for label, weights in (("initial", None), ("trained", state["model"])):
             seconds, added_mb, base_mb = measure_is(root, args.is_samples, args.is_images, weights)
             print(f"  {label} weights: {seconds:.1f} s; roofline/measured = {is_roofline / seconds:.2f}"
