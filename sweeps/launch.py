@@ -144,6 +144,8 @@ class Interruption:
 
     def handle(self, signum: int, frame: Any) -> None:
         if self.signum is not None:
+            print(f"vaesweep: {signal.Signals(signum).name} again: stopping at once (the sweep resumes from the "
+                  "state Ray saved last)", file=sys.stderr)
             raise KeyboardInterrupt
         self.signum = signum
         print(f"vaesweep: {signal.Signals(signum).name} received: stopping the sweep and saving its state "

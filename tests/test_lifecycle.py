@@ -76,14 +76,43 @@ def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resume
 
     status = json.loads(vaesweep("status", "ctrlc", "--storage", str(tmp_path / "runs"), "--json").stdout)
     assert {t["state"] for t in status["trials"]} <= {"TERMINATED", "PAUSED", "PENDING", "RUNNING"}, status
+    assert_resume_completes(line, sweep_dir)
 
-    resumed = vaesweep(*line.split("resume with: ", 1)[1].split()[1:])
+
+def assert_resume_completes(interrupted_line: str, sweep_dir: Path) -> None:
+    """The resume command printed on interruption finishes both trials, each epoch recorded once."""
+    resumed = vaesweep(*interrupted_line.split("resume with: ", 1)[1].split()[1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "2 of 2 trials finished, 0 failed" in resumed.stdout
     runs = children(sweep_dir)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4], "each epoch once across the interruption"
+
+
+def test_a_second_ctrl_c_stops_at_once_with_true_states_and_the_sweep_still_resumes(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "twice", [0.0, 1.0], train=LONG)
+    sweep_dir = tmp_path / "runs" / "twice"
+    log = tmp_path / "driver.log"
+    driver = start(config, mnist_dir, log)
+    wait_for_an_epoch(sweep_dir, driver)
+    below = descendants(driver.pid)
+    os.killpg(driver.pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while "SIGINT received: stopping the sweep" not in log.read_text():
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)  # the impatient second Ctrl-C, while Tune is still stopping
+    code = driver.wait(timeout=300)
+    output = log.read_text()
+    assert code == 130, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "vaesweep: SIGINT again: stopping at once" in output, output[-3000:]
+    line = next(line for line in output.splitlines() if line.startswith("vaesweep: interrupted (SIGINT): "))
+    time.sleep(2)
+    assert not alive(below), "Ray and the MLflow server ended with the driver"
+    assert_true_end_states(sweep_dir, 4)
+    assert_resume_completes(line, sweep_dir)
 
 
 def test_one_driver_per_sweep_and_sigterm_ends_it_killed(mnist_dir, tmp_path):
