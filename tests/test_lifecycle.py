@@ -58,30 +58,28 @@ def assert_true_end_states(sweep_dir: Path, epochs: int) -> None:
     assert MlflowClient(info["tracking_uri"]).get_run(info["parent_run_id"]).info.status == "KILLED"
 
 
-def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resumes(mnist_dir, tmp_path):
-    config = write_config(tmp_path, "ctrlc", [0.0, 1.0], train=LONG)
-    sweep_dir = tmp_path / "runs" / "ctrlc"
+def running_sweep(tmp_path: Path, mnist_dir: Path, name: str) -> tuple[Path, Path, Path, subprocess.Popen]:
+    """A two-trial ``LONG`` sweep's config, folder, driver log and driver, once an epoch is reported."""
+    config = write_config(tmp_path, name, [0.0, 1.0], train=LONG)
+    sweep_dir = tmp_path / "runs" / name
     log = tmp_path / "driver.log"
     driver = start(config, mnist_dir, log)
     wait_for_an_epoch(sweep_dir, driver)
-    code, below = stop(driver, signal.SIGINT, to_group=True)
-    output = log.read_text()
+    return config, sweep_dir, log, driver
+
+
+def interrupted_line(code: int, output: str, below: set[int]) -> str:
+    """The driver's 'interrupted (SIGINT)' line, after checking its exit code, output and children."""
     assert code == 130, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    line = next(line for line in output.splitlines() if line.startswith("vaesweep: interrupted (SIGINT): "))
-    assert "of 2 trials finished" in line and f"resume with: {VAESWEEP} run {config}" in line, line
     time.sleep(2)
     assert not alive(below), "Ray and the MLflow server ended with the driver"
-    assert_true_end_states(sweep_dir, 4)
-
-    status = json.loads(vaesweep("status", "ctrlc", "--storage", str(tmp_path / "runs"), "--json").stdout)
-    assert {t["state"] for t in status["trials"]} <= {"TERMINATED", "PAUSED", "PENDING", "RUNNING"}, status
-    assert_resume_completes(line, sweep_dir)
+    return next(line for line in output.splitlines() if line.startswith("vaesweep: interrupted (SIGINT): "))
 
 
-def assert_resume_completes(interrupted_line: str, sweep_dir: Path) -> None:
+def assert_resume_completes(interrupted: str, sweep_dir: Path) -> None:
     """The resume command printed on interruption finishes both trials, each epoch recorded once."""
-    resumed = vaesweep(*interrupted_line.split("resume with: ", 1)[1].split()[1:])
+    resumed = vaesweep(*interrupted.split("resume with: ", 1)[1].split()[1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "2 of 2 trials finished, 0 failed" in resumed.stdout
     runs = children(sweep_dir)
@@ -90,12 +88,20 @@ def assert_resume_completes(interrupted_line: str, sweep_dir: Path) -> None:
         assert epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4], "each epoch once across the interruption"
 
 
+def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resumes(mnist_dir, tmp_path):
+    config, sweep_dir, log, driver = running_sweep(tmp_path, mnist_dir, "ctrlc")
+    code, below = stop(driver, signal.SIGINT, to_group=True)
+    line = interrupted_line(code, log.read_text(), below)
+    assert "of 2 trials finished" in line and f"resume with: {VAESWEEP} run {config}" in line, line
+    assert_true_end_states(sweep_dir, 4)
+
+    status = json.loads(vaesweep("status", "ctrlc", "--storage", str(tmp_path / "runs"), "--json").stdout)
+    assert {t["state"] for t in status["trials"]} <= {"TERMINATED", "PAUSED", "PENDING", "RUNNING"}, status
+    assert_resume_completes(line, sweep_dir)
+
+
 def test_a_second_ctrl_c_stops_at_once_with_true_states_and_the_sweep_still_resumes(mnist_dir, tmp_path):
-    config = write_config(tmp_path, "twice", [0.0, 1.0], train=LONG)
-    sweep_dir = tmp_path / "runs" / "twice"
-    log = tmp_path / "driver.log"
-    driver = start(config, mnist_dir, log)
-    wait_for_an_epoch(sweep_dir, driver)
+    _, sweep_dir, log, driver = running_sweep(tmp_path, mnist_dir, "twice")
     below = descendants(driver.pid)
     os.killpg(driver.pid, signal.SIGINT)
     deadline = time.monotonic() + 30
@@ -105,12 +111,8 @@ def test_a_second_ctrl_c_stops_at_once_with_true_states_and_the_sweep_still_resu
     os.killpg(driver.pid, signal.SIGINT)  # the impatient second Ctrl-C, while Tune is still stopping
     code = driver.wait(timeout=300)
     output = log.read_text()
-    assert code == 130, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
+    line = interrupted_line(code, output, below)
     assert "vaesweep: SIGINT again: stopping at once" in output, output[-3000:]
-    line = next(line for line in output.splitlines() if line.startswith("vaesweep: interrupted (SIGINT): "))
-    time.sleep(2)
-    assert not alive(below), "Ray and the MLflow server ended with the driver"
     assert_true_end_states(sweep_dir, 4)
     assert_resume_completes(line, sweep_dir)
 
