@@ -86,6 +86,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--binarization", default=defaults.binarization, help=fields["binarization"].description)
     cmd.add_argument("--device", default=defaults.device, help=fields["device"].description)
     cmd.add_argument("--bf16-output-layer", action="store_true", help=fields["bf16_output_layer"].description)
+    cmd.add_argument("--matmul-precision", default=defaults.matmul_precision, help=fields["matmul_precision"].description)
     evaluation, eval_fields = EvalConfig(), EvalConfig.model_fields
     for name in ("bound_samples", "is_samples", "probe_train_size"):
         cmd.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=getattr(evaluation, name),
@@ -255,17 +256,24 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     trials = config.trials()
     if args.dry_run:
+        from sweeps.launch import resolve_resources
+
+        if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
+            print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
+                  "this machine")
+        config = resolve_resources(config, None)
         packs = config.packs()
         pack_of = {id(point): number for number, pack in enumerate(packs) for point in pack}
-        points = [point for pack in packs for point in pack] if config.resources.pack > 1 else None
+        points = [point for pack in packs for point in pack] if config.packed else None
         for index, trial in enumerate(trials):
             where = ""
             if points is not None:
                 point = next(p for p in points if config.trial_config(p) == trial)
                 where = f"  pack {pack_of[id(point)]}"
             print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
-        packed = f" in {len(packs)} packs" if config.resources.pack > 1 else ""
-        print(f"{len(trials)} trials{packed}; sweep folder {config.sweep_dir()}")
+        packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
+        print(f"{len(trials)} trials{packed} (resources per trial: gpu {config.resources.gpu:g}, cpus "
+              f"{config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}")
         return 0
     from sweeps.launch import run_sweep
 

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -80,15 +80,17 @@ class GridConfig(Strict):
 class ResourcesConfig(Strict):
     # allow_inf_nan=False: an infinite share means nothing to Ray (and int(inf) would raise below)
     cpus: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (torch threads follow it)")
-    gpu: float = Field(0.0, ge=0, allow_inf_nan=False,
-                       description="GPU per trial; a fraction packs several trials on one GPU")
-    pack: int = Field(1, ge=1, description="grid points of one k trained together in one trial (vectorised; "
-                                           "1 = a trial per grid point)")
+    gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] = Field(
+        "auto", description="GPU per trial; a fraction shares one GPU between trials; auto = 1 where the driver "
+        "sees a GPU (this machine, or the cluster of --address), else 0")
+    pack: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="grid points of one k trained together in one trial (vectorised; 1 = a trial per grid "
+        "point); auto = every grid point of a k in one trial when trials get a GPU, else 1")
 
     @field_validator("gpu")
     @classmethod
-    def _fraction_or_integer(cls, gpu: float) -> float:
-        if gpu > 1 and gpu != int(gpu):
+    def _fraction_or_integer(cls, gpu: float | str) -> float | str:
+        if gpu != "auto" and gpu > 1 and gpu != int(gpu):
             raise ValueError("a GPU share above 1 must be a whole number")
         return gpu
 
@@ -165,16 +167,42 @@ class SweepConfig(Strict):
     @model_validator(mode="after")
     def _packable(self) -> "SweepConfig":
         """Packs group grid points; a search proposes one point at a time."""
-        if self.resources.pack > 1 and self.search != "grid":
+        if self.resources.pack == "auto" or self.resources.pack == 1:
+            return self
+        if self.search != "grid":
             raise ValueError("resources.pack packs grid points; an Optuna search proposes one point at a time: "
                              "set resources.pack=1 (or search: grid)")
-        if self.resources.pack > 1 and self.train.binarization == "static":
+        if self.train.binarization == "static":
             raise ValueError("resources.pack > 1 needs train.binarization dynamic or none (static would hold a "
                              "binarised training set per member): set resources.pack=1")
-        if self.resources.pack > 1 and self.train.bf16_output_layer:
+        if self.train.bf16_output_layer:
             raise ValueError("train.bf16_output_layer is for the unpacked CPU trainer (packs are for GPUs): set "
                              "resources.pack=1 or train.bf16_output_layer=false")
         return self
+
+    def resolved(self, gpus: int) -> "SweepConfig":
+        """This config with ``auto`` resources made concrete, for a driver that sees ``gpus`` GPUs: a GPU
+        per trial where there is one; then on a GPU every grid point of a k in one pack (where packs can
+        work: a grid search, dynamic or no binarisation, no bf16), on CPU a trial per grid point. The
+        sweep folder's ``sweep.yaml`` holds the resolved values, so a resume packs as the start did."""
+        gpu = (1.0 if gpus > 0 else 0.0) if self.resources.gpu == "auto" else self.resources.gpu
+        pack = self.resources.pack
+        if pack == "auto":
+            packable = (self.search == "grid" and self.train.binarization != "static"
+                        and not self.train.bf16_output_layer)
+            pack = len(self.grid.alpha) * len(self.grid.seed) if gpu > 0 and packable else 1
+        return self.model_copy(update={"resources": self.resources.model_copy(update={"gpu": gpu, "pack": pack})})
+
+    @property
+    def packed(self) -> bool:
+        """Whether grid points train in packs (a resolved config: see ``resolved``)."""
+        return self.pack_size > 1
+
+    @property
+    def pack_size(self) -> int:
+        if self.resources.pack == "auto":
+            raise ValueError("resources.pack is 'auto': call SweepConfig.resolved(gpus) first")
+        return self.resources.pack
 
     def packs(self) -> list[list[dict[str, Any]]]:
         """The grid points, {alpha, k, seed} each, in packs of at most ``resources.pack`` that share k
@@ -182,7 +210,7 @@ class SweepConfig(Strict):
         by_k: dict[int, list[dict[str, Any]]] = {}
         for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed):
             by_k.setdefault(k, []).append({"alpha": alpha, "k": k, "seed": seed})
-        size = self.resources.pack
+        size = self.pack_size
         return [points[i:i + size] for points in by_k.values() for i in range(0, len(points), size)]
 
     def trial_config(self, point: dict[str, Any]) -> TrainConfig:

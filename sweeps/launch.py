@@ -53,6 +53,35 @@ def check_same_sweep(config: SweepConfig) -> None:
                           f"{', '.join(changed)}; choose another --name to start a new sweep")
 
 
+def visible_gpus(address: str | None) -> int:
+    """GPUs the sweep's trials can get: this machine's, or with ``address`` the Ray cluster's now (an
+    autoscaled cluster may have none yet: set resources.gpu there, as k8s/ does)."""
+    if address is None:
+        import torch
+
+        return torch.cuda.device_count()
+    import ray
+
+    init_ray(address, verbose=False)
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
+    """``auto`` resources made concrete: as the sweep was started (its ``sweep.yaml``: a resume packs as
+    the start did, whatever machine it runs on), else for the GPUs the driver sees."""
+    if "auto" not in (config.resources.gpu, config.resources.pack):
+        return config
+    if saved_settings(config.sweep_dir()) is not None:
+        started = saved_config(config.sweep_dir()).resources
+        update = {name: getattr(started, name) for name in ("gpu", "pack") if getattr(config.resources, name) == "auto"}
+        config = config.model_copy(update={"resources": config.resources.model_copy(update=update)})
+    resolved = config.resolved(visible_gpus(address))
+    if resolved.resources.gpu and "auto" in (config.resources.gpu, config.resources.pack):
+        print(f"vaesweep: resources: gpu {resolved.resources.gpu:g} and pack {resolved.resources.pack} per trial "
+              f"(a GPU {'in the cluster' if address else 'on this machine'})")
+    return resolved
+
+
 class RemoteTracking:
     """A tracking server someone else runs: nothing to start or wait for."""
 
@@ -86,7 +115,7 @@ def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfi
 def param_space(config: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
-    if config.search == "grid" and config.resources.pack > 1:  # a trial per pack (sweeps/packs.py)
+    if config.search == "grid" and config.packed:  # a trial per pack (sweeps/packs.py)
         return {PACK_KEY: tune.grid_search(list(range(len(config.packs()))))}
     if config.search == "grid":
         return {name: tune.grid_search(list(getattr(config.grid, name))) for name in ("alpha", "k", "seed")}
@@ -113,6 +142,8 @@ def tune_config(config: SweepConfig):
 def init_ray(address: str | None, verbose: bool) -> None:
     import ray
 
+    if ray.is_initialized():  # connected early to count the cluster's GPUs (visible_gpus)
+        return
     level = logging.INFO if verbose else logging.WARNING  # "Started a local Ray instance", "Connected to..."
     if address:
         ray.init(address=address, log_to_driver=True, logging_level=level)
@@ -279,6 +310,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
         print("vaesweep: note: the sweep's MLflow server listens on 127.0.0.1 of this machine; only this driver "
               "writes to it, but to browse the runs from elsewhere pass --tracking-uri of a shared server "
               "(mlflow/README.md)", file=sys.stderr)
+    config = resolve_resources(config, address)
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind

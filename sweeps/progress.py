@@ -95,7 +95,7 @@ class SweepProgress(tune.Callback):
                    if t.status not in ("TERMINATED", "ERROR")) + self.sweep.train.epochs * (total - len(trials))
         rate = self.trained / (now - self.start)
         remaining = f"remaining ~{clock(left / rate)}" if rate > 0 else "remaining: after the first epoch"
-        unit = "packs " if self.sweep.resources.pack > 1 else ""
+        unit = "packs " if self.sweep.packed else ""
         return (f"[{clock(now - self.start)}] {states.count('TERMINATED')}/{total} {unit}finished, "
                 f"{states.count('RUNNING')} running, {states.count('ERROR')} failed; {self.newest or 'starting'}; "
                 f"{remaining}")

@@ -114,7 +114,7 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
 
 def rebuild(sweep_dir: Path, config: SweepConfig, problem: str) -> str:
     """Set Ray's unreadable state aside and record each grid point's checkpoint; returns what was done."""
-    if config.resources.pack > 1:
+    if config.packed:
         raise ConfigError(f"Ray's state of sweep {config.name} cannot be read ({problem}) and a packed sweep "
                           "(resources.pack > 1) cannot be rebuilt from its checkpoints yet; its finished runs are in "
                           "MLflow: start a new sweep with another --name")

@@ -19,7 +19,23 @@ def test_paper_preset_is_the_study_grid():
     assert config.grid.k == [30, 40, 50] and len(config.grid.seed) == 10
     assert len(config.trials()) == 240 and config.train.epochs == 1000
     assert (config.eval.bound_samples, config.eval.is_samples) == (10, 2000)
-    assert 0 < config.resources.gpu < 1
+    assert (config.resources.gpu, config.resources.pack) == ("auto", "auto")
+
+
+@pytest.mark.parametrize("preset, overrides, gpus, expected", [
+    ("paper", [], 1, (1.0, 80)),  # on a GPU: a pack per k, one GPU each
+    ("paper", [], 0, (0.0, 1)),  # on CPU: a trial per grid point
+    ("paper", ["grid.seed=[0, 1, 2]", "grid.k=[30]"], 1, (1.0, 24)),  # the k = 30 column in one pack
+    ("paper", ["resources.pack=16"], 1, (1.0, 16)),  # explicit values stay
+    ("paper", ["resources.gpu=0.5"], 0, (0.5, 80)),
+    ("optuna", [], 1, (1.0, 1)),  # a search proposes one point at a time
+    ("paper", ["train.binarization=static"], 1, (1.0, 1)),  # static binarisation is not packed
+    ("smoke", [], 1, (0.0, 1)),  # smoke and mini say gpu: 0, so they stay unpacked on a GPU machine
+])
+def test_auto_resources_pack_on_a_gpu_and_not_on_a_cpu(preset, overrides, gpus, expected):
+    config = load_sweep(preset, overrides).resolved(gpus)
+    assert (config.resources.gpu, config.resources.pack) == expected
+    assert len(config.packs()) == -(-len(config.trials()) // expected[1]) or preset == "optuna"
 
 
 def test_trials_in_grid_order_with_overrides():
@@ -43,6 +59,9 @@ def test_name_storage_and_tracking_flags_override_the_file(tmp_path):
         (["train.alpha=0.5"], "set grid.alpha instead"),
         (["eval.probe_epochs=[1, 50]"], "outside 1..train.epochs"),
         (["resources.gpu=1.5"], "whole number"),
+        (["resources.gpu=lots"], "resources.gpu"),
+        (["resources.pack=many"], "resources.pack"),
+        (["train.matmul_precision=medium"], "train.matmul_precision"),
         (["name=bad name"], "name"),
         (["search=random"], "search"),
         (["optuna.alpha_range=[1, 0]"], "alpha_range"),
@@ -93,7 +112,8 @@ def test_packs_group_the_grid_points_of_one_k_in_grid_order():
     points = [point for pack in packs for point in pack]
     assert sorted(map(str, points)) == sorted(str({"alpha": t.alpha, "k": t.k, "seed": t.seed}) for t in config.trials())
     assert [len(p) for p in load_sweep("smoke", ["resources.pack=4"]).packs()] == [3, 3], "never across k"
-    assert len(load_sweep("smoke").packs()) == 6, "pack 1: a trial per grid point"
+    assert len(load_sweep("smoke", ["resources.pack=1"]).packs()) == 6, "pack 1: a trial per grid point"
+    assert len(load_sweep("smoke").resolved(gpus=0).packs()) == 6, "on CPU, auto is a trial per grid point"
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -111,3 +131,15 @@ def test_settings_of_the_unpacked_trainer_are_not_packed(setting, field):
     with pytest.raises(ConfigError, match=field):
         load_sweep("smoke", ["resources.pack=3", setting])
     load_sweep("smoke", [setting])  # without packs it is a valid sweep
+
+
+def test_a_resumed_sweep_packs_as_it_started_whatever_the_machine(tmp_path):
+    from sweeps.launch import resolve_resources
+    from sweeps.layout import write_settings
+
+    overrides = ["grid.k=[30]", "grid.seed=[0,1,2]"]
+    started = load_sweep("paper", overrides, storage=str(tmp_path)).resolved(gpus=1)  # started on a GPU machine
+    started.sweep_dir().mkdir(parents=True)
+    write_settings(started)
+    again = resolve_resources(load_sweep("paper", overrides, storage=str(tmp_path)), address=None)  # resumed here
+    assert (again.resources.gpu, again.resources.pack) == (1.0, 24) and again.to_dict() == started.to_dict()

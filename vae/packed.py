@@ -24,6 +24,22 @@ from vae.bounds import Reparameterised, vr_bound
 from vae.model import LOGIT_FLOOR, VAE, logit_residual, nll_from_logits
 
 
+def member_addmm(bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """bias [P, out] + h [P, N, in] @ weight [P, out, in]^T -> [P, N, out]. A pack of one takes the
+    single product (``addmm``, as ``nn.Linear``): a batched product of one can round differently
+    (seen on an AMD EPYC CPU: MKL's batched kernel sums a long, narrow product in another order)."""
+    if h.shape[0] == 1:
+        return torch.addmm(bias[0], h[0], weight[0].t()).unsqueeze(0)
+    return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+
+def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [P, n, m] @ b [P, m, r] -> [P, n, r]; a pack of one takes ``mm`` (see ``member_addmm``)."""
+    if a.shape[0] == 1:
+        return torch.mm(a[0], b[0]).unsqueeze(0)
+    return torch.bmm(a, b)
+
+
 class PackedLinear(nn.Module):
     """P ``nn.Linear`` of one shape: weight [P, out, in], bias [P, out]."""
 
@@ -34,7 +50,7 @@ class PackedLinear(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """[P, N, in] -> [P, N, out]."""
-        return torch.baddbmm(self.bias.unsqueeze(1), h, self.weight.transpose(1, 2))
+        return member_addmm(self.bias, h, self.weight)
 
 
 class PackedMLP(nn.Module):
@@ -70,7 +86,7 @@ class PackedBernoulliLogLikelihood(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     ) -> torch.Tensor:
-        logits = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        logits = member_addmm(bias, h, weight)
         logits = logits.view(x.shape[0], -1, x.shape[1], logits.shape[-1])
         nll = nll_from_logits(logits, x.unsqueeze(1))
         ctx.save_for_backward(x, h, weight, logits.clamp_min_(LOGIT_FLOOR))
@@ -84,9 +100,9 @@ class PackedBernoulliLogLikelihood(torch.autograd.Function):
         x, h, weight, logits = ctx.saved_tensors
         residual = logit_residual(x.unsqueeze(1), logits).view(h.shape[0], h.shape[1], -1)  # before the upstream gradient
         grad = grad.reshape(h.shape[0], h.shape[1], 1)
-        grad_h = torch.bmm(residual, weight).mul_(grad)
-        grad_weight = torch.bmm(residual.transpose(1, 2), h * grad)
-        grad_bias = torch.bmm(residual.transpose(1, 2), grad).squeeze(-1)
+        grad_h = member_mm(residual, weight).mul_(grad)
+        grad_weight = member_mm(residual.transpose(1, 2), h * grad)
+        grad_bias = member_mm(residual.transpose(1, 2), grad).squeeze(-1)
         return None, grad_h, grad_weight, grad_bias
 
 

@@ -21,12 +21,20 @@ On CPU a pack of one is bit-identical to the trainer. In larger packs a member m
 run to float tolerance per step; over many steps training amplifies that rounding as it amplifies
 any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 IS log-likelihood by
 3.8 nats in the unpacked trainer), so compare trained members to unpacked runs statistically.
+
+The step (``_step``) touches device tensors only, in place, and never waits on the host: the epoch's
+batch order of every member sits on the device (``order``), a device counter picks each step's
+slice, the loss total and the divergence flags accumulate there. On CPU it runs eagerly; on a GPU
+blocks of ``graph_steps`` steps are captured once as a CUDA graph and replayed
+(``vae/step_graph.py``), which removes the per-kernel launch and Python dispatch that bound the
+step there. Adam is ``capturable`` on a GPU (its step count lives on the device).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -34,13 +42,23 @@ import torch
 from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.data import MNIST
 from vae.denormals import flushing_denormals
+from vae.precision import training_matmuls
 from vae.errors import NonFiniteLossError
 from vae.model import VAE
 from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
+from vae.step_graph import GraphedSteps
 from vae.train import Trainer, divergence, resolve_device
 
 # What may differ between the members of a pack; everything else is shared.
 PER_MEMBER = ("alpha", "seed")
+# On a GPU, steps per CUDA graph (0: eager steps); 25 divides an epoch of 600 and the failure checks' 100.
+GRAPH_STEPS = 25
+
+
+def repeat_steps(step: Callable[[], None], count: int) -> None:
+    """Run ``step`` ``count`` times: the eager counterpart of ``GraphedSteps``."""
+    for _ in range(count):
+        step()
 
 
 def check_packable(configs: Sequence[TrainConfig]) -> None:
@@ -62,7 +80,8 @@ def check_packable(configs: Sequence[TrainConfig]) -> None:
 class PackedTrainer:
     """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``."""
 
-    def __init__(self, configs: Sequence[TrainConfig], data: MNIST, check_every: int = 100) -> None:
+    def __init__(self, configs: Sequence[TrainConfig], data: MNIST, check_every: int = 100,
+                 graph_steps: int = GRAPH_STEPS) -> None:
         check_packable(configs)
         self.configs = list(configs)
         self.check_every = check_every
@@ -76,56 +95,76 @@ class PackedTrainer:
             self.generators.append(member.generator)
         self.train_x = member.train_x
         self.model = PackedVAE(models).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=configs[0].lr, fused=True)
+        on_gpu = self.device.type == "cuda"
+        # capturable: Adam's step count and bias corrections stay on the device, so a graph can hold it
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=configs[0].lr, fused=True, capturable=on_gpu)
         self.bound = PackedVRBound([config.alpha for config in self.configs], self.device)
-        members = len(self.configs)
-        self.alive = torch.ones(members, dtype=torch.bool, device=self.device)
-        self.fail_step = torch.zeros(members, dtype=torch.long, device=self.device)
-        self.fail_loss = torch.zeros(members, device=self.device)
+        members, device = len(self.configs), self.device
+        # The step's static buffers (vae/step_graph.py): written in place, never rebound.
+        self.order = torch.empty((members, len(self.train_x)), dtype=torch.long, device=device)  # the epoch's batches
+        self.step_index = torch.zeros((), dtype=torch.long, device=device)  # steps done in this epoch
+        self.positions = torch.arange(configs[0].batch_size, device=device)
+        self.epoch_total = torch.zeros(members, dtype=torch.float64, device=device)
+        self.alive = torch.ones(members, dtype=torch.bool, device=device)
+        self.fail_step = torch.zeros(members, dtype=torch.long, device=device)
+        self.fail_loss = torch.zeros(members, device=device)
         self.failures: dict[int, NonFiniteLossError] = {}
         self.epoch = 0
+        full_batch = partial(self._step, configs[0].batch_size)
+        self.graphed = GraphedSteps(full_batch, self.generators, graph_steps) if on_gpu and graph_steps else None
+        self.run_steps = self.graphed or partial(repeat_steps, full_batch)
 
     def train_epoch(self) -> dict[int, dict[str, float]]:
         """One pass over the training set for every member; the epoch's metrics of each member still
         training (the trainer's keys; ``epoch_seconds`` is the pack's). Failed members: ``failures``."""
-        cfg = self.configs[0]
         start = time.perf_counter()
         epoch = self.epoch + 1
-        orders = torch.stack([torch.randperm(len(self.train_x), generator=g, device=self.device) for g in self.generators])
-        total = torch.zeros(len(self.configs), dtype=torch.float64, device=self.device)
-        with flushing_denormals():  # as the trainer does (vae/denormals.py)
-            for step, batch in enumerate(orders.split(cfg.batch_size, dim=1), start=1):
-                x = self.train_x[batch]
-                if cfg.binarization == "dynamic":
-                    x = binarize_members(x, self.generators)
-                eps = member_noise(self.generators, cfg.train_samples, batch.shape[1], cfg.k, self.device)
-                losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
-                self._step(losses, step)
-                total += losses.detach().double() * batch.shape[1]
-                if step % self.check_every == 0:
-                    self._collect_failures(epoch)
+        images = len(self.train_x)
+        for row, generator in zip(self.order, self.generators):
+            torch.randperm(images, generator=generator, device=self.device, out=row)
+        self.step_index.zero_()
+        self.epoch_total.zero_()
+        full, rest = divmod(images, self.configs[0].batch_size)
+        with flushing_denormals(), training_matmuls(self.configs[0].matmul_precision, self.device):
+            for done in range(0, full, self.check_every):
+                self.run_steps(min(self.check_every, full - done))
+                self._collect_failures(epoch)
+            if rest:
+                self._step(rest)
         self._collect_failures(epoch)
         self.epoch = epoch
-        totals, seconds = total.tolist(), time.perf_counter() - start
+        totals, seconds = self.epoch_total.tolist(), time.perf_counter() - start
         return {
-            i: {"epoch": epoch, "train_vr_bound_alpha": -totals[i] / len(self.train_x), "epoch_seconds": seconds}
+            i: {"epoch": epoch, "train_vr_bound_alpha": -totals[i] / images, "epoch_seconds": seconds}
             for i in range(len(self.configs))
             if i not in self.failures
         }
 
-    def _step(self, losses: torch.Tensor, step: int) -> None:
-        """Backward and Adam on the members' summed loss; flags non-finite members, all on the device."""
-        finite = losses.detach().isfinite()
+    def _step(self, size: int) -> None:
+        """One step of every member on its next ``size`` images of the epoch's order: forward, backward
+        and Adam on the members' summed loss, non-finite members flagged and frozen. Device tensors
+        only, written in place, no host sync: a GPU captures it as a graph (vae/step_graph.py)."""
+        cfg = self.configs[0]
+        batch = self.order.index_select(1, self.positions[:size] + self.step_index * cfg.batch_size)
+        x = self.train_x[batch]
+        if cfg.binarization == "dynamic":
+            x = binarize_members(x, self.generators)
+        eps = member_noise(self.generators, cfg.train_samples, size, cfg.k, self.device)
+        losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
+        values = losses.detach()
+        finite = values.isfinite()
         newly = self.alive & ~finite
-        self.fail_step = torch.where(newly, step, self.fail_step)
-        self.fail_loss = torch.where(newly, losses.detach(), self.fail_loss)
-        self.alive = self.alive & finite
+        self.fail_step.copy_(torch.where(newly, self.step_index + 1, self.fail_step))
+        self.fail_loss.copy_(torch.where(newly, values, self.fail_loss))
+        self.alive.logical_and_(finite)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         frozen = ~self.alive
         for param in self.model.parameters():  # a failed member's gradient (NaN, often) never reaches Adam
             param.grad.masked_fill_(frozen.view(-1, *[1] * (param.dim() - 1)), 0)
         self.optimizer.step()
+        self.epoch_total.add_(values.double() * size)
+        self.step_index.add_(1)
 
     def _collect_failures(self, epoch: int) -> None:
         """Read the device's flags (one host sync); name and freeze the members that failed since."""
@@ -189,8 +228,9 @@ class PackedTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for generator, generator_state in zip(self.generators, state["generators"]):
             generator.set_state(generator_state)
-        self.alive = state["alive"].to(self.device)
-        self.fail_step = state["fail_step"].to(self.device)
-        self.fail_loss = state["fail_loss"].to(self.device)
+        for name in ("alive", "fail_step", "fail_loss"):  # in place: the step's buffers keep their addresses
+            getattr(self, name).copy_(state[name])
         self.failures = {i: NonFiniteLossError(message) for i, message in state["failures"].items()}
         self.epoch = state["epoch"]
+        if self.graphed is not None:  # the optimizer's state tensors are new: capture again
+            self.graphed.reset()

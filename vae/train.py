@@ -25,6 +25,7 @@ from vae.errors import DataError, NonFiniteLossError
 from vae.data import MNIST, binarize, fixed_binarization
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.model import VAE
+from vae.precision import training_matmuls
 
 # Every trial scores the same binarised test set, so log-likelihoods compare across seeds.
 TEST_BINARIZATION_SEED = 12345
@@ -94,7 +95,7 @@ class Trainer:
         epoch = self.epoch + 1
         order = torch.randperm(len(self.train_x), generator=self.generator, device=self.device)
         total = 0.0
-        with flushing_denormals():
+        with flushing_denormals(), training_matmuls(cfg.matmul_precision, self.device):
             for step, batch in enumerate(order.split(cfg.batch_size), start=1):
                 x = self.train_x[batch]
                 if cfg.binarization == "dynamic":
@@ -163,8 +164,8 @@ class Trainer:
         """Continue from a ``state_dict()``; the config must describe the same model."""
         saved = TrainConfig(**state["config"])
         if saved.model_dump(exclude=RESUMABLE_CHANGES) != self.config.model_dump(exclude=RESUMABLE_CHANGES):
-            raise ValueError("checkpoint was trained with a different config (only epochs, device and "
-                             "bf16_output_layer may change)")
+            raise ValueError("checkpoint was trained with a different config (only epochs, device, "
+                             "bf16_output_layer and matmul_precision may change)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
