@@ -28,6 +28,7 @@ KUBERAY_SCHEMAS = REPO.parent / "shared" / "k8s-schemas" / "kuberay-v1.7.0"
 TARGETS = ["base", "overlays/small", "overlays/paper"]
 OVERLAYS = ["small", "paper"]
 TRIALS = {"small": 24, "paper": 240}  # the small first try; the study's full grid
+PACKS = {"small": 3, "paper": 15}  # one k per pack: 8 points x 3 k at one seed; 80 per k in packs of 16
 GPU_WORKERS = {"base": (1, 16), "overlays/small": (1, 1), "overlays/paper": (8, 16)}  # maxReplicas bounds
 CORE_KINDS = {"Namespace", "PersistentVolumeClaim", "StatefulSet", "Service", "Deployment"}
 CREDENTIAL_ENV = re.compile(r"PASSWORD|USER|TOKEN|SECRET|KEY", re.IGNORECASE)
@@ -263,7 +264,9 @@ def test_real_cli_accepts_every_vaesweep_command(overlay: str, tmp_path: Path) -
         if argv[1] == "run":
             done = cli(*argv[1:], "--dry-run", cwd=tmp_path)
             assert done.returncode == 0, done.stderr
-            assert re.search(r"^(\d+) trials;", done.stdout, re.MULTILINE).group(1) == str(TRIALS[overlay])
+            summary = re.search(r"^(\d+) trials in (\d+) packs", done.stdout, re.MULTILINE)
+            assert summary is not None, done.stdout[-500:]
+            assert (int(summary.group(1)), int(summary.group(2))) == (TRIALS[overlay], PACKS[overlay])
         else:
             done = cli(*argv[1:], "--help", cwd=tmp_path)
             assert done.returncode == 0, done.stderr
