@@ -28,7 +28,7 @@ if [ "$phase" = first ]; then
   VAESWEEP_TEST_MNIST=$VAESWEEP_DATA_DIR timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu \
     tests/test_step_graph.py > "$out/gpu_tests.txt" 2>&1
   echo "gpu tests exit $?" | tee -a "$out/gpu_tests.txt"
-  timeout 170 python3 bench/pack_throughput.py --skip-targets --steps 50 --sizes 1,24,80,240 \
+  timeout 170 python3 bench/pack_throughput.py --skip-targets --steps 50 --sizes "${BENCH_SIZES:-1,24,80,240}" \
     > "$out/pack_throughput.txt" 2>&1
   echo "benchmark exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/pack_throughput.txt"
 fi
@@ -41,7 +41,7 @@ if [ "$run_for" -gt 60 ]; then
 fi
 vaesweep status "$name" --storage runs >> "$out/sweep-$phase.txt" 2>&1
 if vaesweep status "$name" --storage runs --json | python3 -c \
-    'import json, sys; s = json.load(sys.stdin); sys.exit(any(t["state"] != "FINISHED" for t in s["trials"]))'; then
+    'import json, sys; t = json.load(sys.stdin)["trials"]; sys.exit(any(x["state"] != "TERMINATED" or x["stopped_early"] for x in t))'; then
   timeout 80 vaesweep report "$name" --storage runs >> "$out/sweep-$phase.txt" 2>&1
   tar -C "runs/$name" -cJf "$out/report.tar.xz" report
 fi

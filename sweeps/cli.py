@@ -195,6 +195,9 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--name", default=None, help="sweep name (default: the config's); the same name resumes")
     run.add_argument("--storage", default=None, help="folder of all sweeps (default: the config's, ./runs)")
     run.add_argument("--address", default=None, help="Ray cluster: auto or HOST:PORT (default: a local Ray)")
+    run.add_argument("--autoscaling", action="store_true",
+                     help="with --address: the cluster adds nodes on demand, so a trial's resources that no node has "
+                          "yet are not refused")
     run.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                      help="MLflow server (default: $MLFLOW_TRACKING_URI, else an embedded store under the sweep)")
     run.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
@@ -277,7 +280,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return 0
     from sweeps.launch import run_sweep
 
-    outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force)
+    outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
     done = f"{outcome.finished} of {outcome.total} trials finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
@@ -384,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ValidationError as err:
         field, message = first_error(err)  # flags of `train` and `analyze` map onto TrainConfig fields
-        print(f"vaesweep: error: --{field.replace('_', '-')}: {one_line(message)}", file=sys.stderr)
+        flag = "" if field == "config" else f"--{field.replace('_', '-')}: "  # a whole-config check names its fields
+        print(f"vaesweep: error: {flag}{one_line(message)}", file=sys.stderr)
     except (UsageError, ConfigError, DataError, CheckpointError, RunDirError) as err:
         print(f"vaesweep: error: {one_line(str(err))}", file=sys.stderr)  # a path in it may hold a newline
     except NonFiniteLossError as err:

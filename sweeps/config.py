@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.settings import EvalConfig
-from vae.config import MAX_SEED, TrainConfig
+from vae.config import MAX_SEED, TEST_IMAGES, TrainConfig
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -154,6 +154,19 @@ class SweepConfig(Strict):
             longer = " or raise train.epochs" if max(late) > self.train.epochs else ""
             raise ValueError(f"eval.probe_epochs {late} are outside 1..train.epochs={self.train.epochs}; change "
                              f"eval.probe_epochs too (e.g. --set eval.probe_epochs=[{inside}]){longer}")
+        return self
+
+    @model_validator(mode="after")
+    def _what_a_trial_would_refuse(self) -> "SweepConfig":
+        """Checks a trial would make only at its start (or at its end), made here so the sweep is refused
+        before it launches: the interpolated test images exist, a CUDA device comes with a GPU share."""
+        test_images = self.train.test_subset or TEST_IMAGES
+        if min(self.eval.pair) < 0 or max(self.eval.pair) >= test_images:
+            raise ValueError(f"eval.pair {list(self.eval.pair)}: the trials score {test_images} test images "
+                             f"(train.test_subset), so both indices must be in 0..{test_images - 1}")
+        if self.train.device.startswith("cuda") and self.resources.gpu == 0:
+            raise ValueError(f"train.device={self.train.device} needs a GPU, but resources.gpu=0 gives trials none: "
+                             "set resources.gpu (1, a fraction, or auto), or train.device=auto")
         return self
 
     @model_validator(mode="after")

@@ -75,11 +75,44 @@ def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
         started = saved_config(config.sweep_dir()).resources
         update = {name: getattr(started, name) for name in ("gpu", "pack") if getattr(config.resources, name) == "auto"}
         config = config.model_copy(update={"resources": config.resources.model_copy(update=update)})
-    resolved = config.resolved(visible_gpus(address))
+    return config.resolved(visible_gpus(address))
+
+
+def announce_resources(config: SweepConfig, resolved: SweepConfig, address: str | None) -> None:
+    """One line when ``auto`` resources gave trials a GPU (on CPU nothing changes, nothing is said)."""
     if resolved.resources.gpu and "auto" in (config.resources.gpu, config.resources.pack):
-        print(f"vaesweep: resources: gpu {resolved.resources.gpu:g} and pack {resolved.resources.pack} per trial "
-              f"(a GPU {'in the cluster' if address else 'on this machine'})")
-    return resolved
+        why = f"a GPU {'in the cluster' if address else 'on this machine'}" if config.resources.gpu == "auto" else \
+            "trials get a GPU"
+        print(f"vaesweep: resources per trial: gpu {resolved.resources.gpu:g}, pack {resolved.resources.pack} "
+              f"(auto: {why})")
+
+
+def node_resources(address: str | None) -> list[dict[str, float]]:
+    """CPUs and GPUs of each node a trial could run on: this machine, or the cluster's live nodes."""
+    if address is None:
+        import torch
+
+        return [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    import ray
+
+    init_ray(address, verbose=False)
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def check_resources(config: SweepConfig, address: str | None, autoscaling: bool) -> None:
+    """Refuse a trial's request that no node can satisfy: Ray would keep such trials pending forever,
+    silently. An autoscaled cluster (``--autoscaling``) may add the node later, so it is let through."""
+    want = {"CPU": config.resources.cpus, "GPU": config.resources.gpu}
+    nodes = node_resources(address)
+    if any(all(node.get(kind, 0.0) >= amount for kind, amount in want.items()) for node in nodes) or (
+            address and autoscaling):
+        return
+    where = "the cluster's nodes have" if address else "this machine has"
+    have = "; ".join(f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs" for node in nodes) or "none"
+    hint = ", or pass --autoscaling if the cluster adds nodes on demand" if address else ""
+    raise ConfigError(f"resources: a trial asks for {want['CPU']:g} CPUs and {want['GPU']:g} GPUs, but no node can "
+                      f"give that ({where} {have}): lower resources.cpus or resources.gpu (gpu auto fits the "
+                      f"machine){hint}")
 
 
 class RemoteTracking:
@@ -297,7 +330,7 @@ def quiet_console(verbose: bool) -> None:
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
-              verbose: bool = False, force: bool = False) -> SweepOutcome:
+              verbose: bool = False, force: bool = False, autoscaling: bool = False) -> SweepOutcome:
     """Run or resume the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
     the disk cannot hold what it will write, unless ``force``."""
     import ray
@@ -310,7 +343,11 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
         print("vaesweep: note: the sweep's MLflow server listens on 127.0.0.1 of this machine; only this driver "
               "writes to it, but to browse the runs from elsewhere pass --tracking-uri of a shared server "
               "(mlflow/README.md)", file=sys.stderr)
-    config = resolve_resources(config, address)
+    resolved = resolve_resources(config, address)
+    check_resources(resolved, address, autoscaling)
+    announce_resources(config, resolved, address)
+    config = resolved
+    data = load_arrays(data_dir)  # verified once here, before anything is written; trials get it from the object store
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind
@@ -318,7 +355,6 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
         raise ConfigError(problem)
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
-        data = load_arrays(data_dir)  # verified once here; trials get it from the object store
         write_settings(config)
         interruption.install()
         try:

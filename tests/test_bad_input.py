@@ -137,6 +137,29 @@ BAD_INPUT = [
     ("address-ray-no-port", ["run", "smoke", "--address", "ray://host"], {}, "--address"),
     ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
     ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with different grid"),
+    # --- run: what a trial would refuse at its start, refused before launch (no Ray, no server, nothing written)
+    ("run-optuna-subset-below-held-out", ["run", "optuna", "--set", "train.train_subset=5000"], {},
+     "train: validation_images=10000 leaves no training images of 5000 (train_subset=5000): hold out fewer"),
+    ("run-train-subset-above-mnist", ["run", "smoke", "--set", "train.train_subset=70000"], {},
+     "train: train_subset=70000 is more than MNIST's 60000 images"),
+    ("run-test-subset-above-mnist", ["run", "smoke", "--set", "train.test_subset=20000"], {},
+     "train: test_subset=20000 is more than MNIST's 10000 images"),
+    ("run-pair-beyond-test-subset", ["run", "smoke", "--set", "train.test_subset=100", "--set", "eval.pair=[0,100]"],
+     {}, "eval.pair [0, 100]: the trials score 100 test images (train.test_subset), so both indices must be in 0..99"),
+    ("run-pair-negative", ["run", "smoke", "--set", "eval.pair=[-1,3]"], {}, "eval.pair [-1, 3]"),
+    ("run-cuda-without-a-gpu-share", ["run", "smoke", "--set", "train.device=cuda"], {},
+     "train.device=cuda needs a GPU, but resources.gpu=0 gives trials none"),
+    ("run-gpus-no-node-has", ["run", "smoke", "--set", "resources.gpu=64"], {},
+     "resources: a trial asks for 1 CPUs and 64 GPUs, but no node can give that (this machine has"),
+    ("run-cpus-no-node-has", ["run", "smoke", "--set", "resources.cpus=4096"], {},
+     "resources: a trial asks for 4096 CPUs and 0 GPUs, but no node can give that"),
+    ("run-pack-not-a-number", ["run", "smoke", "--set", "resources.pack=many"], {}, "resources.pack"),
+    ("run-matmul-precision-unknown", ["run", "smoke", "--set", "train.matmul_precision=medium"], {},
+     "train.matmul_precision"),
+    ("run-data-dir-without-files", ["run", "smoke", "--data-dir", "cache"], {}, "not found in cache"),
+    ("train-validation-leaves-nothing", ["train", "--train-subset", "500", "--validation-images", "600"], {},
+     "validation_images=600 leaves no training images of 500"),
+    ("train-matmul-precision-unknown", ["train", "--matmul-precision", "medium"], {}, "--matmul-precision"),
     # --- train flags ---------------------------------------------------------------------------------
     ("train-k-not-int", ["train", "--k", "abc"], {}, "--k: invalid int value"),
     ("train-k-negative", ["train", "--k", "-3"], {}, "--k: Input should be greater than 0"),
@@ -259,7 +282,8 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expecte
 # The console script itself (exit status, stderr as a user sees it) on a sample of the table.
 SCRIPT_SAMPLE = {"run-unknown-top-level-key", "storage-under-a-file", "train-k-negative", "analyze-corrupt-checkpoint",
                  "run-existing-sweep-other-config", "unknown-subcommand", "data-gz-bad-deflate",
-                 "analyze-checkpoint-bad-crc", "set-unknown-train-key"}
+                 "analyze-checkpoint-bad-crc", "set-unknown-train-key", "run-optuna-subset-below-held-out",
+                 "run-gpus-no-node-has"}
 
 
 @pytest.mark.parametrize("args, files, expected", [c for c in CASES if c.id in SCRIPT_SAMPLE])

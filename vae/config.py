@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+# MNIST's splits (vae/data.py checks every file against them): a config's subsets are checked against
+# them here, so that a sweep is refused before launch rather than each of its trials at its start.
+TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
 
 # Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
@@ -58,6 +61,19 @@ class TrainConfig(BaseModel):
         if math.isnan(alpha):
             raise ValueError("alpha must be a number or +-inf, not NaN")
         return alpha
+
+    @model_validator(mode="after")
+    def _fits_the_data(self) -> "TrainConfig":
+        for field, available in (("train_subset", TRAIN_IMAGES), ("test_subset", TEST_IMAGES)):
+            if (getattr(self, field) or 0) > available:
+                raise ValueError(f"{field}={getattr(self, field)} is more than MNIST's {available} images of that "
+                                 f"split: set {field} to at most {available} (or leave it empty for all)")
+        training = self.train_subset or TRAIN_IMAGES
+        if self.validation_images >= training:
+            raise ValueError(f"validation_images={self.validation_images} leaves no training images of "
+                             f"{training} (train_subset={self.train_subset}): hold out fewer than {training} or "
+                             "raise train_subset")
+        return self
 
     @field_validator("hidden")
     @classmethod

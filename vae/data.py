@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae.config import TEST_IMAGES, TRAIN_IMAGES
 from vae.errors import DataError
 
 # SHA-256 of the raw idx files (../shared/data/mnist/SHA256SUMS.raw lists the same values).
@@ -32,10 +33,10 @@ RAW_SHA256: dict[str, str] = {
 # Their shapes: with the idx magic number (0x0000 08 NDIM) they say what a file must look like, so a
 # wrong, truncated or still-compressed file is named as such before its checksum is computed.
 IDX_SHAPES: dict[str, tuple[int, ...]] = {
-    "train-images-idx3-ubyte": (60000, 28, 28),
-    "train-labels-idx1-ubyte": (60000,),
-    "t10k-images-idx3-ubyte": (10000, 28, 28),
-    "t10k-labels-idx1-ubyte": (10000,),
+    "train-images-idx3-ubyte": (TRAIN_IMAGES, 28, 28),
+    "train-labels-idx1-ubyte": (TRAIN_IMAGES,),
+    "t10k-images-idx3-ubyte": (TEST_IMAGES, 28, 28),
+    "t10k-labels-idx1-ubyte": (TEST_IMAGES,),
 }
 GZIP_MAGIC = b"\x1f\x8b"
 SPLIT_FILES: dict[str, tuple[str, str]] = {
