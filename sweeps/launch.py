@@ -347,12 +347,12 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     check_resources(resolved, address, autoscaling)
     announce_resources(config, resolved, address)
     config = resolved
-    data = load_arrays(data_dir)  # verified once here, before anything is written; trials get it from the object store
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind
     if not force and (problem := space_problem(config)):
         raise ConfigError(problem)
+    data = load_arrays(data_dir)  # verified once here, before anything is written; trials get it from the object store
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         write_settings(config)

@@ -24,6 +24,10 @@ from sweeps.packs import PACK_KEY, label_of, member_failures, member_results, tr
 from sweeps.recovery import ray_state_problem, read_json
 
 UNKNOWN = "-"
+# The shape of `vaesweep status --json` (README "Status as JSON"): raised whenever a key is renamed,
+# removed or moved, so that scripts can check what they read. 1: this shape, documented (before it
+# there was no number, and a release moved the final metrics out of a nested object unannounced).
+STATUS_SCHEMA = 1
 POINT_IN_NAME = re.compile(r"alpha=(?P<alpha>[-+\w.]+),k=(?P<k>\d+),seed=(?P<seed>\d+)")
 
 
@@ -57,7 +61,7 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
         notes.append(f"Ray's state is unreadable ({problem}): trials read from their folders, states unknown; "
                      "`vaesweep run` with the same name rebuilds the sweep")
         trials = folder_trials(path, epochs, notes)
-    return {**tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
+    return {"schema": STATUS_SCHEMA, **tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
 
 
 def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) -> list[dict[str, Any]]:

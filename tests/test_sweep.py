@@ -17,7 +17,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from analysis.metrics import FINAL_METRICS
 from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, vaesweep, write_config
+from sweeps.status import STATUS_SCHEMA
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +76,16 @@ def test_tiny_grid_end_to_end(tiny):
     assert parent.info.status == "FINISHED"
 
     status = json.loads(vaesweep("status", "tiny", "--storage", str(root / "runs"), "--json").stdout)
+    # the documented shape of schema 1 (README "Status as JSON"): a change of it must raise the number
+    assert status["schema"] == STATUS_SCHEMA == 1
+    assert set(status) == {"schema", "tracking_uri", "experiment", "experiment_id", "parent_run_id", "sweep", "path",
+                           "trials", "notes"}
+    entry = {"trial_id", "config", "state", "epochs_completed", "stopped_early", "mlflow_run_id", "num_failures",
+             "error"}
+    for trial in status["trials"]:
+        assert entry <= set(trial) <= entry | set(FINAL_METRICS) and "test_log_likelihood" in trial, \
+            "final metrics sit at the trial's top level"
+        assert set(trial["config"]) == {"alpha", "k", "seed"}
     assert {t["state"] for t in status["trials"]} == {"TERMINATED"}
     assert {t["num_failures"] for t in status["trials"]} == {1}, "each trial failed once and was retried"
     assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
