@@ -125,13 +125,6 @@ class DiskFullLogFilter(logging.Filter):
         return not (DISK_FULL_TEXT in text or "[Errno 28]" in text)
 
 
-def quiet_disk_full_logs() -> None:
-    """Install ``DiskFullLogFilter`` on the handlers of Ray's logger (after ``ray.init`` made them)."""
-    for handler in logging.getLogger("ray").handlers:
-        if not any(isinstance(f, DiskFullLogFilter) for f in handler.filters):
-            handler.addFilter(DiskFullLogFilter())
-
-
 class DiskFull:
     """Where and when the driver stopped a sweep for want of space (one per driver process)."""
 

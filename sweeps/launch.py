@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskGuard, describe, free_bytes, is_disk_full, quiet_disk_full_logs,
+from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskFullLogFilter, DiskGuard, describe, free_bytes, is_disk_full,
                          space_problem)
 from sweeps.layout import TUNE_DIR, experiment_path, saved_config, saved_settings, write_settings, write_tracking
 from sweeps.lock import sweep_lock
@@ -170,6 +171,30 @@ def tune_config(config: SweepConfig):
     scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
+
+
+class GoneCheckpointLogFilter(logging.Filter):
+    """Ray's traceback when it cannot delete a checkpoint it remembers but that is gone, replaced by one
+    line of ours. After a driver is SIGKILLed, Ray's saved state may still list a checkpoint that Ray had
+    already deleted (keeping 2 per trial); on resume, registering the next one deletes it again and the
+    missing path raises. Nothing is lost: Ray updates its bookkeeping before it deletes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in record.getMessage()):
+            return True
+        gone = re.search(r", (.+/checkpoint_\d+)\)", str(error))  # pyarrow's text: "Path not found: (<fs>, PATH)"
+        print(f"vaesweep: note: Ray tried to delete a checkpoint it had already deleted before the last driver "
+              f"stopped ({gone.group(1) if gone else error}); nothing is lost", file=sys.stderr)
+        return False
+
+
+def filter_ray_logs(*kinds: type[logging.Filter]) -> None:
+    """Install these filters on the handlers of Ray's logger (after ``ray.init`` made them), once each."""
+    for handler in logging.getLogger("ray").handlers:
+        for kind in kinds:
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
 
 
 def init_ray(address: str | None, verbose: bool) -> None:
@@ -363,7 +388,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                 experiment_id = parent_run_id = None
                 try:
                     init_ray(address, verbose)  # while the server starts
-                    quiet_disk_full_logs()
+                    filter_ray_logs(DiskFullLogFilter, GoneCheckpointLogFilter)
                     interruption.install()
                     try:
                         experiment_id, parent_run_id = open_tracking(server, config)

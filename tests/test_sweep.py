@@ -189,6 +189,7 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
 
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr, "a clean console on resume: " + done.stderr[-3000:]
     runs = children(sweep_dir)
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
