@@ -323,6 +323,27 @@ def fit(config: SweepConfig, data: dict) -> None:
     tuner.fit()
 
 
+def fill_before_resume(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
+                       parent_run_id: str) -> None:
+    """A resumed sweep's MLflow runs first get every epoch Ray recorded and they lack (a write lost to a
+    full disk or a dead server: ``sweeps.sync.fill_missing_epochs``), so no epoch record is lost."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.sync import fill_missing_epochs
+
+    sweep_dir = config.sweep_dir()
+    if ray_state_problem(sweep_dir) or not any(experiment_path(sweep_dir).glob("experiment_state-*.json")):
+        return  # a new sweep, or one whose Ray state fit() rebuilds (its trials then log as they replay)
+    try:
+        filled = fill_missing_epochs(MlflowClient(server.uri), experiment_id, parent_run_id, config)
+    except Exception as err:  # noqa: BLE001 - the records stay in Ray's results for `vaesweep sync`
+        print(f"vaesweep: could not bring MLflow up to Ray's records ({str(err).splitlines()[0][:200]}); "
+              f"`vaesweep sync {config.name}` will", file=sys.stderr)
+        return
+    if filled:
+        print(f"vaesweep: wrote {filled} epoch records that Ray kept and MLflow lacked", file=sys.stderr)
+
+
 def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
                    parent_run_id: str, outcome: SweepOutcome) -> None:
     """Parent run -> the outcome's status; children still RUNNING (interrupted trials) -> KILLED."""
@@ -399,6 +420,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                     store = write_tracking(config, experiment_id, parent_run_id)
                     print(f"sweep {config.name}: {sweep_dir}  MLflow {store} experiment "
                           f"{config.tracking.experiment!r} parent run {parent_run_id}")
+                    if parent_run_id is not None:
+                        fill_before_resume(server, config, experiment_id, parent_run_id)
                     fit(config, data)
                 except KeyboardInterrupt:
                     interruption.signum = interruption.signum or signal.SIGINT

@@ -51,9 +51,10 @@ def final_checkpoint(trial_dir: Path) -> Path | None:
     return max(done, key=lambda p: p.name) if done else None
 
 
-def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
-    """Bring the child runs of one trial's grid points (one, or a pack's members) up to Ray's record;
-    returns what was added."""
+def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, str], dict[str, int]]:
+    """Log into the child runs of one trial's grid points (one, or a pack's members) what Ray's record
+    holds and they lack: every epoch of ``result.json``, the final analysis. Returns the runs' keys by
+    grid-point label and what was added; the runs are left open."""
     trial_dir = Path(trial.storage.trial_fs_path)
     results = last_results(trial_dir / "result.json")
     points = trial_points(config, trial.config)
@@ -71,6 +72,25 @@ def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
             member = member_folder(folder, point, PACK_KEY in trial.config)
             if (member / ANALYSIS_DIR / "analysis.json").is_file():
                 added["final"] += int(runs.log_final(keys[label_of(point)], member))
+    return keys, added
+
+
+def fill_missing_epochs(client: MlflowClient, experiment_id: str, parent_run_id: str, config: SweepConfig) -> int:
+    """Before a sweep resumes: every epoch Ray recorded that MLflow lacks (a write lost to a full disk
+    or a dead tracking server) is logged, so no epoch record is lost; returns how many."""
+    from ray.tune import ExperimentAnalysis
+
+    runs = TrialRuns(client, experiment_id, parent_run_id, config)
+    trials = ExperimentAnalysis(str(experiment_path(config.sweep_dir()))).trials
+    return sum(fill_trial(runs, config, trial)[1]["epochs"] for trial in trials)
+
+
+def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
+    """Bring the child runs of one trial's grid points up to Ray's record and close them with its end
+    state; returns what was added."""
+    keys, added = fill_trial(runs, config, trial)
+    results = last_results(Path(trial.storage.trial_fs_path) / "result.json")
+    points = trial_points(config, trial.config)
     # Ray's own record of the trial's last epoch: result.json may have lost lines to a torn write
     last = trial.last_result or (results[-1] if results else {})
     epoch = last.get("epoch", 0)
