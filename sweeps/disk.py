@@ -5,7 +5,8 @@ What a sweep writes on its folder's filesystem, per trial: the ``CHECKPOINTS_KEP
 checkpoints in ``tune/`` (model + Adam's two moments, float32: 12 bytes per parameter), the final
 analysis beside the last one, and, for the embedded MLflow store, the final checkpoint and analysis
 again as artifacts; plus one checkpoint in flight per running trial (written before the oldest is
-deleted) and the stores' own records. A full disk mid-sweep would tear whatever was being written
+deleted) and the stores' own records; in the temp folder, the checkpoints trials stage there and
+Ray's session. A full disk mid-sweep would tear whatever was being written
 (Ray's experiment state, a result, an artifact), so the driver stops the sweep while there is still
 room to save its state (``DiskGuard``), as Ctrl-C does, and the same command resumes it.
 """
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ from sweeps.config import SweepConfig
 CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep) of every sweep
 ANALYSIS_BYTES = 1 << 20  # a final analysis folder: interpolations, figures, tables (about 0.3 MB measured)
 RECORD_BYTES = 8 << 20  # Ray's experiment state, per-epoch results, the MLflow database (about 1 MB on smoke)
+# Ray's session folder in the temp folder: 0.3-0.5 MB measured after small sweeps (logs, sockets), but
+# objects spilled from the object store land there too, and MNIST's arrays alone are 55 MB.
+RAY_SESSION_BYTES = 64 << 20
 MB = 1 << 20
 DISK_FULL_EXIT = 75  # EX_TEMPFAIL: free space, then run the same command again
 DISK_FULL_TEXT = "No space left on device"
@@ -92,19 +97,40 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
+def temp_folder() -> Path:
+    """Where a sweep writes outside its folder: each trial stages every checkpoint in the system temp
+    folder before Ray copies it into ``tune/``, and Ray keeps its session (logs, sockets, objects
+    spilled from the object store) in ``<temp>/ray``. Both follow TMPDIR (Ray: RAY_TMPDIR first)."""
+    return Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+
+
+def filesystem(folder: Path) -> int:
+    """The device id of the filesystem that holds (or will hold) ``folder``."""
+    return next(p for p in (folder, *folder.parents) if p.exists()).stat().st_dev
+
+
 def space_problem(config: SweepConfig) -> str | None:
-    """Why the sweep would fill its disk (what it needs beyond what it already wrote, and what is
-    free), None if it fits."""
-    sweep_dir = config.sweep_dir()
+    """Why the sweep would fill a disk (what it needs beyond what it already wrote, and what is free),
+    None if it fits: its own folder's filesystem, and the temp folder's (counted together when one
+    filesystem holds both)."""
+    sweep_dir, temp = config.sweep_dir(), temp_folder()
     need = estimate(config)
     missing = need.total - folder_bytes(sweep_dir)
+    staging = need.concurrent * need.checkpoint + RAY_SESSION_BYTES
+    shared = filesystem(sweep_dir) == filesystem(temp)
     free = free_bytes(sweep_dir)
-    if missing <= free:
-        return None
-    return (f"not enough disk space: sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} "
-            f"({need.explain()}) but {free / MB:.0f} MB are free there; free space, choose another --storage, log "
-            "to a tracking server (--tracking-uri: no artifacts kept here), run fewer grid points, or pass --force "
-            "to start anyway")
+    if missing + (staging if shared else 0) > free:
+        also = f" and {staging / MB:.0f} MB in the temp folder {temp} on the same disk" if shared else ""
+        return (f"not enough disk space: sweep {config.name} needs about {missing / MB:.0f} MB more in {sweep_dir} "
+                f"({need.explain()}){also} but {free / MB:.0f} MB are free there; free space, choose another "
+                "--storage, log to a tracking server (--tracking-uri: no artifacts kept here), run fewer grid points, "
+                "or pass --force to start anyway")
+    if not shared and staging > free_bytes(temp):
+        return (f"not enough disk space in the temp folder {temp}: the sweep stages each checkpoint there and Ray "
+                f"keeps its session there, about {staging / MB:.0f} MB ({need.concurrent} checkpoints of "
+                f"{need.checkpoint / MB:.1f} MB in flight and {RAY_SESSION_BYTES / MB:.0f} MB for Ray), but "
+                f"{free_bytes(temp) / MB:.0f} MB are free there; set TMPDIR to a folder with room, or pass --force")
+    return None
 
 
 def is_disk_full(error: BaseException | str | None) -> bool:

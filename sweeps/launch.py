@@ -35,7 +35,7 @@ from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.packs import PACK_KEY
 from sweeps.progress import VERBOSE_ENV, SweepProgress
-from sweeps.recovery import ray_state_problem, rebuild, recovered_checkpoints
+from sweeps.recovery import prune_superseded, ray_state_problem, rebuild, recovered_checkpoints
 from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
 
 SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
@@ -436,6 +436,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                     ray.shutdown()
                 full = describe(DiskFull.path, DiskFull.free) if DiskFull.path else None
                 outcome = outcome_of(config, interruption.signum, full)
+                if outcome.exit_code == 0 and (pruned := prune_superseded(sweep_dir)):
+                    print(f"vaesweep: {pruned}", file=sys.stderr)
                 if parent_run_id is not None:
                     close_tracking(server, config, experiment_id, parent_run_id, outcome)
         finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,26 @@ def rebuild(sweep_dir: Path, config: SweepConfig, problem: str) -> str:
     return (f"Ray's state of sweep {config.name} is unreadable ({problem}); set it aside in {aside.relative_to(sweep_dir)} "
             f"and rebuilt the sweep from its checkpoints: {finished} of {len(config.trials())} grid points finished, "
             f"{len(found) - finished} resume from a checkpoint, {len(config.trials()) - len(found)} start afresh")
+
+
+def prune_superseded(sweep_dir: Path) -> str | None:
+    """Once a rebuilt sweep has finished: the trial folders of the experiment it was rebuilt from are
+    superseded (each point's checkpoint, results and analysis now live in its new trial folder and in
+    MLflow), so they are removed with ``recovered.json``; Ray's unreadable state stays aside in
+    ``tune/unreadable-*`` (a few kB). Returns what was removed, None for a sweep never rebuilt."""
+    from ray.tune import ExperimentAnalysis
+
+    if not (sweep_dir / RECOVERED_FILE).is_file():
+        return None
+    tune_dir = experiment_path(sweep_dir)
+    current = {Path(trial.storage.trial_fs_path).name for trial in ExperimentAnalysis(str(tune_dir)).trials}
+    old = [folder for folder in tune_dir.iterdir() if folder.is_dir() and (folder / "params.json").is_file()
+           and folder.name not in current]
+    size = sum(path.stat().st_size for folder in old for path in folder.rglob("*") if path.is_file())
+    for folder in old:
+        shutil.rmtree(folder)
+    (sweep_dir / RECOVERED_FILE).unlink()
+    return f"removed the {len(old)} trial folders the rebuild superseded ({size / (1 << 20):.1f} MB)"
 
 
 def recovered_checkpoints(sweep_dir: Path) -> dict[str, str]:
