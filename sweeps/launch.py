@@ -32,11 +32,11 @@ from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskFullLogFilter, DiskGuard,
                          space_problem)
 from sweeps.layout import TUNE_DIR, experiment_path, saved_config, saved_settings, write_settings, write_tracking
 from sweeps.lock import sweep_lock
-from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.mlflow_server import LocalMlflowServer, fail_fast_clients
 from sweeps.packs import PACK_KEY
 from sweeps.progress import VERBOSE_ENV, SweepProgress
 from sweeps.recovery import prune_superseded, ray_state_problem, rebuild, recovered_checkpoints
-from sweeps.tracking import CLIENT_ENV, ensure_parent_run, get_or_create_experiment
+from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
 SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
 
@@ -141,7 +141,7 @@ def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfi
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(server.wait())
-    os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
+    fail_fast_clients()
     experiment_id = get_or_create_experiment(client, config.tracking.experiment)
     return experiment_id, ensure_parent_run(client, experiment_id, config.name, config.to_dict())
 
@@ -294,13 +294,17 @@ def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = 
                                       for t in trials}, disk_full=disk_full)
 
 
-def fit(config: SweepConfig, data: dict) -> None:
+def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTracking) -> None:
     """Run or restore the Tuner of the sweep until it ends or is interrupted (rebuilt first when Ray's
     state of it cannot be read)."""
     from ray import tune
 
+    from sweeps import mlflow_callback
     from sweeps.mlflow_callback import MlflowTrialCallback
     from sweeps.trainable import train_trial
+
+    # the callback starts the sweep's own server again if it dies (Tune may unpickle the callback)
+    mlflow_callback.DRIVER_SERVER = server if isinstance(server, LocalMlflowServer) else None
 
     sweep_dir = config.sweep_dir()
     path = experiment_path(sweep_dir)
@@ -352,6 +356,10 @@ def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConf
     from sweeps.tracking import close_sweep
 
     try:
+        if isinstance(server, LocalMlflowServer) and not server.alive():  # died after the last write
+            print(f"vaesweep: the sweep's MLflow server stopped (its log: {server.log}); starting it again to close "
+                  "the sweep's runs", file=sys.stderr)
+            server.restart()
         close_sweep(MlflowClient(server.uri), experiment_id, parent_run_id, outcome.parent_status, outcome.trial_states)
     except Exception as err:  # noqa: BLE001 - the results are in Ray's storage either way
         print(f"vaesweep: could not close the sweep's MLflow runs ({str(err).splitlines()[0][:200]}); "
@@ -422,7 +430,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                           f"{config.tracking.experiment!r} parent run {parent_run_id}")
                     if parent_run_id is not None:
                         fill_before_resume(server, config, experiment_id, parent_run_id)
-                    fit(config, data)
+                    fit(config, data, server)
                 except KeyboardInterrupt:
                     interruption.signum = interruption.signum or signal.SIGINT
                 except Exception as err:

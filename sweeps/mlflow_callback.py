@@ -6,9 +6,11 @@ Trials need no route to MLflow: every result reaches the driver anyway, and the 
 so the sweep's embedded store on 127.0.0.1 serves a multi-node cluster too. Tune pickles the
 callback with the experiment and unpickles it on ``Tuner.restore``, so it holds only the sweep's
 config: at ``setup`` it makes its client from ``MLFLOW_TRACKING_URI`` (which the driver sets to this
-run's server) and finds the experiment and parent run by name and tag. A tracking outage prints
-one warning and training goes on untracked; Ray's trial results keep everything and ``vaesweep
-sync`` replays them through the same ``TrialRuns``.
+run's server) and finds the experiment and parent run by name and tag. When the sweep's own server
+(``DRIVER_SERVER``, the driver's child) dies, the callback starts it again, once per death, says so,
+and writes into it what Ray recorded and it lacks, then goes on. Any other tracking outage (a
+remote server, or ours failing to start again) prints one warning and training goes on untracked;
+Ray's trial results keep everything and ``vaesweep sync`` replays them through the same ``TrialRuns``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,15 @@ from sweeps.config import SweepConfig
 from sweeps.disk import is_disk_full
 from sweeps.packs import PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
+from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.progress import VERBOSE_ENV
 from sweeps.status import error_line, trial_error
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
+
+
+# The sweep's own MLflow server, which the driver started (None with --tracking-uri): set by the driver
+# (sweeps/launch.py) for the callback Tune unpickles on a restore, which holds only the sweep's config.
+DRIVER_SERVER: LocalMlflowServer | None = None
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -41,9 +49,10 @@ class MlflowTrialCallback(tune.Callback):
         self.down = False
         self.failed: set[str] = set()  # pack members whose runs were closed FAILED
         self.cost: dict[str, list[float]] = {}  # seconds the driver spent per kind of write
+        self.trials: list = []  # the experiment's trials, as Tune last passed them
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set()}
+        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set(), "trials": []}
 
     def setup(self, **info: Any) -> None:
         self._write("open the sweep's runs", self._connect)
@@ -55,12 +64,21 @@ class MlflowTrialCallback(tune.Callback):
         self.runs = TrialRuns(client, experiment_id, parent_run_id, self.sweep)
 
     def _write(self, action: str, fn, *args: Any) -> Any:
-        """``fn(*args)``, timed; after the first failure, one warning and no more MLflow calls."""
+        """``fn(*args)``, timed; when the sweep's own server died, it is started again and ``fn`` retried;
+        after any other failure, one warning and no more MLflow calls."""
         if self.down:
             return None
         start = time.perf_counter()
         try:
-            return fn(*args)
+            try:
+                return fn(*args)
+            except Exception:  # noqa: BLE001 - tracking must never stop the sweep
+                dead = self.runs
+                if not self._revive():
+                    raise
+                if dead is not None and getattr(fn, "__self__", None) is dead:  # the same call on the new client
+                    fn = getattr(self.runs, fn.__name__)
+                return fn(*args)
         except Exception as err:  # noqa: BLE001 - tracking must never stop the sweep
             print(f"vaesweep: MLflow unavailable ({action}: {str(err).splitlines()[0][:200]}); training goes on "
                   f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep.name}` "
@@ -70,6 +88,23 @@ class MlflowTrialCallback(tune.Callback):
         finally:
             self.cost.setdefault(action, []).append(time.perf_counter() - start)
 
+    def _revive(self) -> bool:
+        """Start the sweep's own server again if it died (True), connect to it and write what Ray recorded
+        meanwhile; False when there is no such server to revive (a remote one, or ours still alive)."""
+        from sweeps.sync import fill_trial  # sync's replay: the same TrialRuns, each epoch once
+
+        server = DRIVER_SERVER
+        if server is None or server.alive():
+            return False
+        print(f"vaesweep: the sweep's MLflow server stopped (its log: {server.log}); starting it again",
+              file=sys.stderr)
+        os.environ["MLFLOW_TRACKING_URI"] = server.restart()
+        self._connect()
+        filled = sum(fill_trial(self.runs, self.sweep, trial)[1]["epochs"] for trial in self.trials)
+        print(f"vaesweep: MLflow server back at {server.uri}; wrote the {filled} epoch records it had missed",
+              file=sys.stderr)
+        return True
+
     def _open(self, trial, point: dict[str, Any], node_id: str = "") -> str | None:
         """The key of ``point``'s run in ``trial`` (None once MLflow is down)."""
         if self.runs is None:
@@ -77,6 +112,7 @@ class MlflowTrialCallback(tune.Callback):
         return self._write("open run", self.runs.open, trial.trial_id, point, node_id)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        self.trials = trials
         if "epoch" not in result:
             return
         points = trial_points(self.sweep, trial.config)
@@ -92,6 +128,7 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Ended by itself (all epochs) or by a scheduler (stopped early): FINISHED either way (but for a
         pack's diverged members, FAILED above)."""
+        self.trials = trials
         points = trial_points(self.sweep, trial.config)
         last = trial.last_result or {}
         if trial.checkpoint is not None:
@@ -112,6 +149,7 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
         full (the sweep stops, and resumes the trial once there is space: sweeps/disk.py)."""
+        self.trials = trials
         error = error_line(trial.error_file) or trial_error(trial) or "unknown error"
         failed = member_failures(trial.last_result or {})
         for point in trial_points(self.sweep, trial.config):

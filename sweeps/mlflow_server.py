@@ -181,6 +181,17 @@ def forget_artifact_locations() -> None:
     utils._artifact_repos_cache.clear()
 
 
+# Fail fast when the server is down: MLflow's client would otherwise retry for minutes per call (7
+# retries with a doubling backoff: a report whose own server was killed mid-read waited 514 s).
+CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
+def fail_fast_clients() -> None:
+    """MLflow clients of this process give up on a dead server within seconds (a user's own settings win)."""
+    os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
+
+
 class LocalMlflowServer:
     """Context manager: starts the server on enter, ``wait()`` until it answers, stops it on exit.
 
@@ -194,11 +205,20 @@ class LocalMlflowServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "LocalMlflowServer":
+        fail_fast_clients()  # the server is our child: when it dies, every call to it must fail at once
         forget_artifact_locations()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with open(self.sweep_dir / "mlflow-server.log", "ab") as log:  # the child keeps its own copy
             self.process = start_server(server_command(self.sweep_dir, self.port), log)
         return self
+
+    def restart(self) -> str:
+        """Start the server again after it died, on a new port; returns its URI once it answers."""
+        self.stop()
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.__enter__()
+        return self.wait()
 
     def wait(self) -> str:
         """Block until the server answers /health; returns its URI."""

@@ -38,9 +38,6 @@ PARENT_TAG = "mlflow.parentRunId"
 HISTORY_KEY = "train_vr_bound_alpha"  # logged every epoch: its steps say which epochs a run holds
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
 STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
-# Fail fast when the server is down: MLflow's client would otherwise retry for minutes per call.
-CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

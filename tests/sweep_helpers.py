@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -130,3 +131,12 @@ def assert_every_run_finished_once(sweep_dir: Path, points: int, epochs: int) ->
     for run in children(sweep_dir):
         steps = epoch_steps(sweep_dir, run.info.run_id)
         assert steps == list(range(1, epochs + 1)), (run.data.tags["mlflow.runName"], steps)
+
+
+def server_below(pid: int, known: set[int]) -> int | None:
+    """A new ``mlflow server`` process below ``pid`` (not in ``known``), None while there is none."""
+    for child in descendants(pid) - known:
+        with contextlib.suppress(OSError):
+            if b"mlflow\0server" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    return None

@@ -33,7 +33,7 @@ from sweep_helpers import (
 )
 
 from sweeps.mlflow_server import free_port
-from sweeps.tracking import CLIENT_ENV
+from sweeps.mlflow_server import CLIENT_ENV
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).with_name("ray")

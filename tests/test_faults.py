@@ -17,8 +17,8 @@ import torch
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from sweep_helpers import (VAESWEEP, children, client_of, epoch_steps, start_server, stop_server, tracking, trial_results,
-                           vaesweep, write_config)
+from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, server_below,
+                           start_server, stop_server, tracking, trial_results, vaesweep, write_config)
 from sweeps.config import load_sweep
 from sweeps.local_run import train_to_directory
 from sweeps.mlflow_server import free_port
@@ -171,6 +171,23 @@ def test_mlflow_stopped_mid_sweep_training_goes_on_and_sync_fills_the_gaps(mnist
     for alpha, run in record.items():
         assert run["metrics"]["pca_eigenvalue"] == 5 and run["metrics"]["train_vr_bound_alpha"] == 4, alpha
         assert "analysis/analysis.json" in run["artifacts"] and run["checkpoint"] == ["checkpoint/checkpoint.pt"]
+
+
+def test_the_sweeps_own_mlflow_server_killed_mid_sweep_is_restarted_and_nothing_is_missing(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "revived", [0.0, 1.0], train=FAULT_TRAIN)
+    sweep_dir = tmp_path / "runs" / "revived"
+    log = tmp_path / "sweep.log"
+    driver = start_sweep(config, mnist_dir, log)
+    wait_for_epochs(sweep_dir, 1, driver)
+    server = server_below(driver.pid, set())
+    assert server is not None, "the driver runs its own MLflow server"
+    os.killpg(server, signal.SIGKILL)
+    assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+    output = log.read_text()
+    assert output.count("MLflow server stopped") == 1 and "starting it again" in output, output[-3000:]
+    assert re.search(r"MLflow server back at http://127\.0\.0\.1:\d+; wrote the \d+ epoch records it had missed", output)
+    assert "MLflow unavailable" not in output and "Traceback" not in output, output[-3000:]
+    assert_every_run_finished_once(sweep_dir, 2, 4)  # no `vaesweep sync` needed
 
 
 def test_mlflow_unreachable_at_start_then_sync_creates_every_record(mnist_dir, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, descendants, epoch_steps,
+from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, server_below,
                            tracking, trial_results, vaesweep, write_config)
 from sweeps.cli import main
 
@@ -241,28 +241,24 @@ def test_an_unreadable_ray_state_is_rebuilt_keeping_finished_trials(finished, mn
     assert status.returncode == 0 and '"TERMINATED"' in status.stdout, status.stdout
 
 
-def server_below(pid: int, known: set[int]) -> int | None:
-    """A new ``mlflow server`` process below ``pid`` (not in ``known``), None while there is none."""
-    for child in descendants(pid) - known:
-        with contextlib.suppress(OSError):
-            if b"mlflow\0server" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return child
-    return None
-
-
-def kill_servers(report: subprocess.Popen, times: int) -> None:
-    """SIGKILL the report's MLflow server (its whole group) each time one appears, ``times`` times."""
+def kill_servers(report: subprocess.Popen, times: int, server_log: Path) -> float:
+    """SIGKILL the report's MLflow server (its whole group) mid-read, ``times`` times: each once it has
+    answered an API request (a new line in its log); returns when the last kill happened."""
     killed: set[int] = set()
+    seen = server_log.read_text().count("/api/2.0/mlflow") if server_log.exists() else 0
     deadline = time.monotonic() + 120
     while len(killed) < times and report.poll() is None and time.monotonic() < deadline:
         server = server_below(report.pid, killed)
-        if server is None:
+        served = server_log.read_text().count("/api/2.0/mlflow") if server_log.exists() else 0
+        if server is None or served <= seen:
             time.sleep(0.02)
             continue
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server, signal.SIGKILL)
         killed.add(server)
+        seen, last_kill = served, time.monotonic()
     assert len(killed) == times, "the report ended before its server could be killed"
+    return last_kill
 
 
 @pytest.mark.xdist_group("finished")  # one worker runs the shared sweep, these tests in order
@@ -273,8 +269,11 @@ def test_the_reports_tracking_server_killed_is_restarted_once_then_reported_in_o
     for times, code in ((1, 0), (2, 1)):
         report = subprocess.Popen([str(VAESWEEP), "report", "cut", "--storage", str(sweep_dir.parent)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        kill_servers(report, times)
+        last_kill = kill_servers(report, times, sweep_dir / "mlflow-server.log")
         out, err = report.communicate(timeout=300)
+        # the server is the report's child: its death is noticed at once, not after the HTTP client's
+        # retries (7 with a doubling backoff by default: 514 s measured before the client was told to fail fast)
+        assert time.monotonic() - last_kill < 30, f"the report took {time.monotonic() - last_kill:.0f} s after the kill"
         no_traceback(out + err)
         assert report.returncode == code, err[-3000:]
         assert "MLflow server stopped" in err and "starting it again" in err, err
