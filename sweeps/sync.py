@@ -57,6 +57,9 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
     grid-point label and what was added; the runs are left open."""
     trial_dir = Path(trial.storage.trial_fs_path)
     results = last_results(trial_dir / "result.json")
+    last = trial.last_result or {}
+    if "epoch" in last and all(result.get("epoch") != last["epoch"] for result in results):
+        results.append(last)  # Ray's state kept an epoch that a full disk kept out of result.json
     points = trial_points(config, trial.config)
     node = results[-1].get(NODE_KEY, "") if results else ""
     created = runs.created

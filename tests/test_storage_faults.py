@@ -116,8 +116,10 @@ def test_a_disk_filled_by_another_program_stops_the_sweep_and_it_resumes_once_fr
         filler.unlink()
         resumed = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
         assert resumed.returncode == 0 and "2 of 2 trials finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
-        # the epoch whose MLflow write met the full disk is filled from Ray's results on resume: each once
-        assert_every_run_finished_once(sweep_dir, 2, 4)
+        # the epoch whose MLflow write met the full disk is written on resume from Ray's results when they
+        # kept it (the deterministic test below); when the full disk cost Ray's result.json and state that
+        # epoch too (seen once, in CI), it stays missing: none twice, the last one there
+        assert_every_run_finished_once(sweep_dir, 2, 4, every_epoch=False)
 
 
 def test_an_epoch_record_mlflow_lost_is_written_again_from_ray_s_results_on_resume(mnist_dir, tmp_path):
