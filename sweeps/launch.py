@@ -54,19 +54,6 @@ def check_same_sweep(config: SweepConfig) -> None:
                           f"{', '.join(changed)}; choose another --name to start a new sweep")
 
 
-def visible_gpus(address: str | None) -> int:
-    """GPUs the sweep's trials can get: this machine's, or with ``address`` the Ray cluster's now (an
-    autoscaled cluster may have none yet: set resources.gpu there, as k8s/ does)."""
-    if address is None:
-        import torch
-
-        return torch.cuda.device_count()
-    import ray
-
-    init_ray(address, verbose=False)
-    return int(ray.cluster_resources().get("GPU", 0))
-
-
 def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
     """``auto`` resources made concrete: as the sweep was started (its ``sweep.yaml``: a resume packs as
     the start did, whatever machine it runs on), else for the GPUs the driver sees."""
@@ -76,7 +63,8 @@ def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
         started = saved_config(config.sweep_dir()).resources
         update = {name: getattr(started, name) for name in ("gpu", "pack") if getattr(config.resources, name) == "auto"}
         config = config.model_copy(update={"resources": config.resources.model_copy(update=update)})
-    return config.resolved(visible_gpus(address))
+    # GPUs the trials can get now: an autoscaled cluster may have none yet (set resources.gpu there, as k8s/ does)
+    return config.resolved(int(sum(node.get("GPU", 0.0) for node in node_resources(address))))
 
 
 def announce_resources(config: SweepConfig, resolved: SweepConfig, address: str | None) -> None:
@@ -200,7 +188,7 @@ def filter_ray_logs(*kinds: type[logging.Filter]) -> None:
 def init_ray(address: str | None, verbose: bool) -> None:
     import ray
 
-    if ray.is_initialized():  # connected early to count the cluster's GPUs (visible_gpus)
+    if ray.is_initialized():  # connected early to read the cluster's nodes (node_resources)
         return
     level = logging.INFO if verbose else logging.WARNING  # "Started a local Ray instance", "Connected to..."
     if address:

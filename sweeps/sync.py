@@ -51,10 +51,10 @@ def final_checkpoint(trial_dir: Path) -> Path | None:
     return max(done, key=lambda p: p.name) if done else None
 
 
-def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, str], dict[str, int]]:
+def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, str], dict[str, int], dict[str, Any]]:
     """Log into the child runs of one trial's grid points (one, or a pack's members) what Ray's record
     holds and they lack: every epoch of ``result.json``, the final analysis. Returns the runs' keys by
-    grid-point label and what was added; the runs are left open."""
+    grid-point label, what was added and Ray's last result of the trial; the runs are left open."""
     trial_dir = Path(trial.storage.trial_fs_path)
     results = last_results(trial_dir / "result.json")
     last = trial.last_result or {}
@@ -75,7 +75,7 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
             member = member_folder(folder, point, PACK_KEY in trial.config)
             if (member / ANALYSIS_DIR / "analysis.json").is_file():
                 added["final"] += int(runs.log_final(keys[label_of(point)], member))
-    return keys, added
+    return keys, added, last or (results[-1] if results else {})
 
 
 def fill_missing_epochs(client: MlflowClient, experiment_id: str, parent_run_id: str, config: SweepConfig) -> int:
@@ -91,11 +91,8 @@ def fill_missing_epochs(client: MlflowClient, experiment_id: str, parent_run_id:
 def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     """Bring the child runs of one trial's grid points up to Ray's record and close them with its end
     state; returns what was added."""
-    keys, added = fill_trial(runs, config, trial)
-    results = last_results(Path(trial.storage.trial_fs_path) / "result.json")
+    keys, added, last = fill_trial(runs, config, trial)  # last: Ray's own record (result.json may be torn)
     points = trial_points(config, trial.config)
-    # Ray's own record of the trial's last epoch: result.json may have lost lines to a torn write
-    last = trial.last_result or (results[-1] if results else {})
     epoch = last.get("epoch", 0)
     stopped_at = epoch if trial.status == "TERMINATED" and epoch < config.train.epochs else None
     error = trial_error(trial) if trial.status == "ERROR" else None
