@@ -20,10 +20,22 @@ from vae.atomic import write_atomic
 TUNE_DIR = "tune"
 SWEEP_FILE = "sweep.yaml"
 ANALYSIS_DIR = "analysis"  # the final analysis: a folder beside the final checkpoint, and an MLflow artifact folder
+# In each of a sweep trial's checkpoint folders: every epoch's result up to that checkpoint, so an epoch
+# whose record a full disk cost both MLflow and Ray's result.json is still written on resume.
+HISTORY_FILE = "history.json"
 
 
 def experiment_path(sweep_dir: Path) -> Path:
     return sweep_dir / TUNE_DIR
+
+
+def epoch_history(checkpoint_folder: Path) -> list[dict[str, Any]]:
+    """The epoch results saved with a checkpoint ([] when it has none or it is unreadable)."""
+    try:
+        history = json.loads((checkpoint_folder / HISTORY_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    return [result for result in history if isinstance(result, dict)] if isinstance(history, list) else []
 
 
 def existing_sweep(storage: Path, name: str) -> Path:

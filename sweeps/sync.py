@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from analysis.metrics import NODE_KEY
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.launch import RemoteTracking, open_tracking, outcome_of
-from sweeps.layout import ANALYSIS_DIR, existing_sweep, experiment_path, saved_config, write_tracking
+from sweeps.layout import ANALYSIS_DIR, epoch_history, existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
 from sweeps.packs import MEMBERS_DIR, PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
@@ -51,15 +51,27 @@ def final_checkpoint(trial_dir: Path) -> Path | None:
     return max(done, key=lambda p: p.name) if done else None
 
 
+def saved_history(trial_dir: Path) -> list[dict[str, Any]]:
+    """The epoch results saved with the trial's newest checkpoint that has them."""
+    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        if history := epoch_history(folder):
+            return history
+    return []
+
+
 def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, str], dict[str, int], dict[str, Any]]:
     """Log into the child runs of one trial's grid points (one, or a pack's members) what Ray's record
-    holds and they lack: every epoch of ``result.json``, the final analysis. Returns the runs' keys by
-    grid-point label, what was added and Ray's last result of the trial; the runs are left open."""
+    holds and they lack: every epoch of ``result.json``, of Ray's last result and of the history saved
+    with the newest checkpoint (an epoch a full disk kept out of both), the final analysis. Returns the
+    runs' keys by grid-point label, what was added and Ray's last result of the trial; the runs are left
+    open."""
     trial_dir = Path(trial.storage.trial_fs_path)
     results = last_results(trial_dir / "result.json")
     last = trial.last_result or {}
-    if "epoch" in last and all(result.get("epoch") != last["epoch"] for result in results):
-        results.append(last)  # Ray's state kept an epoch that a full disk kept out of result.json
+    for result in [*saved_history(trial_dir), last]:
+        if "epoch" in result and all(known.get("epoch") != result["epoch"] for known in results):
+            results.append(result)
+    results.sort(key=lambda result: result.get("epoch", 0))
     points = trial_points(config, trial.config)
     node = results[-1].get(NODE_KEY, "") if results else ""
     created = runs.created

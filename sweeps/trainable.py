@@ -12,6 +12,7 @@ through ``tune.with_parameters`` (Ray's object store: read and verified once by 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -29,8 +30,10 @@ from analysis.aggregate import trial_label
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.engine import replay_final, run_pack, run_trial
+from sweeps.layout import HISTORY_FILE, epoch_history
 from sweeps.packs import PACK_KEY, label_of
 from sweeps.recovery import is_final
+from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import mnist_from_arrays
 from vae.errors import CheckpointError
@@ -42,10 +45,10 @@ from vae.train import Trainer
 FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
 
 
-def restore(trainer: Trainer | PackedTrainer, latest: Path) -> Path | None:
+def restore(trainer: Trainer | PackedTrainer, latest: Path) -> tuple[Path | None, list[dict[str, Any]]]:
     """Load the checkpoint in folder ``latest`` or, if it is corrupt or partial, the newest good one of
-    those kept beside it (``num_to_keep``); returns the folder loaded, None (with a warning) if none is
-    readable: the trial then trains from the start."""
+    those kept beside it (``num_to_keep``); returns the folder loaded and the epoch results saved with
+    it, or (None, []) with a warning if none is readable: the trial then trains from the start."""
     older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name), reverse=True)
     for candidate in [latest, *older]:
         try:
@@ -54,9 +57,9 @@ def restore(trainer: Trainer | PackedTrainer, latest: Path) -> Path | None:
             print(f"vaesweep: {err}; trying an older checkpoint", file=sys.stderr)
             continue
         print(f"vaesweep: resumed from {candidate.name} (epoch {trainer.epoch})", file=sys.stderr)
-        return candidate
+        return candidate, epoch_history(candidate)
     print("vaesweep: no readable checkpoint; training this trial from the start", file=sys.stderr)
-    return None
+    return None, []
 
 
 def maybe_inject_failure(epoch: int) -> None:
@@ -71,10 +74,12 @@ def maybe_inject_failure(epoch: int) -> None:
 
 class TuneSink:
     """The engine's sink inside a Ray trial: each epoch's checkpoint in a temporary folder that
-    ``tune.report`` copies into the trial's storage."""
+    ``tune.report`` copies into the trial's storage, with every result reported so far (``history``,
+    restored with the checkpoint) beside it."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: list[dict[str, Any]]) -> None:
         self.node_id = ray.get_runtime_context().get_node_id()  # which machine ran it (updated on a retry)
+        self.history = history
 
     @contextlib.contextmanager
     def folder(self) -> Iterator[Path]:
@@ -83,8 +88,13 @@ class TuneSink:
 
     def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
         maybe_inject_failure(metrics["epoch"])
-        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
-        tune.report({**metrics, NODE_KEY: self.node_id}, checkpoint=checkpoint)
+        result = {**metrics, NODE_KEY: self.node_id}
+        self.history = [*(old for old in self.history if old.get("epoch") != metrics["epoch"]), result]
+        checkpoint = None
+        if folder is not None:
+            write_atomic(folder / HISTORY_FILE, json.dumps(self.history, separators=(",", ":")).encode())
+            checkpoint = tune.Checkpoint.from_directory(folder)
+        tune.report(result, checkpoint=checkpoint)
 
 
 def quiet_exits_in_callbacks() -> None:
@@ -117,14 +127,14 @@ def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.nd
         return
     config = sweep.trial_config(point)
     trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
-    sink = TuneSink()
-    loaded = None
+    loaded, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            loaded = restore(trainer, Path(folder))
+            loaded, history = restore(trainer, Path(folder))
     elif (label := trial_label(config.alpha, config.k, config.seed)) in recovered:
-        loaded = restore(trainer, Path(recovered[label]))
+        loaded, history = restore(trainer, Path(recovered[label]))
+    sink = TuneSink(history)
     if trainer.epoch >= config.epochs and loaded is not None and is_final(loaded):
         replay_final(loaded, sink)  # finished before its sweep was rebuilt: nothing to train
         return
@@ -135,8 +145,9 @@ def train_pack(points: list[dict[str, Any]], sweep: SweepConfig, data: dict[str,
     """The members ``points`` trained together (vae/packed_train.py); resumes from Ray's checkpoint."""
     configs = [sweep.trial_config(point) for point in points]
     packed = PackedTrainer(configs, mnist_from_arrays(data, configs[0].train_subset, configs[0].test_subset))
+    history: list[dict[str, Any]] = []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            restore(packed, Path(folder))
-    run_pack(packed, [label_of(point) for point in points], sweep.eval, TuneSink(), sweep.checkpoint_every)
+            _, history = restore(packed, Path(folder))
+    run_pack(packed, [label_of(point) for point in points], sweep.eval, TuneSink(history), sweep.checkpoint_every)

@@ -122,19 +122,15 @@ def alive(pids: set[int]) -> set[int]:
     return running
 
 
-def assert_every_run_finished_once(sweep_dir: Path, points: int, epochs: int, every_epoch: bool = True) -> None:
-    """``points`` child runs + the parent, all FINISHED, nothing else; each child holds each epoch once
-    (with ``every_epoch`` False: no epoch twice and the last one, but an epoch may be missing)."""
+def assert_every_run_finished_once(sweep_dir: Path, points: int, epochs: int) -> None:
+    """``points`` child runs + the parent, all FINISHED, nothing else; each child holds each epoch once."""
     info = tracking(sweep_dir)
     everything = MlflowClient(info["tracking_uri"]).search_runs([info["experiment_id"]])
     assert len(everything) == points + 1 and {r.info.status for r in everything} == {"FINISHED"}, \
         [(r.data.tags.get("mlflow.runName"), r.info.status) for r in everything]
     for run in children(sweep_dir):
         steps = epoch_steps(sweep_dir, run.info.run_id)
-        if every_epoch:
-            assert steps == list(range(1, epochs + 1)), (run.data.tags["mlflow.runName"], steps)
-        else:
-            assert steps == sorted(set(steps)) and steps[-1] == epochs, (run.data.tags["mlflow.runName"], steps)
+        assert steps == list(range(1, epochs + 1)), (run.data.tags["mlflow.runName"], steps)
 
 
 def server_below(pid: int, known: set[int]) -> int | None:
