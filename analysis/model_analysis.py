@@ -20,21 +20,22 @@ from analysis.figures import geodesic_figure
 from analysis.geodesics import fisher_rao_distance_1d
 from analysis.interpolate import interpolation_rows, save_interpolation_grid
 from analysis.latent import encode_dataset
-from analysis.probes import trainer_probes
+from analysis.probes import member_probes
 from analysis.settings import EvalConfig
 from analysis.spectrum import spectrum
+from vae.member import Member
 
 
-def analyze_trainer(trainer, out: Path, settings: EvalConfig = EvalConfig()) -> dict[str, Any]:
-    """Measure ``trainer.model`` and write the artifacts into ``out``; returns the analysis dict."""
+def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig()) -> dict[str, Any]:
+    """Measure ``member.model`` and write the artifacts into ``out``; returns the analysis dict."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    test = encode_dataset(trainer.model, trainer.test_x, seed=settings.seed)
+    test = encode_dataset(member.model, member.test_x, seed=settings.seed)
     spec = spectrum(test.means, settings.epsilon)
-    probes = trainer_probes(trainer, settings.probe_train_size, settings.seed, pixels=True)
+    probes = member_probes(member, settings.probe_train_size, settings.seed, pixels=True)
 
     first, second = settings.pair
-    rows = interpolation_rows(trainer.model, trainer.test_x[first], trainer.test_x[second],
+    rows = interpolation_rows(member.model, member.test_x[first], member.test_x[second],
                               settings.interpolation_steps, settings.seed)
     save_interpolation_grid(rows, out / "interpolations.png")
     np.save(out / "interpolations.npy", rows)
@@ -51,9 +52,9 @@ def analyze_trainer(trainer, out: Path, settings: EvalConfig = EvalConfig()) -> 
         "probe_accuracy": probes,
         "probe_train_size": settings.probe_train_size,
         "interpolation_pair": [first, second],
-        "interpolation_labels": [int(trainer.test_y[first]), int(trainer.test_y[second])],
+        "interpolation_labels": [int(member.test_y[first]), int(member.test_y[second])],
         "geodesic_coordinates": far.tolist(),
-        "epoch": trainer.epoch,
+        "epoch": member.epoch,
         "seconds": time.perf_counter() - start,
     }
     (out / "analysis.json").write_text(json.dumps(result, indent=2))

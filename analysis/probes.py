@@ -2,7 +2,7 @@
 
 A multinomial logistic regression (scikit-learn, standardized features) is fit on training-set
 features and scored on the test set, for posterior means, means + variances (the diagonal
-covariance), one sampled latent per image, and raw pixels as the baseline. ``ProbeCallback`` runs
+covariance), one sampled latent per image, and raw pixels as the baseline. ``add_probes`` runs
 the latent probes at chosen epochs of training (the study's Figure 3).
 """
 
@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from analysis.latent import Posterior, encode_dataset
 from analysis.settings import PROBE_EPOCHS
+from vae.member import Member
 
 LATENT_FEATURES = ("means", "means_variances", "samples")
 
@@ -52,37 +53,27 @@ def probe_epochs(last_epoch: int, epochs: Iterable[int] = PROBE_EPOCHS) -> list[
     return sorted(e for e in set(epochs) if 0 < e <= last_epoch)
 
 
-class ProbeCallback:
-    """Adds ``probe_<features>`` accuracies to the epoch metrics at the chosen epochs.
-
-    ``trainer`` is a ``vae.train.Trainer``; probes are fit on the first ``train_size`` images of its
-    fixed-binarised training set and scored on its test set. Chain it before callbacks that record
-    the metrics, since it updates the dict in place.
-    """
-
-    def __init__(self, trainer, epochs: Iterable[int] = PROBE_EPOCHS, train_size: int | None = 10000, seed: int = 0):
-        self.trainer = trainer
-        self.epochs = set(probe_epochs(trainer.config.epochs, epochs))
-        self.train_size = train_size
-        self.seed = seed
-
-    def __call__(self, metrics: dict[str, float]) -> None:
-        if metrics["epoch"] in self.epochs:
-            start = time.perf_counter()
-            accuracies = trainer_probes(self.trainer, self.train_size, self.seed)
-            metrics.update({f"probe_{name}": acc for name, acc in accuracies.items()})
-            metrics["probe_seconds"] = time.perf_counter() - start
+def add_probes(metrics: dict[str, float], member: Member, epochs: Iterable[int] = PROBE_EPOCHS,
+               train_size: int | None = 10000, seed: int = 0) -> None:
+    """Add ``probe_<features>`` accuracies (and ``probe_seconds``) to an epoch's metrics, in place, when
+    its epoch is one of ``epochs``: probes fit on the first ``train_size`` images of the member's
+    fixed-binarised training set and scored on its test set (the study's Figure 3)."""
+    if metrics["epoch"] in probe_epochs(member.config.epochs, epochs):
+        start = time.perf_counter()
+        accuracies = member_probes(member, train_size, seed)
+        metrics.update({f"probe_{name}": acc for name, acc in accuracies.items()})
+        metrics["probe_seconds"] = time.perf_counter() - start
 
 
-def trainer_probes(trainer, train_size: int | None = 10000, seed: int = 0, pixels: bool = False) -> dict[str, float]:
-    """Probe accuracies of a trainer's current model (and of raw pixels if ``pixels``)."""
-    train_x, train_y = trainer.probe_train_set(train_size)
-    train_labels, test_labels = to_numpy(train_y), to_numpy(trainer.test_y)
-    train = encode_dataset(trainer.model, train_x, seed=seed + 1)
-    test = encode_dataset(trainer.model, trainer.test_x, seed=seed)
+def member_probes(member: Member, train_size: int | None = 10000, seed: int = 0, pixels: bool = False) -> dict[str, float]:
+    """Probe accuracies of a member's model (and of raw pixels if ``pixels``)."""
+    train_x, train_y = member.probe_train_set(train_size)
+    train_labels, test_labels = to_numpy(train_y), to_numpy(member.test_y)
+    train = encode_dataset(member.model, train_x, seed=seed + 1)
+    test = encode_dataset(member.model, member.test_x, seed=seed)
     accuracies = latent_probes(train, train_labels, test, test_labels)
     if pixels:
-        accuracies["pixels"] = probe_accuracy(to_numpy(train_x), train_labels, to_numpy(trainer.test_x), test_labels)
+        accuracies["pixels"] = probe_accuracy(to_numpy(train_x), train_labels, to_numpy(member.test_x), test_labels)
     return accuracies
 
 

@@ -262,7 +262,7 @@ def smoke_targets(args: argparse.Namespace, device: torch.device) -> None:
     trainer, bounds, final = plain_runs[0]
     member = alone.member_model(0).state_dict()
     same_weights = all(torch.equal(v, member[name]) for name, v in trainer.model.state_dict().items())
-    same_final = alone.member_trainer(0).evaluate(*samples) == final
+    same_final = alone.member(0).evaluate(*samples) == final
     print(f"  pack of one vs trainer (alpha={trials[0].alpha}, k={trials[0].k}): weights bit-identical {same_weights}, "
           f"per-epoch bounds identical {alone_bounds == bounds}, test metrics identical {same_final}")
 
@@ -273,7 +273,7 @@ def smoke_targets(args: argparse.Namespace, device: torch.device) -> None:
         for _ in range(trials[0].epochs):
             pack.train_epoch()
         for j, i in enumerate(indices):
-            packed_final[i] = pack.member_trainer(j).evaluate(*samples)
+            packed_final[i] = pack.member(j).evaluate(*samples)
     worst = 0.0
     for i, trial in enumerate(trials):
         plain_ll, packed_ll = plain_runs[i][2]["test_log_likelihood"], packed_final[i]["test_log_likelihood"]

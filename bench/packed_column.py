@@ -36,9 +36,10 @@ from analysis.settings import EPSILON
 from analysis.spectrum import spectrum
 from sweeps.config import SweepConfig, load_sweep
 from vae.bounds import dataset_bounds, log_likelihood
-from vae.data import fixed_binarization, load_mnist
+from vae.data import load_mnist
+from vae.member import EVAL_SEED
 from vae.packed_train import PackedTrainer
-from vae.train import EVAL_SEED, TEST_BINARIZATION_SEED, resolve_device
+from vae.train import resolve_device
 
 WEIGHT_FILE_BYTES = 15 * 2**20  # what one file may hold (the device tool returns files of <= 16 MiB)
 
@@ -140,7 +141,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     paper = load_sweep("paper")
     pack = column_trainer(paper, args.k, args.seeds, str(device), args.data_dir, args.train_images)
-    test_x = fixed_binarization(pack.data.test_x, TEST_BINARIZATION_SEED)
+    test_x = pack.images.test_x
     record: dict[str, Any] = {
         "device": name, "torch": torch.__version__, "k": args.k, "members": len(pack.configs),
         "configs": [config.model_dump() for config in pack.configs], "budget_seconds": args.budget_seconds,

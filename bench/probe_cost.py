@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from analysis.probes import probe_accuracy, to_numpy, trainer_probes
+from analysis.probes import member_probes, probe_accuracy, to_numpy
 from vae.config import TrainConfig
 from vae.data import load_mnist
 from vae.train import Trainer
@@ -26,9 +26,9 @@ def main() -> None:
     trainer = Trainer(TrainConfig(alpha=1.0, k=30, epochs=2, device="cpu"), load_mnist(args.data_dir))
     epoch_seconds = [trainer.train_epoch()["epoch_seconds"] for _ in range(2)][-1]
     start = time.perf_counter()
-    accuracies = trainer_probes(trainer, args.train_size)
+    accuracies = member_probes(trainer.member(), args.train_size)
     probe_seconds = time.perf_counter() - start
-    x, y = trainer.probe_train_set(args.train_size)
+    x, y = trainer.member().probe_train_set(args.train_size)
     start = time.perf_counter()
     pixels = probe_accuracy(to_numpy(x), to_numpy(y), to_numpy(trainer.test_x), to_numpy(trainer.test_y))
     pixel_seconds = time.perf_counter() - start

@@ -24,6 +24,10 @@ trained weights, against the same roofline, and where the trained step's time go
 (e) the trainer's step time at batch 50, 100 and 200 (epochs of 12,000 images, trained weights),
     fitted as fixed + per-image cost: the fixed part (per-op dispatch, Adam, small ops) does not
     shrink with the batch, the per-image part is the products and the per-pixel passes.
+(f) the pack of one (``vae.packed_train.PackedTrainer`` with this one configuration) against (b), both
+    continuing from the trained state, epoch by epoch interleaved (trainer, pack, trainer, pack, ...):
+    median pack/trainer ratio [target <= 1.05: the pack may replace the trainer]. ``--only-pack-of-one``
+    runs this part alone (about 2 minutes with the trained weights cached).
 Last, the IS log-likelihood of the test set with 2000 samples against its own GEMM roofline (target:
 roofline/measured >= 0.6), with its decoder products alone for the same ceiling, and the peak
 memory it adds (resident set size, peak reset just before through /proc/self/clear_refs).
@@ -48,10 +52,12 @@ from torchvision.datasets import MNIST as TorchvisionMNIST
 from vae.bounds import log_likelihood, log_weights, vr_bound
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
-from vae.data import binarize, default_data_dir, fixed_binarization, load_mnist
+from vae.data import MNIST, binarize, default_data_dir, fixed_binarization, load_mnist
 from vae.fetch import fetch_mnist
 from vae.model import VAE
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
+from vae.packed import PackedVAE
+from vae.packed_train import PackedTrainer
 from vae.train import Trainer
 
 ALPHA, K, BATCH, LATENT = 0.5, 5, 100, 30
@@ -131,6 +137,38 @@ def trainer_epochs(root: Path, epochs: int, state: dict | None, bf16: bool = Fal
     if state is not None:
         trainer.load_state_dict(state)
     return [trainer.train_epoch()["epoch_seconds"] for _ in range(epochs)]
+
+
+def pack_of_one(trainer: Trainer, data: MNIST) -> PackedTrainer:
+    """A pack of ``trainer``'s one configuration in the trainer's state: weights, Adam moments (by the
+    plain model's parameter names), generator and epoch."""
+    packed = PackedTrainer([trainer.config], data)
+    packed.model.load_state_dict(PackedVAE([trainer.model]).state_dict())
+    plain = dict(trainer.model.named_parameters())
+    for name, stacked in packed.model.stacked_parameters().items():
+        moments = trainer.optimizer.state[plain[name]]
+        packed.optimizer.state[stacked] = {key: value if value.dim() == 0 else value.unsqueeze(0).clone()
+                                           for key, value in moments.items()}
+    packed.generators[0].set_state(trainer.generator.get_state())
+    packed.epoch = trainer.epoch
+    return packed
+
+
+def pack_vs_trainer_epochs(root: Path, state: dict, rounds: int) -> tuple[list[float], list[float]]:
+    """Epoch seconds of the trainer and of its pack of one, both from the trained ``state``, interleaved
+    (after one warm-up epoch each), so the machine's load changes both alike."""
+    data = load_mnist(root)
+    trainer = Trainer(CONFIG, data)
+    trainer.load_state_dict(state)
+    packed = pack_of_one(trainer, data)
+    plain, pack = [], []
+    for round_ in range(rounds + 1):
+        trainer_seconds = trainer.train_epoch()["epoch_seconds"]
+        pack_seconds = packed.train_epoch()[0]["epoch_seconds"]
+        if round_:
+            plain.append(trainer_seconds)
+            pack.append(pack_seconds)
+    return plain, pack
 
 
 def product_and_adam_seconds(batch: int = BATCH, repeats: int = 200) -> tuple[float, float]:
@@ -221,6 +259,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="trainer epochs timed (median reported)")
     parser.add_argument("--is-samples", type=int, default=2000)
     parser.add_argument("--is-images", type=int, default=10000)
+    parser.add_argument("--pack-rounds", type=int, default=4, help="interleaved epoch pairs of (f) (median reported)")
+    parser.add_argument("--only-pack-of-one", action="store_true", help="run (f) alone")
     args = parser.parse_args()
     # before anything else starts torch's threads: they inherit the mode, as in a fresh trainer process
     flushed = start_threads_flushing_denormals()
@@ -232,6 +272,13 @@ def main() -> None:
         print(f"fp32 GEMM peak (1024^3 torch.mm, best of 30): {peak / 1e9:.1f} GFLOP/s")
         state, origin = trained_state(root, args.cache_dir)
         print(f"trained weights: {TRAINED_EPOCHS} epochs of this configuration ({origin})")
+        plain, pack = pack_vs_trainer_epochs(root, state, args.pack_rounds)
+        ratio = statistics.median(p / t for p, t in zip(pack, plain))
+        print(f"(f) pack of one vs trainer, trained weights, {args.pack_rounds} interleaved epochs each: trainer "
+              f"{statistics.median(plain):.2f} s, pack {statistics.median(pack):.2f} s, pack/trainer {ratio:.3f} "
+              "(median of the pairs)   [target <= 1.05]")
+        if args.only_pack_of_one:
+            return
         roofline = epoch_matmul_flops(60000) / peak
         print(f"(c) GEMM roofline epoch: {roofline:.2f} s ({epoch_matmul_flops(60000) / 1e9:.0f} GFLOP)")
         for label, trained in (("initial", None), ("trained", state)):

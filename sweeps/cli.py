@@ -158,7 +158,7 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from analysis.model_analysis import analyze_trainer
+    from analysis.model_analysis import analyze_member
     from sweeps.local_run import prepare_out_dir
 
     path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
@@ -176,7 +176,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = args.out or path.parent / "analysis"
     prepare_out_dir(out)
     print(f"analyzing {path} (alpha={config.alpha:g}, k={config.k}, epoch {trainer.epoch}) ...")
-    result = analyze_trainer(trainer, out, settings)
+    result = analyze_member(trainer.member(), out, settings)
     eigen = ", ".join(f"{v:.3g}" for v in result["eigenvalues"][:10])
     print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
     print(f"active components (eigenvalue > {args.epsilon:g}): {result['active_components']} of {config.k}; "

@@ -19,14 +19,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from analysis.metrics import check_metrics
-from analysis.model_analysis import analyze_trainer
-from analysis.probes import ProbeCallback
+from analysis.model_analysis import analyze_member
+from analysis.probes import add_probes
 from analysis.settings import EvalConfig
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.packs import FAILED_KEY, MEMBERS_DIR, MEMBERS_KEY
 from sweeps.recovery import FINAL_METRICS_FILE
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from vae.member import Member
 from vae.packed_train import PackedTrainer
 from vae.train import Trainer
 
@@ -58,8 +59,8 @@ class OneTrainer:
     def train_epoch(self) -> dict[int, dict[str, Any]]:
         return {0: self.trainer.train_epoch()}
 
-    def member_trainer(self, i: int) -> Trainer:
-        return self.trainer
+    def member(self, i: int) -> Member:
+        return self.trainer.member()
 
     def state_dict(self) -> dict[str, Any]:
         return self.trainer.state_dict()
@@ -93,8 +94,8 @@ def run_members(trainer: OneTrainer | PackedTrainer, labels: list[str] | None, e
         metrics = trainer.train_epoch()
         for i, member_metrics in metrics.items():
             if member_metrics["epoch"] in probe_epochs or trainer.configs[i].validation_images:
-                member = trainer.member_trainer(i)
-                ProbeCallback(member, evaluation.probe_epochs, evaluation.probe_train_size)(member_metrics)
+                member = trainer.member(i)
+                add_probes(member_metrics, member, evaluation.probe_epochs, evaluation.probe_train_size)
                 if member.val_x is not None:
                     member_metrics["val_vr_bound_0"] = member.validation_bound(evaluation.val_images,
                                                                                evaluation.bound_samples)
@@ -106,10 +107,10 @@ def run_members(trainer: OneTrainer | PackedTrainer, labels: list[str] | None, e
             for i, member_metrics in metrics.items():
                 out = folder if labels is None else folder / MEMBERS_DIR / labels[i]
                 if last:
-                    member = trainer.member_trainer(i)
                     if labels is not None:  # a member's own checkpoint, as a single trial's folder has
-                        save_checkpoint(member.state_dict(), out / CHECKPOINT_NAME)
-                    member_metrics.update(final_metrics(member, evaluation, out / ANALYSIS_DIR, is_progress))
+                        save_checkpoint(trainer.member_state(i), out / CHECKPOINT_NAME)
+                    member_metrics.update(final_metrics(trainer.member(i), evaluation, out / ANALYSIS_DIR,
+                                                        is_progress))
                 check_metrics(member_metrics)
                 if last:  # what a rebuilt sweep reports again for this trial (sweeps/recovery.py)
                     write_atomic(out / FINAL_METRICS_FILE, json.dumps(member_metrics).encode())
@@ -124,11 +125,11 @@ def run_members(trainer: OneTrainer | PackedTrainer, labels: list[str] | None, e
     return result
 
 
-def final_metrics(trainer: Trainer, evaluation: EvalConfig, out: Path,
+def final_metrics(member: Member, evaluation: EvalConfig, out: Path,
                   is_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Test bounds, IS log-likelihood and the latent analysis (its files written into ``out``)."""
-    final = trainer.evaluate(evaluation.bound_samples, evaluation.is_samples, progress=is_progress)
-    analysis = analyze_trainer(trainer, out, evaluation)
+    final = member.evaluate(evaluation.bound_samples, evaluation.is_samples, progress=is_progress)
+    analysis = analyze_member(member, out, evaluation)
     return {
         **final,
         "active_components": analysis["active_components"],

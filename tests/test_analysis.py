@@ -13,7 +13,7 @@ import torch
 
 from analysis.interpolate import ROWS, interpolation_rows
 from analysis.latent import encode_dataset
-from analysis.probes import ProbeCallback, probe_accuracy, probe_epochs
+from analysis.probes import add_probes, probe_accuracy, probe_epochs
 from analysis.spectrum import spectrum
 from vae.config import TrainConfig
 from vae.data import load_mnist
@@ -79,14 +79,13 @@ def test_interpolation_rows_start_and_end_at_the_endpoints():
     np.testing.assert_allclose(rows[1, [0, -1]], rows[4, [0, -1]], atol=1e-5)
 
 
-def test_probe_callback_adds_accuracies_at_chosen_epochs(mnist_dir):
+def test_probes_add_accuracies_at_chosen_epochs(mnist_dir):
     data = load_mnist(mnist_dir, train_subset=1000, test_subset=300)
     trainer = Trainer(TrainConfig(k=8, epochs=3, device="cpu"), data)
     seen = []
-    callback = ProbeCallback(trainer, epochs=[2, 50], train_size=1000)
     for _ in range(3):
         metrics = trainer.train_epoch()
-        callback(metrics)
+        add_probes(metrics, trainer.member(), epochs=[2, 50], train_size=1000)
         seen.append(metrics)
     assert "probe_means" not in seen[0] and "probe_means" not in seen[2]
     assert {"probe_means", "probe_means_variances", "probe_samples", "probe_seconds"} <= seen[1].keys()

@@ -53,18 +53,19 @@ def test_a_pack_of_one_is_bit_identical_to_the_trainer(small_mnist, alpha):
         plain, packed = trainer.train_epoch(), pack.train_epoch()[0]
         assert plain["train_vr_bound_alpha"] == packed["train_vr_bound_alpha"]
     assert_same_weights(trainer.model, pack.member_model(0))
-    assert trainer.evaluate(10, 20) == pack.member_trainer(0).evaluate(10, 20)
+    assert trainer.evaluate(10, 20) == pack.member(0).evaluate(10, 20)
 
 
-def test_a_member_trainer_continues_the_member_as_the_trainer_would(small_mnist):
+def test_a_member_s_state_continues_the_member_as_the_trainer_would(small_mnist):
     trainer, pack = Trainer(config(), small_mnist), PackedTrainer([config()], small_mnist)
     trainer.train_epoch(), pack.train_epoch()
-    member, before = pack.member_trainer(0), pack.member_model(0)
+    member, before = Trainer(config(), small_mnist), pack.member_model(0)
+    member.load_state_dict(pack.member_state(0))
     adam_before = [value.clone() for state in pack.optimizer.state.values() for value in state.values()]
     assert member.epoch == 1
     assert trainer.train_epoch()["train_vr_bound_alpha"] == member.train_epoch()["train_vr_bound_alpha"]
     assert_same_weights(trainer.model, member.model)
-    # the member trainer owns its weights and Adam state: training it left the pack as it was
+    # the member's state is a copy of its weights and Adam state: training it left the pack as it was
     assert_same_weights(before, pack.member_model(0))
     adam_after = [value for state in pack.optimizer.state.values() for value in state.values()]
     assert all(torch.equal(a, b) for a, b in zip(adam_before, adam_after, strict=True))

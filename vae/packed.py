@@ -27,16 +27,18 @@ from vae.model import LOGIT_FLOOR, VAE, logit_residual, nll_from_logits
 def member_addmm(bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """bias [P, out] + h [P, N, in] @ weight [P, out, in]^T -> [P, N, out]. A pack of one takes the
     single product (``addmm``, as ``nn.Linear``): a batched product of one can round differently
-    (seen on an AMD EPYC CPU: MKL's batched kernel sums a long, narrow product in another order)."""
+    (seen on an AMD EPYC CPU: MKL's batched kernel sums a long, narrow product in another order).
+    ``squeeze(0)``, not ``[0]``: the backward of a view is a view, where indexing's allocates a zero
+    tensor of the whole parameter and copies into it (about 2% of a CPU step)."""
     if h.shape[0] == 1:
-        return torch.addmm(bias[0], h[0], weight[0].t()).unsqueeze(0)
+        return torch.addmm(bias.squeeze(0), h.squeeze(0), weight.squeeze(0).t()).unsqueeze(0)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
 
 
 def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a [P, n, m] @ b [P, m, r] -> [P, n, r]; a pack of one takes ``mm`` (see ``member_addmm``)."""
     if a.shape[0] == 1:
-        return torch.mm(a[0], b[0]).unsqueeze(0)
+        return torch.mm(a.squeeze(0), b.squeeze(0)).unsqueeze(0)
     return torch.bmm(a, b)
 
 

@@ -19,20 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vae.bounds import dataset_bounds, log_likelihood, log_weights, vr_bound
+from vae.bounds import log_weights, vr_bound
 from vae.config import RESUMABLE_CHANGES, TrainConfig
-from vae.errors import DataError, NonFiniteLossError
-from vae.data import MNIST, binarize, fixed_binarization
+from vae.errors import NonFiniteLossError
+from vae.data import MNIST, binarize
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
+from vae.member import Member, ScoredImages
 from vae.model import VAE
 from vae.precision import training_matmuls
-
-# Every trial scores the same binarised test set, so log-likelihoods compare across seeds.
-TEST_BINARIZATION_SEED = 12345
-# Evaluation noise is fixed too: the same draws for every model of a sweep.
-EVAL_SEED = 2024
-# The validation images (held out of training) are binarised once, with their own seed.
-VALIDATION_BINARIZATION_SEED = 54321
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,6 +43,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def initial_model(config: TrainConfig, device: torch.device) -> VAE:
+    """The model's initial weights: drawn from the global RNGs seeded with the config's seed."""
+    seed_everything(config.seed)
+    return VAE(config.k, config.hidden, config.activation).to(device)
+
+
 def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonFiniteLossError:
     """The error of a diverged model, naming where and which model, the same for every trainer."""
     return NonFiniteLossError(f"non-finite loss ({value}) at epoch {epoch}, step {step} "
@@ -62,30 +62,17 @@ class Trainer:
         start_threads_flushing_denormals()
         self.config = config
         self.device = resolve_device(config.device)
-        seed_everything(config.seed)
-        self.model = VAE(config.k, config.hidden, config.activation).to(self.device)
+        self.model = initial_model(config, self.device)
         self.model.bf16_output_layer = config.bf16_output_layer
         # fused Adam: one kernel per step instead of a dozen per parameter, about 7% of a CPU step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.epoch = 0
-        data = data.to(self.device)
-        train_x, self.train_y = data.train_x, data.train_y
-        self.val_x: torch.Tensor | None = None
-        if config.validation_images:
-            keep = len(train_x) - config.validation_images
-            if keep < 1:
-                raise DataError(f"validation_images={config.validation_images} leaves no training images of "
-                                f"{len(train_x)}; hold out fewer")
-            train_x, val_x, self.train_y = train_x[:keep], train_x[keep:], self.train_y[:keep]
-            self.val_x = self._fixed(val_x, VALIDATION_BINARIZATION_SEED)
-        self.train_x = fixed_binarization(train_x, config.seed) if config.binarization == "static" else train_x
-        self.test_x = self._fixed(data.test_x, TEST_BINARIZATION_SEED)
-        self.test_y = data.test_y
-
-    def _fixed(self, x: torch.Tensor, seed: int) -> torch.Tensor:
-        """Images as every evaluation sees them: binarised once from ``seed`` (grey levels kept with 'none')."""
-        return x if self.config.binarization == "none" else fixed_binarization(x, seed)
+        self.images = ScoredImages.of(data.to(self.device), config)
+        static = config.binarization == "static"
+        self.train_x = self.images.static_train_set(config.seed) if static else self.images.train_x
+        self.train_y, self.val_x, self.test_x, self.test_y = (
+            self.images.train_y, self.images.val_x, self.images.test_x, self.images.test_y)
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training set in shuffled batches; returns the epoch's metrics."""
@@ -116,38 +103,19 @@ class Trainer:
             "epoch_seconds": time.perf_counter() - start,
         }
 
-    def evaluate(
-        self, bound_samples: int, is_samples: int, progress: Callable[[int], None] | None = None
-    ) -> dict[str, float]:
-        """Test VR bound at the training alpha and at alpha = 0 (K = ``bound_samples``), and IS log p(x).
+    def member(self) -> Member:
+        """The model as evaluation sees it (its weights, not a copy): test bounds, IS log-likelihood,
+        validation bound, probe sets."""
+        return Member(self.config, self.model, self.images, self.epoch)
 
-        ``progress`` receives the number of test images done by the IS estimate, batch by batch.
-        """
-        self.model.eval()
-        generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
-        bounds = dataset_bounds(self.model, self.test_x, [self.config.alpha, 0.0], bound_samples, generator=generator)
-        log_px = log_likelihood(self.model, self.test_x, is_samples, generator=generator, progress=progress)
-        return {
-            "test_vr_bound_alpha": bounds[self.config.alpha],
-            "test_vr_bound_0": bounds[0.0],
-            "test_log_likelihood": log_px.mean().item(),
-        }
+    def evaluate(self, bound_samples: int, is_samples: int,
+                 progress: Callable[[int], None] | None = None) -> dict[str, float]:
+        """``Member.evaluate`` of the current model."""
+        return self.member().evaluate(bound_samples, is_samples, progress)
 
     def validation_bound(self, images: int, samples: int) -> float:
-        """The IWAE bound (alpha = 0) on the first ``images`` validation images: the selection signal
-        of ASHA and Optuna, computed on images the model never trains on (never on the test set)."""
-        if self.val_x is None:
-            raise ValueError("this trainer holds out no validation images (validation_images = 0)")
-        self.model.eval()
-        generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
-        return dataset_bounds(self.model, self.val_x[:images], [0.0], samples, generator=generator)[0.0]
-
-    def probe_train_set(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``size`` training images as the model sees them at evaluation (fixed binarisation)."""
-        x = self.train_x[:size]
-        if self.config.binarization == "dynamic":
-            x = fixed_binarization(x, TEST_BINARIZATION_SEED)
-        return x, self.train_y[:size]
+        """``Member.validation_bound`` of the current model."""
+        return self.member().validation_bound(images, samples)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically (see the module docstring)."""
