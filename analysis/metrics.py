@@ -48,6 +48,7 @@ FINAL_METRICS = [name for name, m in SCHEMA.items() if m.when == "final"]
 EIGENVALUE_KEY = "pca_eigenvalue"
 # Not a metric: the Ray node a trial ran on, in every result (a tag of the MLflow run).
 NODE_KEY = "ray_node_id"
+SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
 
 
 def check_metrics(keys: Iterable[str]) -> None:

@@ -25,7 +25,7 @@ from sweeps.config import load_sweep
 from sweeps.engine import run_trial
 from sweeps.launch import run_sweep
 from vae.data import load_mnist
-from vae.train import Trainer
+from vae.packed_train import PackedTrainer
 
 
 class DiscardingSink:
@@ -39,7 +39,10 @@ class DiscardingSink:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             yield Path(tmp)
 
-    def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
+    def member_folder(self, folder: Path, label: str) -> Path:
+        return folder / label
+
+    def report(self, result: dict[str, Any], folder: Path | None) -> None:
         pass
 
 
@@ -47,8 +50,8 @@ def bare(config, data_dir: Path | None, workdir: Path) -> float:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for trial in config.trials():
-        trainer = Trainer(trial, load_mnist(data_dir, trial.train_subset, trial.test_subset))
-        run_trial(trainer, config.eval, DiscardingSink(workdir), checkpoint_every=trial.epochs)
+        trainer = PackedTrainer([trial], load_mnist(data_dir, trial.train_subset, trial.test_subset))
+        run_trial(trainer, ["trial"], config.eval, DiscardingSink(workdir), checkpoint_every=trial.epochs)
     return time.perf_counter() - start
 
 

@@ -29,7 +29,7 @@ from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import default_data_dir, load_mnist
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
-from vae.train import Trainer
+from vae.packed_train import PackedTrainer
 
 
 class UsageError(Exception):
@@ -163,20 +163,24 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
     state = load_checkpoint(path)
-    config = TrainConfig(**{**state["config"], "device": args.device})
+    if len(state.get("configs", ())) != 1:
+        raise UsageError(f"{path} is not the checkpoint of one model (a pack's holds several, an earlier vaesweep's "
+                         "none that this version reads): analyze a member's own checkpoint, in members/<label>/ of "
+                         "its trial's final checkpoint folder, or a `vaesweep train` run folder")
+    config = TrainConfig(**{**state["configs"][0], "device": args.device})
     if not args.epsilon > 0:
         raise UsageError(f"--epsilon must be positive, got {args.epsilon}")
     data = load_mnist(args.data_dir, config.train_subset, config.test_subset)
     if not all(0 <= i < len(data.test_x) for i in args.pair):
         raise UsageError(f"--pair {args.pair[0]} {args.pair[1]}: indices must be in [0, {len(data.test_x)})")
-    trainer = Trainer(config, data)
+    trainer = PackedTrainer([config], data)
     trainer.load_state_dict(state)
     settings = EvalConfig(epsilon=args.epsilon, probe_train_size=args.probe_train_size, interpolation_steps=args.steps,
                           pair=tuple(args.pair), seed=args.seed)
     out = args.out or path.parent / "analysis"
     prepare_out_dir(out)
     print(f"analyzing {path} (alpha={config.alpha:g}, k={config.k}, epoch {trainer.epoch}) ...")
-    result = analyze_member(trainer.member(), out, settings)
+    result = analyze_member(trainer.member(0), out, settings)
     eigen = ", ".join(f"{v:.3g}" for v in result["eigenvalues"][:10])
     print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
     print(f"active components (eigenvalue > {args.epsilon:g}): {result['active_components']} of {config.k}; "

@@ -185,25 +185,17 @@ class SweepConfig(Strict):
         if self.search != "grid":
             raise ValueError("resources.pack packs grid points; an Optuna search proposes one point at a time: "
                              "set resources.pack=1 (or search: grid)")
-        if self.train.binarization == "static":
-            raise ValueError("resources.pack > 1 needs train.binarization dynamic or none (static would hold a "
-                             "binarised training set per member): set resources.pack=1")
-        if self.train.bf16_output_layer:
-            raise ValueError("train.bf16_output_layer is for the unpacked CPU trainer (packs are for GPUs): set "
-                             "resources.pack=1 or train.bf16_output_layer=false")
         return self
 
     def resolved(self, gpus: int) -> "SweepConfig":
         """This config with ``auto`` resources made concrete, for a driver that sees ``gpus`` GPUs: a GPU
-        per trial where there is one; then on a GPU every grid point of a k in one pack (where packs can
-        work: a grid search, dynamic or no binarisation, no bf16), on CPU a trial per grid point. The
+        per trial where there is one; then on a GPU every grid point of a k in one pack (for a grid search;
+        a search proposes one point at a time), on CPU a trial per grid point. The
         sweep folder's ``sweep.yaml`` holds the resolved values, so a resume packs as the start did."""
         gpu = (1.0 if gpus > 0 else 0.0) if self.resources.gpu == "auto" else self.resources.gpu
         pack = self.resources.pack
         if pack == "auto":
-            packable = (self.search == "grid" and self.train.binarization != "static"
-                        and not self.train.bf16_output_layer)
-            pack = len(self.grid.alpha) * len(self.grid.seed) if gpu > 0 and packable else 1
+            pack = len(self.grid.alpha) * len(self.grid.seed) if gpu > 0 and self.search == "grid" else 1
         return self.model_copy(update={"resources": self.resources.model_copy(update={"gpu": gpu, "pack": pack})})
 
     @property

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.metrics import SELECTION_METRIC
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskFullLogFilter, DiskGuard, describe, free_bytes, is_disk_full,
                          space_problem)
@@ -38,7 +39,6 @@ from sweeps.progress import VERBOSE_ENV, SweepProgress
 from sweeps.recovery import prune_superseded, ray_state_problem, rebuild, recovered_checkpoints
 from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
-SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
 
 
 def check_same_sweep(config: SweepConfig) -> None:

@@ -19,13 +19,15 @@ from tqdm import tqdm
 
 from analysis.metrics import FINAL_METRICS
 from analysis.settings import EvalConfig
+from analysis.aggregate import trial_label
 from sweeps.engine import run_trial
+from sweeps.packs import MEMBERS_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist
 from vae.errors import RunDirError
-from vae.train import Trainer
+from vae.packed_train import PackedTrainer
 
 METRICS_NAME = "metrics.json"
 
@@ -45,23 +47,28 @@ def prepare_out_dir(out: Path) -> None:
 
 
 class DirectorySink:
-    """The engine's sink for a run directory: checkpoint in place, history in ``metrics.json``,
-    progress bars for the epochs and the final IS estimate."""
+    """The engine's sink for a run directory of one model (a pack of one): checkpoint and final
+    analysis in place, history in ``metrics.json``, progress bars for the epochs and the final IS estimate."""
 
-    def __init__(self, out: Path, header: dict[str, Any], history: list[dict[str, Any]], trainer: Trainer,
+    def __init__(self, out: Path, header: dict[str, Any], history: list[dict[str, Any]], trainer: PackedTrainer,
                  is_samples: int) -> None:
         self.out, self.header, self.history = out, header, history
-        config = trainer.config
+        (config,) = trainer.configs
+        self.label = trial_label(config.alpha, config.k, config.seed)
         self.bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"train alpha={config.alpha:g} k={config.k}",
                         unit="epoch")
-        self.is_total, self.is_samples = len(trainer.test_x), is_samples
+        self.is_total, self.is_samples = len(trainer.images.test_x), is_samples
         self.is_bar: tqdm | None = None
 
     @contextlib.contextmanager
     def folder(self) -> Iterator[Path]:
         yield self.out
 
-    def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
+    def member_folder(self, folder: Path, label: str) -> Path:
+        return folder
+
+    def report(self, result: dict[str, Any], folder: Path | None) -> None:
+        metrics = {**result[MEMBERS_KEY][self.label], "epoch": result["epoch"]}
         self.history.append(metrics)
         self.bar.set_postfix(bound=f"{metrics['train_vr_bound_alpha']:.2f}", sec=f"{metrics['epoch_seconds']:.1f}")
         self.bar.update()
@@ -89,10 +96,13 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / METRICS_NAME
-    trainer = Trainer(config, load_mnist(data_dir, config.train_subset, config.test_subset))
+    trainer = PackedTrainer([config], load_mnist(data_dir, config.train_subset, config.test_subset))
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)  # an unreadable one: CheckpointError, its own one line
+        if "configs" not in state:
+            raise RunDirError(f"--out {out} holds a checkpoint of an earlier vaesweep (one trainer per model, before "
+                              "packs of one); choose a new --out")
         try:
             trainer.load_state_dict(state)
         except ValueError as err:
@@ -106,9 +116,10 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     header = {"config": config.model_dump(), "eval": evaluation.model_dump()}
     sink = DirectorySink(out, header, history, trainer, evaluation.is_samples)
     try:
-        final = run_trial(trainer, evaluation, sink, checkpoint_every, is_progress=sink.is_progress)
+        last = run_trial(trainer, [sink.label], evaluation, sink, checkpoint_every, is_progress=sink.is_progress)
     finally:
         sink.close()
+    final = last[MEMBERS_KEY][sink.label]
     result = {**header, "history": history, "epochs_completed": trainer.epoch,
               **{name: final[name] for name in FINAL_METRICS}}
     write_json(result, metrics_path)

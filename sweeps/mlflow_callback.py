@@ -27,7 +27,7 @@ from ray import tune
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.disk import is_disk_full
-from sweeps.packs import PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
+from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.progress import VERBOSE_ENV
@@ -135,7 +135,7 @@ class MlflowTrialCallback(tune.Callback):
             with trial.checkpoint.as_directory() as local:
                 folder = Path(local)
                 for point in points:
-                    self._log_final(trial, point, member_folder(folder, point, PACK_KEY in trial.config))
+                    self._log_final(trial, point, member_folder(folder, point))
         epoch = last.get("epoch", 0)
         stopped_at = epoch if epoch < self.sweep.train.epochs else None
         for point in points:

@@ -1,9 +1,11 @@
-"""Packed trials: with ``resources.pack: P`` > 1, grid points that share every setting but alpha and
-seed train together in one Ray trial (vae/packed_train.py), and each keeps its own identity.
+"""Packs: every Ray trial trains its grid points as one pack (vae/packed_train.py), and each point
+keeps its own identity. With ``resources.pack: P`` > 1, grid points that share every setting but
+alpha and seed train together; otherwise a trial is a pack of one.
 
 The packs are the grid points of one k, in grid order, at most P to a pack (``SweepConfig.packs``).
 A pack's Ray trial has the config ``{"pack": index}``, so the saved sweep config alone says which
-points it trains. Each epoch is one ``tune.report`` holding every member's metrics under
+points it trains; a pack of one has its point's own config {alpha, k, seed} (Ray's trial names and
+searches read them). Each epoch is one ``tune.report`` holding every member's metrics under
 ``members`` (label -> metrics) and the messages of members that diverged under ``failed``; the
 final checkpoint folder holds, per member, ``members/<label>/`` with its own checkpoint, analysis
 and metrics. Whoever reads results (the driver's MLflow callback, status, sync, the progress lines)
@@ -37,19 +39,17 @@ def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str
 
 
 def member_results(points: list[dict[str, Any]], result: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict]]:
-    """(point, its metrics) for each member with a result in ``result`` (a pack's or a single trial's)."""
-    if MEMBERS_KEY not in result:
-        return [(points[0], dict(result))] if len(points) == 1 else []
-    members = result[MEMBERS_KEY]
+    """(point, its metrics) for each member with metrics in a trial's ``result``."""
+    members = result.get(MEMBERS_KEY) or {}
     return [(point, {**members[label_of(point)], "epoch": result["epoch"]}) for point in points
             if label_of(point) in members]
 
 
 def member_failures(result: Mapping[str, Any]) -> dict[str, str]:
-    """Label -> divergence message of each member that failed in a pack ({} for a single trial)."""
+    """Label -> divergence message of each member of a trial that failed."""
     return dict(result.get(FAILED_KEY) or {})
 
 
-def member_folder(checkpoint_dir: Path, point: Mapping[str, Any], packed: bool) -> Path:
+def member_folder(checkpoint_dir: Path, point: Mapping[str, Any]) -> Path:
     """Where a member's final checkpoint and analysis are in its trial's final checkpoint folder."""
-    return checkpoint_dir / MEMBERS_DIR / label_of(point) if packed else checkpoint_dir
+    return checkpoint_dir / MEMBERS_DIR / label_of(point)

@@ -26,6 +26,7 @@ from typing import Any
 from analysis.aggregate import trial_label
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import ANALYSIS_DIR, experiment_path
+from sweeps.packs import MEMBERS_DIR
 from vae.atomic import write_atomic
 from vae.errors import CheckpointError
 
@@ -83,19 +84,20 @@ def checkpoint_folders(sweep_dir: Path) -> list[Path]:
     return sorted(experiment_path(sweep_dir).glob(f"*/checkpoint_*/{CHECKPOINT_NAME}"))
 
 
-def is_final(folder: Path) -> bool:
-    """A trial's final checkpoint folder with its metrics and analysis, whole."""
+def is_final(folder: Path, labels: list[str]) -> bool:
+    """A trial's final checkpoint folder with the final metrics and analysis of each of its grid points, whole."""
     try:
-        read_json(folder / FINAL_METRICS_FILE)
-        read_json(folder / ANALYSIS_DIR / "analysis.json")
+        for label in labels:
+            read_json(folder / MEMBERS_DIR / label / FINAL_METRICS_FILE)
+            read_json(folder / MEMBERS_DIR / label / ANALYSIS_DIR / "analysis.json")
     except ValueError:
         return False
     return True
 
 
 def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[int, Path]]:
-    """Per grid point (label): (epoch, folder) of its newest readable checkpoint; a checkpoint of the
-    last epoch counts only with its final metrics and analysis beside it."""
+    """Per grid point (label): (epoch, folder) of its newest readable checkpoint (a pack's: one for all
+    its members); a checkpoint of the last epoch counts only with its final metrics and analysis beside it."""
     from vae.checkpoint import load_checkpoint
 
     found: dict[str, tuple[int, Path]] = {}
@@ -104,21 +106,18 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
             state = load_checkpoint(path)
         except CheckpointError:
             continue
-        point, epoch = state["config"], int(state["epoch"])
-        if epoch >= config.train.epochs and not is_final(path.parent):
+        labels = [trial_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
+        epoch = int(state["epoch"])
+        if epoch >= config.train.epochs and not is_final(path.parent, labels):
             continue
-        label = trial_label(point["alpha"], point["k"], point["seed"])
-        if label not in found or epoch > found[label][0]:
-            found[label] = (epoch, path.parent)
+        for label in labels:
+            if label not in found or epoch > found[label][0]:
+                found[label] = (epoch, path.parent)
     return found
 
 
 def rebuild(sweep_dir: Path, config: SweepConfig, problem: str) -> str:
     """Set Ray's unreadable state aside and record each grid point's checkpoint; returns what was done."""
-    if config.packed:
-        raise ConfigError(f"Ray's state of sweep {config.name} cannot be read ({problem}) and a packed sweep "
-                          "(resources.pack > 1) cannot be rebuilt from its checkpoints yet; its finished runs are in "
-                          "MLflow: start a new sweep with another --name")
     if config.search != "grid":
         raise ConfigError(f"Ray's state of sweep {config.name} cannot be read ({problem}) and an Optuna search cannot "
                           "be rebuilt from its trials; its finished runs are in MLflow: start a new sweep with "

@@ -79,10 +79,10 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
         else:
             points = trial_points(config, trial.config) if config else [
                 {key: trial.config.get(key) for key in ("alpha", "k", "seed")}]
-        metrics = {label_of(point): own for point, own in member_results(points, last)} if len(points) > 1 else {}
+        metrics = {label_of(point): own for point, own in member_results(points, last)}
         failed = member_failures(last)
         for point in points:
-            own = metrics.get(label_of(point), last) if len(points) > 1 else last
+            own = metrics.get(label_of(point), {})
             member_error = failed.get(label_of(point)) if None not in point.values() else None
             entries.append({
                 "trial_id": trial.trial_id,
@@ -135,10 +135,11 @@ def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict
         last = results[-1] if results else {}
         done = last.get("epoch", 0)
         error = error_line(params_file.parent / "error.txt")
+        own = next((metrics for _, metrics in member_results([point], last)), {})
         trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
                  "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
                  "epochs_completed": done, "stopped_early": False, "mlflow_run_id": None, "num_failures": None,
-                 "error": error, **{key: last[key] for key in FINAL_METRICS if key in last}}
+                 "error": error, **{key: own[key] for key in FINAL_METRICS if key in own}}
         key = tuple(point.values())
         if key not in best or done > best[key]["epochs_completed"]:
             best[key] = trial

@@ -23,7 +23,7 @@ from sweeps.launch import RemoteTracking, open_tracking, outcome_of
 from sweeps.layout import ANALYSIS_DIR, epoch_history, existing_sweep, experiment_path, saved_config, write_tracking
 from sweeps.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
-from sweeps.packs import MEMBERS_DIR, PACK_KEY, label_of, member_failures, member_folder, member_results, trial_points
+from sweeps.packs import MEMBERS_DIR, label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.recovery import ray_state_problem, read_json
 from sweeps.status import last_results, trial_error
 from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
@@ -84,7 +84,7 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
     folder = final_checkpoint(trial_dir)
     if folder is not None:
         for point in points:
-            member = member_folder(folder, point, PACK_KEY in trial.config)
+            member = member_folder(folder, point)
             if (member / ANALYSIS_DIR / "analysis.json").is_file():
                 added["final"] += int(runs.log_final(keys[label_of(point)], member))
     return keys, added, last or (results[-1] if results else {})

@@ -1,8 +1,8 @@
-"""The Ray Tune function trainable: one grid point {alpha, k, seed} run by the trial engine.
+"""The Ray Tune function trainable: a trial's grid points (one, or a pack) run by the trial engine.
 
 Each epoch is one ``tune.report`` (so ``training_iteration`` is the epoch) with a checkpoint every
 ``checkpoint_every`` epochs; the last one carries the final evaluation and analysis, and its
-checkpoint folder holds the analysis files. A retried or restored trial resumes from
+checkpoint folder holds each member's analysis files (``members/<label>/``). A retried or restored trial resumes from
 ``tune.get_checkpoint()``; a trial of a rebuilt sweep from the checkpoint the rebuild found for its
 grid point (sweeps/recovery.py). The trial writes nothing to MLflow: the driver does, from Tune's results
 (sweeps/mlflow_callback.py), so trials need no route to the tracking server. The dataset arrives
@@ -26,26 +26,24 @@ import ray
 import torch
 from ray import tune
 
-from analysis.aggregate import trial_label
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.engine import replay_final, run_pack, run_trial
+from sweeps.engine import replay_final, run_trial
 from sweeps.layout import HISTORY_FILE, epoch_history
-from sweeps.packs import PACK_KEY, label_of
+from sweeps.packs import MEMBERS_DIR, label_of, trial_points
 from sweeps.recovery import is_final
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import mnist_from_arrays
 from vae.errors import CheckpointError
 from vae.packed_train import PackedTrainer
-from vae.train import Trainer
 
 # Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
 # epoch (a marker file in the trial directory makes the retry pass). Unset in normal use.
 FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
 
 
-def restore(trainer: Trainer | PackedTrainer, latest: Path) -> tuple[Path | None, list[dict[str, Any]]]:
+def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dict[str, Any]]]:
     """Load the checkpoint in folder ``latest`` or, if it is corrupt or partial, the newest good one of
     those kept beside it (``num_to_keep``); returns the folder loaded and the epoch results saved with
     it, or (None, []) with a warning if none is readable: the trial then trains from the start."""
@@ -86,6 +84,9 @@ class TuneSink:
         with tempfile.TemporaryDirectory() as tmp:
             yield Path(tmp)
 
+    def member_folder(self, folder: Path, label: str) -> Path:
+        return folder / MEMBERS_DIR / label
+
     def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
         maybe_inject_failure(metrics["epoch"])
         result = {**metrics, NODE_KEY: self.node_id}
@@ -111,43 +112,38 @@ def quiet_exits_in_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def train_trial(point: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
+def train_trial(params: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
                 recovered: dict[str, str]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
-    (sweeps/packs.py). ``recovered``: the checkpoint folder of each grid point in a sweep rebuilt from
-    its checkpoints (sweeps/recovery.py), used when Ray has none for the trial."""
+    (sweeps/packs.py): its points trained together by one ``PackedTrainer``. ``recovered``: the
+    checkpoint folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/recovery.py),
+    used when Ray has none for the trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     quiet_exits_in_callbacks()
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
     if 0 < sweep.resources.gpu < 1 and torch.cuda.is_available():
         # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.
         torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
-    if PACK_KEY in point:
-        train_pack(sweep.packs()[point[PACK_KEY]], sweep, data)
-        return
-    config = sweep.trial_config(point)
-    trainer = Trainer(config, mnist_from_arrays(data, config.train_subset, config.test_subset))
+    points = trial_points(sweep, params)
+    labels = [label_of(point) for point in points]
+    configs = [sweep.trial_config(point) for point in points]
+    trainer = PackedTrainer(configs, mnist_from_arrays(data, configs[0].train_subset, configs[0].test_subset))
     loaded, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             loaded, history = restore(trainer, Path(folder))
-    elif (label := trial_label(config.alpha, config.k, config.seed)) in recovered:
-        loaded, history = restore(trainer, Path(recovered[label]))
+    elif (folder := recovered_folder(recovered, labels)) is not None:
+        loaded, history = restore(trainer, folder)
     sink = TuneSink(history)
-    if trainer.epoch >= config.epochs and loaded is not None and is_final(loaded):
-        replay_final(loaded, sink)  # finished before its sweep was rebuilt: nothing to train
+    if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, labels):
+        replay_final(loaded, labels, sink)  # finished before its sweep was rebuilt: nothing to train
         return
-    run_trial(trainer, sweep.eval, sink, sweep.checkpoint_every)
+    run_trial(trainer, labels, sweep.eval, sink, sweep.checkpoint_every)
 
 
-def train_pack(points: list[dict[str, Any]], sweep: SweepConfig, data: dict[str, np.ndarray]) -> None:
-    """The members ``points`` trained together (vae/packed_train.py); resumes from Ray's checkpoint."""
-    configs = [sweep.trial_config(point) for point in points]
-    packed = PackedTrainer(configs, mnist_from_arrays(data, configs[0].train_subset, configs[0].test_subset))
-    history: list[dict[str, Any]] = []
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            _, history = restore(packed, Path(folder))
-    run_pack(packed, [label_of(point) for point in points], sweep.eval, TuneSink(history), sweep.checkpoint_every)
+def recovered_folder(recovered: dict[str, str], labels: list[str]) -> Path | None:
+    """The checkpoint folder a rebuild found for these grid points: one folder holding them all (a
+    pack's checkpoint), else None (the trial starts afresh)."""
+    folders = {recovered.get(label) for label in labels}
+    return Path(folders.pop()) if len(folders) == 1 and None not in folders else None

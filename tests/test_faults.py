@@ -35,7 +35,9 @@ def one_trial(root: Path, name: str) -> Path:
 
 
 def final(result: dict) -> dict:
-    return {key: result[key] for key in FINAL_KEYS}
+    """The final metrics of a run's last result, or of the one grid point of a trial's (its ``members``)."""
+    (metrics,) = result["members"].values() if "members" in result else [result]
+    return {key: metrics[key] for key in FINAL_KEYS}
 
 
 def start_sweep(config: Path, mnist_dir: Path, log: Path, *flags: str) -> subprocess.Popen:

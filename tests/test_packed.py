@@ -46,9 +46,10 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(value, b.state_dict()[name]), name
 
 
-@pytest.mark.parametrize("alpha", [0.5, -math.inf])
-def test_a_pack_of_one_is_bit_identical_to_the_trainer(small_mnist, alpha):
-    trainer, pack = Trainer(config(alpha=alpha), small_mnist), PackedTrainer([config(alpha=alpha)], small_mnist)
+@pytest.mark.parametrize("settings", [{"alpha": 0.5}, {"alpha": -math.inf}, {"binarization": "static"},
+                                      {"binarization": "none"}, {"bf16_output_layer": True}])
+def test_a_pack_of_one_is_bit_identical_to_the_trainer(small_mnist, settings):
+    trainer, pack = Trainer(config(**settings), small_mnist), PackedTrainer([config(**settings)], small_mnist)
     for _ in range(2):
         plain, packed = trainer.train_epoch(), pack.train_epoch()[0]
         assert plain["train_vr_bound_alpha"] == packed["train_vr_bound_alpha"]
@@ -59,12 +60,12 @@ def test_a_pack_of_one_is_bit_identical_to_the_trainer(small_mnist, alpha):
 def test_a_member_s_state_continues_the_member_as_the_trainer_would(small_mnist):
     trainer, pack = Trainer(config(), small_mnist), PackedTrainer([config()], small_mnist)
     trainer.train_epoch(), pack.train_epoch()
-    member, before = Trainer(config(), small_mnist), pack.member_model(0)
+    member, before = PackedTrainer([config()], small_mnist), pack.member_model(0)
     member.load_state_dict(pack.member_state(0))
     adam_before = [value.clone() for state in pack.optimizer.state.values() for value in state.values()]
     assert member.epoch == 1
-    assert trainer.train_epoch()["train_vr_bound_alpha"] == member.train_epoch()["train_vr_bound_alpha"]
-    assert_same_weights(trainer.model, member.model)
+    assert trainer.train_epoch()["train_vr_bound_alpha"] == member.train_epoch()[0]["train_vr_bound_alpha"]
+    assert_same_weights(trainer.model, member.member_model(0))
     # the member's state is a copy of its weights and Adam state: training it left the pack as it was
     assert_same_weights(before, pack.member_model(0))
     adam_after = [value for state in pack.optimizer.state.values() for value in state.values()]
@@ -118,9 +119,13 @@ def test_adam_over_stacked_parameters_is_per_member_adam():
             assert torch.equal(p[i], q)
 
 
-def test_a_member_trains_the_same_whatever_its_pack_mates(small_mnist):
-    alone = PackedTrainer(pack_configs([(0.5, 3)]), small_mnist)
-    mates = PackedTrainer(pack_configs([(0.0, 1), (0.5, 3), (math.inf, 2)]), small_mnist)
+@pytest.mark.parametrize("binarization", ["dynamic", "static"])
+def test_a_member_trains_the_same_whatever_its_pack_mates(small_mnist, binarization):
+    def configs(points: list[tuple[float, int]]) -> list[TrainConfig]:
+        return [member.model_copy(update={"binarization": binarization}) for member in pack_configs(points)]
+
+    alone = PackedTrainer(configs([(0.5, 3)]), small_mnist)
+    mates = PackedTrainer(configs([(0.0, 1), (0.5, 3), (math.inf, 2)]), small_mnist)
     bound_alone, bound_mates = alone.train_epoch()[0], mates.train_epoch()[1]
     assert bound_alone["train_vr_bound_alpha"] == pytest.approx(bound_mates["train_vr_bound_alpha"], abs=1e-3)
     # Float rounding of the batched products differs with the pack's size, and Adam divides each
@@ -183,7 +188,6 @@ def test_resume_from_a_state_dict_is_exact(small_mnist, tmp_path):
 @pytest.mark.parametrize(
     "configs, message",
     [([config(), config(k=11)], "not in k"), ([config(), config(lr=1e-4)], "not in lr"),
-     ([config(binarization="static")], "static"), ([config(bf16_output_layer=True)], "bf16_output_layer"),
      ([], "at least one")],
 )
 def test_configs_that_cannot_share_a_pack_are_refused(configs, message):

@@ -29,7 +29,7 @@ def test_paper_preset_is_the_study_grid():
     ("paper", ["resources.pack=16"], 1, (1.0, 16)),  # explicit values stay
     ("paper", ["resources.gpu=0.5"], 0, (0.5, 80)),
     ("optuna", [], 1, (1.0, 1)),  # a search proposes one point at a time
-    ("paper", ["train.binarization=static"], 1, (1.0, 1)),  # static binarisation is not packed
+    ("paper", ["train.binarization=static"], 1, (1.0, 80)),  # static binarisation packs too
     ("smoke", [], 1, (0.0, 1)),  # smoke and mini say gpu: 0, so they stay unpacked on a GPU machine
 ])
 def test_auto_resources_pack_on_a_gpu_and_not_on_a_cpu(preset, overrides, gpus, expected):
@@ -127,10 +127,9 @@ def test_packs_are_refused_where_they_cannot_work(overrides, field):
 
 @pytest.mark.parametrize("setting, field", [("train.binarization=static", "binarization"),
                                             ("train.bf16_output_layer=true", "bf16_output_layer")])
-def test_settings_of_the_unpacked_trainer_are_not_packed(setting, field):
-    with pytest.raises(ConfigError, match=field):
-        load_sweep("smoke", ["resources.pack=3", setting])
-    load_sweep("smoke", [setting])  # without packs it is a valid sweep
+def test_settings_once_of_the_unpacked_trainer_pack_too(setting, field):
+    config = load_sweep("smoke", ["resources.pack=3", setting])
+    assert config.packed and str(getattr(config.train, field)).lower() in setting
 
 
 def test_a_resumed_sweep_packs_as_it_started_whatever_the_machine(tmp_path):

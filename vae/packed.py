@@ -21,7 +21,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from vae.bounds import Reparameterised, vr_bound
-from vae.model import LOGIT_FLOOR, VAE, logit_residual, nll_from_logits
+from vae.model import LOGIT_FLOOR, VAE, logit_residual, nll_from_logits, output_products
 
 
 def member_addmm(bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -86,11 +86,14 @@ class PackedBernoulliLogLikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
+        bias: torch.Tensor, bf16: bool = False,
     ) -> torch.Tensor:
-        logits = member_addmm(bias, h, weight)
+        with output_products(bf16):
+            logits = member_addmm(bias, h, weight)
         logits = logits.view(x.shape[0], -1, x.shape[1], logits.shape[-1])
         nll = nll_from_logits(logits, x.unsqueeze(1))
+        ctx.bf16 = bf16
         ctx.save_for_backward(x, h, weight, logits.clamp_min_(LOGIT_FLOOR))
         return -nll
 
@@ -98,14 +101,15 @@ class PackedBernoulliLogLikelihood(torch.autograd.Function):
     @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
         x, h, weight, logits = ctx.saved_tensors
         residual = logit_residual(x.unsqueeze(1), logits).view(h.shape[0], h.shape[1], -1)  # before the upstream gradient
         grad = grad.reshape(h.shape[0], h.shape[1], 1)
-        grad_h = member_mm(residual, weight).mul_(grad)
-        grad_weight = member_mm(residual.transpose(1, 2), h * grad)
+        with output_products(ctx.bf16):
+            grad_h = member_mm(residual, weight).mul_(grad)
+            grad_weight = member_mm(residual.transpose(1, 2), h * grad)
         grad_bias = member_mm(residual.transpose(1, 2), grad).squeeze(-1)
-        return None, grad_h, grad_weight, grad_bias
+        return None, grad_h, grad_weight, grad_bias, None
 
 
 class PackedVAE(nn.Module):
@@ -117,6 +121,8 @@ class PackedVAE(nn.Module):
             raise ValueError("a pack holds models of one shape only (same k, hidden widths and activation)")
         self.k = models[0].k
         self.members = len(models)
+        # TrainConfig.bf16_output_layer (set by the trainer): the output layer's training products in bf16
+        self.bf16_output_layer = False
         self.encoder = PackedMLP([model.encoder for model in models])
         self.decoder = PackedMLP([model.decoder for model in models])
 
@@ -131,7 +137,7 @@ class PackedVAE(nn.Module):
             raise ValueError("log_px_given_z does not differentiate with respect to the data x")
         h = self.decoder.hidden(z.transpose(0, 1).reshape(self.members, -1, self.k))
         output = self.decoder.linears[-1]
-        return PackedBernoulliLogLikelihood.apply(x, h, output.weight, output.bias).transpose(0, 1)
+        return PackedBernoulliLogLikelihood.apply(x, h, output.weight, output.bias, self.bf16_output_layer).transpose(0, 1)
 
     def log_weights(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Log importance weights [K, P, B] of x [P, B, D] for standard normal noise eps [K, P, B, k]

@@ -71,12 +71,6 @@ def check_packable(configs: Sequence[TrainConfig]) -> None:
     differ = [field for field in dumps[0] if any(dump[field] != dumps[0][field] for dump in dumps)]
     if differ:
         raise ValueError(f"pack members may differ only in {' and '.join(PER_MEMBER)}, not in {', '.join(differ)}")
-    if configs[0].binarization == "static":
-        raise ValueError("binarization='static' is not packed (it would hold a binarised training set per member); "
-                         "train those configs with vae.train.Trainer")
-    if configs[0].bf16_output_layer:
-        raise ValueError("bf16_output_layer is for the unpacked CPU trainer (packs are for GPUs, where it does "
-                         "nothing); train those configs with vae.train.Trainer")
 
 
 class PackedTrainer:
@@ -90,8 +84,14 @@ class PackedTrainer:
         self.check_every = check_every
         self.device = resolve_device(configs[0].device)
         self.images = ScoredImages.of(data.to(self.device), configs[0])
-        self.train_x = self.images.train_x
+        # static binarisation: each member's own binarised training set [P, N, D], as bytes (a quarter of
+        # float32's memory), gathered per step with the member axis
+        static = configs[0].binarization == "static"
+        self.train_x = (torch.stack([self.images.static_train_set(config.seed).bool() for config in self.configs])
+                        if static else self.images.train_x)
+        self.member_rows = torch.arange(len(self.configs), device=self.device).unsqueeze(1)
         self.model = PackedVAE([initial_model(config, self.device) for config in self.configs])
+        self.model.bf16_output_layer = configs[0].bf16_output_layer
         self.generators = [torch.Generator(device=self.device).manual_seed(config.seed) for config in self.configs]
         on_gpu = self.device.type == "cuda"
         # capturable: Adam's step count and bias corrections stay on the device, so a graph can hold it
@@ -99,7 +99,7 @@ class PackedTrainer:
         self.bound = PackedVRBound([config.alpha for config in self.configs], self.device)
         members, device = len(self.configs), self.device
         # The step's static buffers (vae/step_graph.py): written in place, never rebound.
-        self.order = torch.empty((members, len(self.train_x)), dtype=torch.long, device=device)  # the epoch's batches
+        self.order = torch.empty((members, self.train_x.shape[-2]), dtype=torch.long, device=device)  # the epoch's batches
         self.step_index = torch.zeros((), dtype=torch.long, device=device)  # steps done in this epoch
         self.positions = torch.arange(configs[0].batch_size, device=device)
         self.epoch_total = torch.zeros(members, dtype=torch.float64, device=device)
@@ -117,7 +117,7 @@ class PackedTrainer:
         training (the trainer's keys; ``epoch_seconds`` is the pack's). Failed members: ``failures``."""
         start = time.perf_counter()
         epoch = self.epoch + 1
-        images = len(self.train_x)
+        images = self.train_x.shape[-2]
         for row, generator in zip(self.order, self.generators):
             torch.randperm(images, generator=generator, device=self.device, out=row)
         self.step_index.zero_()
@@ -144,9 +144,12 @@ class PackedTrainer:
         only, written in place, no host sync: a GPU captures it as a graph (vae/step_graph.py)."""
         cfg = self.configs[0]
         batch = self.order.index_select(1, self.positions[:size] + self.step_index * cfg.batch_size)
-        x = self.train_x[batch]
-        if cfg.binarization == "dynamic":
-            x = binarize_members(x, self.generators)
+        if cfg.binarization == "static":
+            x = self.train_x[self.member_rows, batch].float()
+        else:
+            x = self.train_x[batch]
+            if cfg.binarization == "dynamic":
+                x = binarize_members(x, self.generators)
         eps = member_noise(self.generators, cfg.train_samples, size, cfg.k, self.device)
         losses = -self.bound(self.model.log_weights(x, eps)).mean(-1)
         values = losses.detach()
@@ -196,18 +199,25 @@ class PackedTrainer:
         return Member(self.configs[i], self.member_model(i), self.images, self.epoch)
 
     def member_state(self, i: int) -> dict[str, Any]:
-        """Member ``i`` as a ``vae.train.Trainer`` checkpoint (weights, its slice of Adam's state,
-        generator, epoch, config): `vaesweep analyze` reads it, and a trainer loading it continues the
-        member as the unpacked trainer would."""
-        packed = self.optimizer.state_dict()
-        optimizer = {
-            "state": {index: {name: (value if value.dim() == 0 else value[i]).clone() for name, value in state.items()}
-                      for index, state in packed["state"].items()},
-            "param_groups": packed["param_groups"],
+        """Member ``i`` as the checkpoint of a pack of one (its weights, its slice of Adam's state,
+        generator, divergence record, epoch, config): what a member's own folder holds, what
+        `vaesweep analyze` reads, and a pack of one loading it continues the member as it would have gone on."""
+        state = self.state_dict()
+        one = slice(i, i + 1)
+        optimizer = state["optimizer"]
+        return {
+            **state,
+            "model": {name: value[one].clone() for name, value in state["model"].items()},
+            "optimizer": {
+                "state": {index: {name: (value if value.dim() == 0 else value[one]).clone() for name, value in moments.items()}
+                          for index, moments in optimizer["state"].items()},
+                "param_groups": optimizer["param_groups"],
+            },
+            "generators": [state["generators"][i]],
+            **{name: state[name][one].clone() for name in ("alive", "fail_step", "fail_loss")},
+            "failures": {0: state["failures"][i]} if i in state["failures"] else {},
+            "configs": [state["configs"][i]],
         }
-        return {"model": self.model.member_state(i), "optimizer": optimizer,
-                "generator": self.generators[i].get_state(), "torch_rng": torch.get_rng_state(),
-                "epoch": self.epoch, "config": self.configs[i].model_dump()}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically on CPU (failures included)."""
