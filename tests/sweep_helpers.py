@@ -66,6 +66,12 @@ def trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
             for p in (sweep_dir / "tune").glob("*/result.json")}
 
 
+def point_result(result: dict) -> dict:
+    """The metrics of a one-point trial's result (under ``members``, by the point's label), with its epoch."""
+    (metrics,) = result["members"].values()
+    return {**metrics, "epoch": result["epoch"]}
+
+
 def start_server(home: Path, *flags: str, env: dict[str, str] | None = None,
                  port: int | None = None) -> tuple[subprocess.Popen, str]:
     """``mlflow/start-server.sh`` on a loopback port (a free one by default), answering /health."""

@@ -183,6 +183,10 @@ BAD_INPUT = [
      "checkpoint ck.pt fails the CRC-32 check of its record"),
     ("analyze-not-a-vaesweep-checkpoint", ["analyze", "ck.pt"], {"ck.pt": checkpoint_bytes([1, 2])},
      "ck.pt is not a vaesweep checkpoint; give a checkpoint.pt written by"),
+    ("analyze-a-pack-of-two", ["analyze", "ck.pt"], {"ck.pt": checkpoint_bytes({"model": {}, "configs": [{}, {}], "epoch": 1})},
+     "ck.pt is not the checkpoint of one model (a pack's holds several"),
+    ("analyze-an-earlier-trainer-checkpoint", ["analyze", "ck"], {"ck/checkpoint.pt": CHECKPOINT},
+     "ck/checkpoint.pt is not the checkpoint of one model"),
     # --- data files that cannot be read: compression, header, length, checksum ---------------------------
     ("data-gz-bad-deflate", ["data", "fetch", "--from", "bad"], {f"bad/{IMAGES}.gz": BAD_DEFLATE},
      f"bad/{IMAGES}.gz is not a readable gzip file (Error -3 while decompressing data"),

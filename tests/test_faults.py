@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
 from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, server_below,
-                           start_server, stop_server, tracking, trial_results, vaesweep, write_config)
+                           point_result, start_server, stop_server, tracking, trial_results, vaesweep, write_config)
 from sweeps.config import load_sweep
 from sweeps.local_run import train_to_directory
 from sweeps.mlflow_server import free_port
@@ -34,9 +34,7 @@ def one_trial(root: Path, name: str) -> Path:
     return write_config(root, name, [0.5], train=FAULT_TRAIN, checkpoint_every=1)
 
 
-def final(result: dict) -> dict:
-    """The final metrics of a run's last result, or of the one grid point of a trial's (its ``members``)."""
-    (metrics,) = result["members"].values() if "members" in result else [result]
+def final(metrics: dict) -> dict:
     return {key: metrics[key] for key in FINAL_KEYS}
 
 
@@ -85,7 +83,7 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint_with_identical_res
 
     (results,) = trial_results(sweep_dir).values()
     assert len({r["pid"] for r in results}) == 2, "the trial went on in a new worker process"
-    assert final(results[-1]) == reference, "resumed from the checkpoint, it ends exactly as the uninterrupted run"
+    assert final(point_result(results[-1])) == reference, "resumed from the checkpoint, it ends exactly as the uninterrupted run"
     (run,) = children(sweep_dir)
     assert run.info.status == "FINISHED" and epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
     (trial,) = json.loads(vaesweep("status", "killed", "--storage", str(tmp_path / "runs"), "--json").stdout)["trials"]
@@ -110,7 +108,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, m
     assert re.search(r"checkpoint \S+checkpoint\.pt is corrupt or partial", output), output[-3000:]
     assert re.search(r"resumed from checkpoint_\d+ \(epoch 1\)", output), output[-3000:]
     (results,) = trial_results(sweep_dir).values()
-    assert final(results[-1]) == reference
+    assert final(point_result(results[-1])) == reference
     (run,) = children(sweep_dir)
     assert run.info.status == "FINISHED" and epoch_steps(sweep_dir, run.info.run_id) == [1, 2, 3, 4]
 

@@ -83,3 +83,29 @@ def test_a_diverging_member_fails_alone_while_its_pack_mate_finishes(mnist_dir, 
     assert runs["1000"].info.status == "FINISHED" and runs["-inf"].info.status == "FAILED"
     assert re.search(pattern, runs["-inf"].data.tags["last_error"])
     assert epoch_steps(tmp_path / "runs" / "divpack", runs["1000"].info.run_id) == [1, 2]
+
+
+def test_a_packed_sweep_whose_ray_state_is_torn_is_rebuilt_and_finishes_each_run_once(mnist_dir, tmp_path):
+    config = write_config(tmp_path, "tornpack", [0.0, 1.0], epochs=4, resources={"pack": 2},
+                          train={"epochs": 4, "train_subset": 2000, "test_subset": 100})
+    sweep_dir = tmp_path / "runs" / "tornpack"
+    log = tmp_path / "first.log"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(len(results) >= 2 for results in trial_results(sweep_dir).values()):
+        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
+    state = next((sweep_dir / "tune").glob("experiment_state-*.json"))
+    state.write_bytes(state.read_bytes()[:100])  # torn
+
+    again = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert again.returncode == 0 and "2 of 2 trials finished, 0 failed" in again.stdout, again.stdout + again.stderr[-3000:]
+    assert re.search(r"rebuilt the sweep from its checkpoints: 0 of 2 grid points finished, 2 resume from a checkpoint",
+                     again.stderr), again.stderr[-3000:]
+    assert re.search(r"resumed from checkpoint_\d+ \(epoch [2-4]\)", again.stderr + again.stdout), again.stderr[-3000:]
+    assert_every_run_finished_once(sweep_dir, 2, 4)
+    assert all(row["state"] == "TERMINATED" and "test_log_likelihood" in row for row in status_of("tornpack", sweep_dir.parent))
