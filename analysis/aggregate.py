@@ -1,7 +1,7 @@
 """A sweep's trials as tidy pandas frames, and their mean / std / count over seeds (paper.md figs 1-3).
 
 Input is plain data (one dict per trial run, metric histories as rows), so this module knows
-nothing of MLflow: ``sweeps/runs.py`` reads the runs through the MLflow client and hands them here.
+nothing of MLflow: ``sweeps/readers/runs.py`` reads the runs through the MLflow client and hands them here.
 
 - ``trials``: one row per trial: run_id, status, alpha, k, seed, stopped_early (the epoch, if a
   scheduler stopped it) and the final metrics.
@@ -18,9 +18,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from analysis.metrics import FINAL_METRICS, check_metrics
+from analysis.metrics import FINAL_METRICS, GRID, check_metrics
 
-GRID = ["alpha", "k", "seed"]
 
 
 def trial_label(alpha: float, k: int, seed: int) -> str:

@@ -8,6 +8,7 @@ guess. Verdicts say what the data show, whichever way; the study's answer is nev
 
 from __future__ import annotations
 
+from analysis.metrics import MetricName
 import math
 from dataclasses import dataclass
 
@@ -76,7 +77,7 @@ def saturation_verdict(trials: pd.DataFrame) -> str:
     """Figure 2 left, over the alphas in [0, 1] of each k: more active components at the smallest alpha
     than at the largest (a rise), and a slope between the two smallest alphas below the average slope
     (levelling off; a straight rise has equal slopes)."""
-    points = by_point(trials, trials["active_components"])
+    points = by_point(trials, trials[MetricName.active_components])
     if reason := too_few_seeds(points):
         return reason
     outcomes, details = [], []
@@ -101,7 +102,7 @@ def saturation_verdict(trials: pd.DataFrame) -> str:
 
 def same_count_verdict(trials: pd.DataFrame) -> str:
     """Figure 1: at each alpha the active components of every k agree with the smallest k's."""
-    points = by_point(trials, trials["active_components"])
+    points = by_point(trials, trials[MetricName.active_components])
     if reason := too_few_seeds(points):
         return reason
     ks = sorted({k for _, k in points})
@@ -124,7 +125,7 @@ def same_count_verdict(trials: pd.DataFrame) -> str:
 def gap_verdict(trials: pd.DataFrame) -> str:
     """Figure 2 right: the gap IS log-likelihood - VR bound is smaller at the smallest alpha >= 0 than at
     the largest (for alpha < 0 the bound need not stay below the log-likelihood)."""
-    points = by_point(trials, trials["test_log_likelihood"] - trials["test_vr_bound_alpha"])
+    points = by_point(trials, trials[MetricName.test_log_likelihood] - trials[MetricName.test_vr_bound_alpha])
     points = {(a, k): v for (a, k), v in points.items() if a >= 0}
     if reason := too_few_seeds(points):
         return reason
@@ -144,7 +145,7 @@ def gap_verdict(trials: pd.DataFrame) -> str:
 def variances_verdict(trials: pd.DataFrame, alpha: float) -> str:
     """Figure 3: the means + variances probe beats the means probe, paired per trial of ``alpha``."""
     shown = trials[trials["alpha"] == alpha]
-    gains = shown["final_probe_means_variances"] - shown["final_probe_means"]
+    gains = shown[MetricName.final_probe_means_variances] - shown[MetricName.final_probe_means]
     points = by_point(shown, gains)
     if reason := too_few_seeds(points):
         return reason

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from analysis.geodesics import fisher_rao_geodesic, straight_line
+from analysis.metrics import MetricName
 
 
 def geodesic_figure(mu1, sigma1, mu2, sigma2, points: int = 100) -> Figure:
@@ -79,7 +80,7 @@ def _errorbar_by_k(ax, summary: pd.DataFrame, metric: str) -> None:
 def active_components_figure(summary: pd.DataFrame) -> Figure:
     """Figure 2 left: active components vs alpha, one line per k, error bars = std over seeds."""
     fig, (ax,) = _panels(1, 5.5)
-    _errorbar_by_k(ax, summary, "active_components")
+    _errorbar_by_k(ax, summary, MetricName.active_components)
     ax.set_ylabel("active components (eigenvalue > epsilon)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -94,9 +95,9 @@ def bounds_figure(summary: pd.DataFrame, bound_samples: int, is_samples: int) ->
     fig, axes = _panels(max(1, len(ks)))
     for ax, k in zip(axes, ks):
         rows = summary[summary["k"] == k]
-        _errorbar(ax, rows[rows["metric"] == "test_log_likelihood"], f"IS log-likelihood ({is_samples} samples)",
+        _errorbar(ax, rows[rows["metric"] == MetricName.test_log_likelihood], f"IS log-likelihood ({is_samples} samples)",
                   marker="o")
-        _errorbar(ax, rows[rows["metric"] == "test_vr_bound_alpha"], f"VR bound at alpha ({bound_samples} samples)",
+        _errorbar(ax, rows[rows["metric"] == MetricName.test_vr_bound_alpha], f"VR bound at alpha ({bound_samples} samples)",
                   marker="s", linestyle="--")
         ax.set_title(f"k = {k}")
         ax.set_xlabel("alpha")
@@ -106,7 +107,7 @@ def bounds_figure(summary: pd.DataFrame, bound_samples: int, is_samples: int) ->
     return fig
 
 
-PROBE_PANELS = {"probe_means": "means", "probe_means_variances": "means + variances", "probe_samples": "sampled latents"}
+PROBE_PANELS = {MetricName.probe_means: "means", MetricName.probe_means_variances: "means + variances", MetricName.probe_samples: "sampled latents"}
 
 
 def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None, alpha: float) -> Figure:

@@ -9,46 +9,73 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum, auto
 from typing import Literal
+
+
+class MetricName(StrEnum):
+    """Every metric's name, spelled once: code writes ``MetricName.test_log_likelihood``, never the string."""
+
+    epoch = auto()
+    train_vr_bound_alpha = auto()
+    epoch_seconds = auto()
+    val_vr_bound_0 = auto()
+    probe_means = auto()
+    probe_means_variances = auto()
+    probe_samples = auto()
+    probe_seconds = auto()
+    test_vr_bound_alpha = auto()
+    test_vr_bound_0 = auto()
+    test_log_likelihood = auto()
+    active_components = auto()
+    active_units = auto()
+    axis_alignment = auto()
+    final_probe_means = auto()
+    final_probe_means_variances = auto()
+    final_probe_samples = auto()
+    final_probe_pixels = auto()
 
 
 @dataclass(frozen=True)
 class Metric:
-    name: str
+    name: MetricName
     unit: str
     when: Literal["epoch", "probe", "final"]  # every epoch, at probe epochs, once after the last epoch
     description: str
 
 
 SCHEMA: dict[str, Metric] = {m.name: m for m in (
-    Metric("epoch", "epoch", "epoch", "epochs completed (MLflow step of every per-epoch metric)"),
-    Metric("train_vr_bound_alpha", "nats", "epoch", "training VR bound at the trial's alpha, mean over the epoch"),
-    Metric("epoch_seconds", "s", "epoch", "wall time of the epoch's training steps"),
-    Metric("val_vr_bound_0", "nats", "epoch", "IWAE bound (alpha 0) on the held-out validation images; "
+    Metric(MetricName.epoch, "epoch", "epoch", "epochs completed (MLflow step of every per-epoch metric)"),
+    Metric(MetricName.train_vr_bound_alpha, "nats", "epoch", "training VR bound at the trial's alpha, mean over the epoch"),
+    Metric(MetricName.epoch_seconds, "s", "epoch", "wall time of the epoch's training steps"),
+    Metric(MetricName.val_vr_bound_0, "nats", "epoch", "IWAE bound (alpha 0) on the held-out validation images; "
                                                "only when the sweep selects (train.validation_images > 0)"),
-    Metric("objective", "nats", "epoch", "what Optuna maximizes: val_vr_bound_0"),
-    Metric("probe_means", "accuracy", "probe", "logistic probe on posterior means"),
-    Metric("probe_means_variances", "accuracy", "probe", "logistic probe on means and variances"),
-    Metric("probe_samples", "accuracy", "probe", "logistic probe on one sampled latent per image"),
-    Metric("probe_seconds", "s", "probe", "wall time of the three probes"),
-    Metric("test_vr_bound_alpha", "nats", "final", "test VR bound at the trial's alpha (eval.bound_samples)"),
-    Metric("test_vr_bound_0", "nats", "final", "test IWAE bound (eval.bound_samples)"),
-    Metric("test_log_likelihood", "nats", "final", "test IS log-likelihood (eval.is_samples)"),
-    Metric("active_components", "count", "final", "PCA eigenvalues of the test posterior means above epsilon"),
-    Metric("active_units", "count", "final", "latent units with posterior-mean variance above epsilon (Burda)"),
-    Metric("axis_alignment", "score", "final", "how far the PCA components align with the latent axes (0-1)"),
-    Metric("final_probe_means", "accuracy", "final", "logistic probe on posterior means after training"),
-    Metric("final_probe_means_variances", "accuracy", "final", "logistic probe on means and variances after training"),
-    Metric("final_probe_samples", "accuracy", "final", "logistic probe on sampled latents after training"),
-    Metric("final_probe_pixels", "accuracy", "final", "logistic probe on the binarised pixels (baseline)"),
+    Metric(MetricName.probe_means, "accuracy", "probe", "logistic probe on posterior means"),
+    Metric(MetricName.probe_means_variances, "accuracy", "probe", "logistic probe on means and variances"),
+    Metric(MetricName.probe_samples, "accuracy", "probe", "logistic probe on one sampled latent per image"),
+    Metric(MetricName.probe_seconds, "s", "probe", "wall time of the three probes"),
+    Metric(MetricName.test_vr_bound_alpha, "nats", "final", "test VR bound at the trial's alpha (eval.bound_samples)"),
+    Metric(MetricName.test_vr_bound_0, "nats", "final", "test IWAE bound (eval.bound_samples)"),
+    Metric(MetricName.test_log_likelihood, "nats", "final", "test IS log-likelihood (eval.is_samples)"),
+    Metric(MetricName.active_components, "count", "final", "PCA eigenvalues of the test posterior means above epsilon"),
+    Metric(MetricName.active_units, "count", "final", "latent units with posterior-mean variance above epsilon (Burda)"),
+    Metric(MetricName.axis_alignment, "score", "final", "how far the PCA components align with the latent axes (0-1)"),
+    Metric(MetricName.final_probe_means, "accuracy", "final", "logistic probe on posterior means after training"),
+    Metric(MetricName.final_probe_means_variances, "accuracy", "final", "logistic probe on means and variances after training"),
+    Metric(MetricName.final_probe_samples, "accuracy", "final", "logistic probe on sampled latents after training"),
+    Metric(MetricName.final_probe_pixels, "accuracy", "final", "logistic probe on the binarised pixels (baseline)"),
 )}
 
 FINAL_METRICS = [name for name, m in SCHEMA.items() if m.when == "final"]
 # A trial's PCA spectrum: one MLflow metric with step = component number.
 EIGENVALUE_KEY = "pca_eigenvalue"
+# A grid point's fields: the identity of each trial's run, and the key columns of every table of runs.
+GRID = ["alpha", "k", "seed"]
+# What ``analysis.model_analysis.analyze_member`` writes its numbers to, beside its figures.
+ANALYSIS_FILE = "analysis.json"
 # Not a metric: the Ray node a trial ran on, in every result (a tag of the MLflow run).
 NODE_KEY = "ray_node_id"
-SELECTION_METRIC = "val_vr_bound_0"  # what ASHA and Optuna maximize: validation images only
+SELECTION_METRIC = MetricName.val_vr_bound_0  # what ASHA and Optuna maximize: validation images only
 
 
 def check_metrics(keys: Iterable[str]) -> None:

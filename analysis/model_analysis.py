@@ -20,6 +20,7 @@ from analysis.figures import geodesic_figure
 from analysis.geodesics import fisher_rao_distance_1d
 from analysis.interpolate import interpolation_rows, save_interpolation_grid
 from analysis.latent import encode_dataset
+from analysis.metrics import ANALYSIS_FILE
 from analysis.probes import member_probes
 from analysis.settings import EvalConfig
 from analysis.spectrum import spectrum
@@ -57,7 +58,7 @@ def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig(
         "epoch": member.epoch,
         "seconds": time.perf_counter() - start,
     }
-    (out / "analysis.json").write_text(json.dumps(result, indent=2))
+    (out / ANALYSIS_FILE).write_text(json.dumps(result, indent=2))
     unit_variance = test.means.var(axis=0, ddof=1)
     pd.DataFrame({
         "component": np.arange(1, len(spec.eigenvalues) + 1),

@@ -8,6 +8,7 @@ the latent probes at chosen epochs of training (the study's Figure 3).
 
 from __future__ import annotations
 
+from analysis.metrics import MetricName
 import time
 from collections.abc import Iterable
 
@@ -53,8 +54,8 @@ def probe_epochs(last_epoch: int, epochs: Iterable[int] = PROBE_EPOCHS) -> list[
     return sorted(e for e in set(epochs) if 0 < e <= last_epoch)
 
 
-def add_probes(metrics: dict[str, float], member: Member, epochs: Iterable[int] = PROBE_EPOCHS,
-               train_size: int | None = 10000, seed: int = 0) -> None:
+def add_probes(metrics: dict[str, float], member: Member, epochs: Iterable[int], train_size: int | None,
+               seed: int) -> None:
     """Add ``probe_<features>`` accuracies (and ``probe_seconds``) to an epoch's metrics, in place, when
     its epoch is one of ``epochs``: probes fit on the first ``train_size`` images of the member's
     fixed-binarised training set and scored on its test set (the study's Figure 3)."""
@@ -62,10 +63,10 @@ def add_probes(metrics: dict[str, float], member: Member, epochs: Iterable[int] 
         start = time.perf_counter()
         accuracies = member_probes(member, train_size, seed)
         metrics.update({f"probe_{name}": acc for name, acc in accuracies.items()})
-        metrics["probe_seconds"] = time.perf_counter() - start
+        metrics[MetricName.probe_seconds] = time.perf_counter() - start
 
 
-def member_probes(member: Member, train_size: int | None = 10000, seed: int = 0, pixels: bool = False) -> dict[str, float]:
+def member_probes(member: Member, train_size: int | None, seed: int, pixels: bool = False) -> dict[str, float]:
     """Probe accuracies of a member's model (and of raw pixels if ``pixels``)."""
     train_x, train_y = member.probe_train_set(train_size)
     train_labels, test_labels = to_numpy(train_y), to_numpy(member.test_y)

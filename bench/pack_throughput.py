@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state
 
+from analysis.metrics import MetricName
 from sweeps.config import load_sweep
 from vae.bounds import vr_bound
 from vae.config import TrainConfig
@@ -172,7 +173,7 @@ def bmm_against_vmap(pack: PackedTrainer, data: MNIST, device: torch.device) -> 
 def pack_step(configs: list[TrainConfig], data: MNIST, steps: int, graph_steps: int = GRAPH_STEPS) -> tuple[PackedTrainer, float]:
     """A pack of ``configs`` and its seconds per step (CUDA graphs of ``graph_steps`` steps on a GPU; 0: eager)."""
     pack = PackedTrainer(configs, data, graph_steps=graph_steps)
-    return pack, seconds_per_step(lambda: next(iter(pack.train_epoch().values()))["epoch_seconds"], steps)
+    return pack, seconds_per_step(lambda: next(iter(pack.train_epoch().values()))[MetricName.epoch_seconds], steps)
 
 
 def throughput(args: argparse.Namespace, device: torch.device, peak: float) -> None:
@@ -180,7 +181,7 @@ def throughput(args: argparse.Namespace, device: torch.device, peak: float) -> N
     single = grid_configs(1, str(device))[0]
     flops = step_flops(single)
     unpacked = Trainer(single, data)
-    base = seconds_per_step(lambda: unpacked.train_epoch()["epoch_seconds"], args.steps)
+    base = seconds_per_step(lambda: unpacked.train_epoch()[MetricName.epoch_seconds], args.steps)
     base_rate = 1 / (STEPS_PER_EPOCH * base)
     graphs = device.type == "cuda"
     print(f"one member's step: {flops / 1e9:.3f} GFLOP of matmuls (k=30, K=5, batch 100)")
@@ -254,11 +255,11 @@ def smoke_targets(args: argparse.Namespace, device: torch.device) -> None:
     plain_runs = []
     for trial in trials:
         trainer = Trainer(trial, data)
-        bounds = [trainer.train_epoch()["train_vr_bound_alpha"] for _ in range(trial.epochs)]
+        bounds = [trainer.train_epoch()[MetricName.train_vr_bound_alpha] for _ in range(trial.epochs)]
         plain_runs.append((trainer, bounds, trainer.evaluate(*samples)))
 
     alone = PackedTrainer([trials[0]], data)
-    alone_bounds = [alone.train_epoch()[0]["train_vr_bound_alpha"] for _ in range(trials[0].epochs)]
+    alone_bounds = [alone.train_epoch()[0][MetricName.train_vr_bound_alpha] for _ in range(trials[0].epochs)]
     trainer, bounds, final = plain_runs[0]
     member = alone.member_model(0).state_dict()
     same_weights = all(torch.equal(v, member[name]) for name, v in trainer.model.state_dict().items())
@@ -276,7 +277,7 @@ def smoke_targets(args: argparse.Namespace, device: torch.device) -> None:
             packed_final[i] = pack.member(j).evaluate(*samples)
     worst = 0.0
     for i, trial in enumerate(trials):
-        plain_ll, packed_ll = plain_runs[i][2]["test_log_likelihood"], packed_final[i]["test_log_likelihood"]
+        plain_ll, packed_ll = plain_runs[i][2][MetricName.test_log_likelihood], packed_final[i][MetricName.test_log_likelihood]
         worst = max(worst, abs(plain_ll - packed_ll))
         print(f"  alpha={trial.alpha:<4} k={trial.k:<3} seed={trial.seed}: IS log-likelihood unpacked {plain_ll:9.3f}"
               f"  packed {packed_ll:9.3f}  |diff| {abs(plain_ll - packed_ll):.4f} nat")

@@ -32,6 +32,7 @@ import torch
 from matplotlib import pyplot as plt
 
 from analysis.latent import encode_dataset
+from analysis.metrics import MetricName
 from analysis.settings import EPSILON
 from analysis.spectrum import spectrum
 from sweeps.config import SweepConfig, load_sweep
@@ -81,11 +82,11 @@ def final_measures(pack: PackedTrainer, test_x: torch.Tensor, is_images: int, bo
         log_px = log_likelihood(model, test_x[:is_images], is_samples, max_rows=100_000, generator=generator)
         is_seconds = time.perf_counter() - start
         spec = spectrum(encode_dataset(model, test_x).means, EPSILON)
-        rows.append({**row, "test_vr_bound_alpha": bounds[config.alpha], "test_vr_bound_0": bounds[0.0],
-                     "test_log_likelihood": log_px.mean().item(), "is_seconds": is_seconds,
-                     "active_components": spec.active_components, "active_units": spec.active_units,
+        rows.append({**row, MetricName.test_vr_bound_alpha: bounds[config.alpha], MetricName.test_vr_bound_0: bounds[0.0],
+                     MetricName.test_log_likelihood: log_px.mean().item(), "is_seconds": is_seconds,
+                     MetricName.active_components: spec.active_components, MetricName.active_units: spec.active_units,
                      "eigenvalues": spec.eigenvalues})
-        print(f"  alpha={config.alpha:<4} seed={config.seed}: IS log-lik {rows[-1]['test_log_likelihood']:8.2f}  "
+        print(f"  alpha={config.alpha:<4} seed={config.seed}: IS log-lik {rows[-1][MetricName.test_log_likelihood]:8.2f}  "
               f"IWAE(10) {bounds[0.0]:8.2f}  active components {spec.active_components:2d}  "
               f"(IS {is_seconds:.1f} s)", flush=True)
     return rows
@@ -108,15 +109,15 @@ def save_weights(pack: PackedTrainer, out: Path) -> list[str]:
 def column_figure(final: list[dict[str, Any]], k: int, epochs: int, is_images: int) -> plt.Figure:
     """IS log-likelihood, IWAE bound and active components against alpha: mean and spread over seeds."""
     frame = pd.DataFrame([row for row in final if "failed" not in row])
-    summary = frame.groupby("alpha")[["test_log_likelihood", "test_vr_bound_0", "active_components"]].agg(["mean", "std"])
+    summary = frame.groupby("alpha")[[MetricName.test_log_likelihood, MetricName.test_vr_bound_0, MetricName.active_components]].agg(["mean", "std"])
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for metric, label in (("test_log_likelihood", f"IS log-likelihood (2000 samples, {is_images} test images)"),
-                          ("test_vr_bound_0", "IWAE bound (10 samples, test set)")):
+    for metric, label in ((MetricName.test_log_likelihood, f"IS log-likelihood (2000 samples, {is_images} test images)"),
+                          (MetricName.test_vr_bound_0, "IWAE bound (10 samples, test set)")):
         axes[0].errorbar(summary.index, summary[metric]["mean"], yerr=summary[metric]["std"], marker="o", capsize=3,
                          label=label)
     axes[0].set(xlabel="alpha", ylabel="nats", title=f"k={k}, {epochs} epochs")
     axes[0].legend(fontsize=8)
-    axes[1].errorbar(summary.index, summary["active_components"]["mean"], yerr=summary["active_components"]["std"],
+    axes[1].errorbar(summary.index, summary[MetricName.active_components]["mean"], yerr=summary[MetricName.active_components]["std"],
                      marker="o", capsize=3)
     axes[1].set(xlabel="alpha", ylabel=f"PCA components with eigenvalue > {EPSILON}", title=f"k={k}, {epochs} epochs")
     figure.tight_layout()
@@ -145,7 +146,7 @@ def main() -> None:
     record: dict[str, Any] = {
         "device": name, "torch": torch.__version__, "k": args.k, "members": len(pack.configs),
         "configs": [config.model_dump() for config in pack.configs], "budget_seconds": args.budget_seconds,
-        "train_bounds": [], "epoch_seconds": [], "eval_history": [], "failures": {},
+        "train_bounds": [], MetricName.epoch_seconds: [], "eval_history": [], "failures": {},
     }
 
     def write() -> None:
@@ -158,17 +159,17 @@ def main() -> None:
     while pack.epoch < args.max_epochs:
         epoch_start = time.perf_counter()
         metrics = pack.train_epoch()
-        record["epoch_seconds"].append(time.perf_counter() - epoch_start)
-        record["train_bounds"].append([metrics[i]["train_vr_bound_alpha"] if i in metrics else math.nan
+        record[MetricName.epoch_seconds].append(time.perf_counter() - epoch_start)
+        record["train_bounds"].append([metrics[i][MetricName.train_vr_bound_alpha] if i in metrics else math.nan
                                        for i in range(len(pack.configs))])
         if pack.epoch % args.eval_every == 0 or pack.epoch == 1:
             bounds = iwae_bounds(pack, test_x, paper.eval.bound_samples)
-            record["eval_history"].append({"epoch": pack.epoch, "test_vr_bound_0": bounds})
-            print(f"epoch {pack.epoch:4d}  {record['epoch_seconds'][-1]:.2f} s/epoch  "
+            record["eval_history"].append({"epoch": pack.epoch, MetricName.test_vr_bound_0: bounds})
+            print(f"epoch {pack.epoch:4d}  {record[MetricName.epoch_seconds][-1]:.2f} s/epoch  "
                   f"test IWAE(10) mean {np.nanmean(bounds):.2f} (best {np.nanmax(bounds):.2f})  "
                   f"failed {len(pack.failures)}  elapsed {time.perf_counter() - start:.0f} s", flush=True)
             write()
-        if time.perf_counter() - start + max(record["epoch_seconds"][-3:]) > args.budget_seconds:
+        if time.perf_counter() - start + max(record[MetricName.epoch_seconds][-3:]) > args.budget_seconds:
             break
     record["epochs"] = pack.epoch
     record["train_seconds"] = time.perf_counter() - start

@@ -12,7 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
+from analysis.metrics import MetricName
 from analysis.probes import member_probes, probe_accuracy, to_numpy
+from analysis.settings import EvalConfig
 from vae.config import TrainConfig
 from vae.data import load_mnist
 from vae.train import Trainer
@@ -24,9 +26,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=10000, help="training images the probes are fit on")
     args = parser.parse_args()
     trainer = Trainer(TrainConfig(alpha=1.0, k=30, epochs=2, device="cpu"), load_mnist(args.data_dir))
-    epoch_seconds = [trainer.train_epoch()["epoch_seconds"] for _ in range(2)][-1]
+    epoch_seconds = [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(2)][-1]
     start = time.perf_counter()
-    accuracies = member_probes(trainer.member(), args.train_size)
+    accuracies = member_probes(trainer.member(), args.train_size, EvalConfig().seed)
     probe_seconds = time.perf_counter() - start
     x, y = trainer.member().probe_train_set(args.train_size)
     start = time.perf_counter()

@@ -34,16 +34,18 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from analysis.aggregate import trial_label
+from analysis.metrics import MetricName
 from sweeps.config import SweepConfig, load_sweep
 from sweeps.layout import SWEEP_FILE, read_tracking, write_tracking
-from sweeps.mlflow_server import LocalMlflowServer, artifacts_dir, backend_uri
+from sweeps.layout import artifacts_dir, backend_uri
+from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import SEARCH_PAGE
 from sweeps.tracking import EIGENVALUE_KEY, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, flatten
 
 EPOCHS = 30
 PROBE_EPOCHS = [1, 2, 5, 10, 20, 30]
-PROBE_KEYS = ["probe_means", "probe_means_variances", "probe_samples"]
-OLD_KEYS = [*PROBE_KEYS, "train_vr_bound_alpha", "val_vr_bound_0", EIGENVALUE_KEY]  # what the old reader read
+PROBE_KEYS = [MetricName.probe_means, MetricName.probe_means_variances, MetricName.probe_samples]
+OLD_KEYS = [*PROBE_KEYS, MetricName.train_vr_bound_alpha, MetricName.val_vr_bound_0, EIGENVALUE_KEY]  # what the old reader read
 VAESWEEP = Path(sys.executable).with_name("vaesweep")
 REQUEST = re.compile(r'"(?:GET|POST|PUT) (/(?:ajax-)?api/[^? ]*)')
 
@@ -53,17 +55,17 @@ def trial_metrics(alpha: float, k: int, rng: np.random.Generator, now: int) -> l
     as alpha -> 0."""
     active = int(round(17 - 4 * min(alpha, 1) ** 2 - 1.5 * max(alpha - 1, 0) + rng.normal(0, 0.7)))
     log_lik = -91.3 - 1.8 * min(alpha, 1) + rng.normal(0, 0.1)
-    final = {"test_log_likelihood": log_lik, "test_vr_bound_alpha": log_lik - 3 - 3.5 * alpha + rng.normal(0, 0.05),
-             "test_vr_bound_0": log_lik - 3 + rng.normal(0, 0.05), "active_components": active,
-             "active_units": active + 1, "axis_alignment": 0.6 + rng.normal(0, 0.02),
-             "final_probe_means": 0.91 + rng.normal(0, 0.005),
-             "final_probe_means_variances": 0.93 + rng.normal(0, 0.002),
-             "final_probe_samples": 0.86 + rng.normal(0, 0.002), "final_probe_pixels": 0.863}
+    final = {MetricName.test_log_likelihood: log_lik, MetricName.test_vr_bound_alpha: log_lik - 3 - 3.5 * alpha + rng.normal(0, 0.05),
+             MetricName.test_vr_bound_0: log_lik - 3 + rng.normal(0, 0.05), MetricName.active_components: active,
+             MetricName.active_units: active + 1, MetricName.axis_alignment: 0.6 + rng.normal(0, 0.02),
+             MetricName.final_probe_means: 0.91 + rng.normal(0, 0.005),
+             MetricName.final_probe_means_variances: 0.93 + rng.normal(0, 0.002),
+             MetricName.final_probe_samples: 0.86 + rng.normal(0, 0.002), MetricName.final_probe_pixels: 0.863}
     metrics = [Metric(key, float(value), now, EPOCHS) for key, value in final.items()]
     for epoch in range(1, EPOCHS + 1):
         bound = -200 + 100 * (1 - math.exp(-epoch / 5))
-        per_epoch = {"epoch": epoch, "train_vr_bound_alpha": bound, "val_vr_bound_0": bound + 2, "objective": bound + 2,
-                     "epoch_seconds": 6 + rng.normal(0, 0.1)}
+        per_epoch = {"epoch": epoch, MetricName.train_vr_bound_alpha: bound, MetricName.val_vr_bound_0: bound + 2,
+                     MetricName.epoch_seconds: 6 + rng.normal(0, 0.1)}
         if epoch in PROBE_EPOCHS:
             per_epoch.update({key: 0.8 + 0.1 * epoch / EPOCHS + rng.normal(0, 0.003) for key in PROBE_KEYS})
         metrics += [Metric(key, float(value), now + epoch, epoch) for key, value in per_epoch.items()]
@@ -93,7 +95,7 @@ def build_sweep(storage: Path, seeds: int) -> SweepConfig:
         params = flatten({"trial": trial.model_dump(), "eval": config.eval.model_dump()})
         client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
         client.set_terminated(run.info.run_id, "FINISHED")
-        log_lik = next(m.value for m in metrics if m.key == "test_log_likelihood")
+        log_lik = next(m.value for m in metrics if m.key == MetricName.test_log_likelihood)
         best = max(best, (log_lik, run.info.run_id))
     client.set_terminated(parent, "FINISHED")
     client.log_batch(parent, tags=[RunTag("bench", "report_scale")])

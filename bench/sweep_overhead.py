@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sweep_overhead.py --data-dir ../shared/data/mnist   (about 3 minutes)
 
-(a) ``sweeps.launch.run_sweep`` on the ``smoke`` preset in a fresh folder: local Ray, the sweep's
+(a) ``sweeps.driver.launch.run_sweep`` on the ``smoke`` preset in a fresh folder: local Ray, the sweep's
     MLflow server, per-epoch reports and checkpoints, MLflow logging, final analysis per trial;
 (b) the same trials, one after another in this process, by the same trial engine (probes,
     evaluation, analysis; torch using every core) with a sink that keeps nothing: no Ray, no MLflow,
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeps.config import load_sweep
-from sweeps.engine import run_trial
-from sweeps.launch import run_sweep
+from sweeps.trial.engine import run_trial
+from sweeps.driver.launch import run_sweep
 from vae.data import load_mnist
 from vae.packed_train import PackedTrainer
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from analysis.metrics import MetricName
 from sweeps.config import load_sweep
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
@@ -35,8 +36,8 @@ def main() -> None:
     parser.add_argument("--results", type=int, default=400)
     args = parser.parse_args()
     trainer = Trainer(TrainConfig(alpha=0.5, k=30, device="cpu"), load_mnist(args.data_dir))
-    epoch_seconds = [trainer.train_epoch()["epoch_seconds"] for _ in range(2)][-1]  # the first one warms up
-    result = {"epoch": 0, "train_vr_bound_alpha": -100.0, "epoch_seconds": epoch_seconds, "ray_node_id": "n",
+    epoch_seconds = [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(2)][-1]  # the first one warms up
+    result = {"epoch": 0, MetricName.train_vr_bound_alpha: -100.0, MetricName.epoch_seconds: epoch_seconds, "ray_node_id": "n",
               "training_iteration": 1, "time_this_iter_s": epoch_seconds}
     with tempfile.TemporaryDirectory() as tmp:
         sweep = load_sweep("smoke", storage=tmp)

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST as TorchvisionMNIST
 
+from analysis.metrics import MetricName
 from vae.bounds import log_likelihood, log_weights, vr_bound
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
@@ -136,7 +137,7 @@ def trainer_epochs(root: Path, epochs: int, state: dict | None, bf16: bool = Fal
     trainer = Trainer(CONFIG.model_copy(update={"bf16_output_layer": bf16}), load_mnist(root))
     if state is not None:
         trainer.load_state_dict(state)
-    return [trainer.train_epoch()["epoch_seconds"] for _ in range(epochs)]
+    return [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(epochs)]
 
 
 def pack_of_one(trainer: Trainer, data: MNIST) -> PackedTrainer:
@@ -163,8 +164,8 @@ def pack_vs_trainer_epochs(root: Path, state: dict, rounds: int) -> tuple[list[f
     packed = pack_of_one(trainer, data)
     plain, pack = [], []
     for round_ in range(rounds + 1):
-        trainer_seconds = trainer.train_epoch()["epoch_seconds"]
-        pack_seconds = packed.train_epoch()[0]["epoch_seconds"]
+        trainer_seconds = trainer.train_epoch()[MetricName.epoch_seconds]
+        pack_seconds = packed.train_epoch()[0][MetricName.epoch_seconds]
         if round_:
             plain.append(trainer_seconds)
             pack.append(pack_seconds)
@@ -226,7 +227,7 @@ def step_seconds_by_batch(root: Path, state: dict, batches: tuple[int, ...], ima
         trainer.model.load_state_dict(state["model"])
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.train_epoch()  # warm-up
-        epoch = statistics.median(trainer.train_epoch()["epoch_seconds"] for _ in range(2))
+        epoch = statistics.median(trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(2))
         seconds[batch] = epoch / math.ceil(images / batch)
     return seconds
 

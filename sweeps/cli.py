@@ -21,9 +21,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from analysis.metrics import MetricName
 from analysis.settings import EvalConfig
-from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names
-from sweeps.layout import existing_sweep, read_tracking
+from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
+from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
@@ -105,7 +106,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from sweeps.local_run import train_to_directory
+    from sweeps.trial.local_run import train_to_directory
 
     config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.model_fields})
     evaluation = EvalConfig(bound_samples=args.bound_samples, is_samples=args.is_samples,
@@ -113,11 +114,11 @@ def run_train(args: argparse.Namespace) -> int:
                             probe_epochs=tuple(e for e in args.probe_epochs if 0 < e <= config.epochs))
     out = args.out or Path("runs") / "train" / f"a{config.alpha:g}_k{config.k}_s{config.seed}"
     result = train_to_directory(config, out, args.data_dir, evaluation, args.checkpoint_every)
-    print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result['test_vr_bound_alpha']:.3f} nats")
-    print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result['test_vr_bound_0']:.3f} nats")
-    print(f"test log-likelihood (IS, {args.is_samples} samples): {result['test_log_likelihood']:.3f} nats")
-    print(f"active components: {result['active_components']} of {config.k}; probe accuracy on means "
-          f"{result['final_probe_means']:.4f}")
+    print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result[MetricName.test_vr_bound_alpha]:.3f} nats")
+    print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result[MetricName.test_vr_bound_0]:.3f} nats")
+    print(f"test log-likelihood (IS, {args.is_samples} samples): {result[MetricName.test_log_likelihood]:.3f} nats")
+    print(f"active components: {result[MetricName.active_components]} of {config.k}; probe accuracy on means "
+          f"{result[MetricName.final_probe_means]:.4f}")
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint.pt'} and {out / 'analysis'}/")
     return 0
 
@@ -145,21 +146,21 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("checkpoint", type=Path, help="a checkpoint.pt, or the run directory holding one")
     cmd.add_argument("--out", type=Path, default=None, help="output directory (default: CHECKPOINT's folder/analysis)")
     cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
-    cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help="eigenvalue threshold of an active component (default 0.01)")
+    cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help=f"eigenvalue threshold of an active component (default {defaults.epsilon})")
     cmd.add_argument("--probe-train-size", type=positive_int, default=defaults.probe_train_size,
-                     help="training images the probes are fit on (default 10000)")
+                     help=f"training images the probes are fit on (default {defaults.probe_train_size})")
     cmd.add_argument("--steps", type=positive_int, default=defaults.interpolation_steps,
                      help=f"interpolation steps (default {defaults.interpolation_steps})")
     cmd.add_argument("--pair", type=int, nargs=2, default=defaults.pair, metavar=("I", "J"),
-                     help="test-image indices to interpolate between (default 0 1)")
-    cmd.add_argument("--seed", type=int, default=defaults.seed, help="seed of the sampled latents (default 0)")
+                     help=f"test-image indices to interpolate between (default {defaults.pair[0]} {defaults.pair[1]})")
+    cmd.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the sampled latents (default {defaults.seed})")
     cmd.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
     cmd.set_defaults(func=run_analyze)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     from analysis.model_analysis import analyze_member
-    from sweeps.local_run import prepare_out_dir
+    from sweeps.trial.local_run import prepare_out_dir
 
     path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
     state = load_checkpoint(path)
@@ -183,8 +184,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     result = analyze_member(trainer.member(0), out, settings)
     eigen = ", ".join(f"{v:.3g}" for v in result["eigenvalues"][:10])
     print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
-    print(f"active components (eigenvalue > {args.epsilon:g}): {result['active_components']} of {config.k}; "
-          f"active units (Burda): {result['active_units']}; axis alignment: {result['axis_alignment']:.3f}")
+    print(f"active components (eigenvalue > {args.epsilon:g}): {result[MetricName.active_components]} of {config.k}; "
+          f"active units (Burda): {result[MetricName.active_units]}; axis alignment: {result[MetricName.axis_alignment]:.3f}")
     print("probe accuracy: " + ", ".join(f"{name} {acc:.4f}" for name, acc in result["probe_accuracy"].items()))
     print(f"wrote {out}/analysis.json, spectrum.csv, probes.csv, interpolations.png, fig4_geodesics.png "
           f"({result['seconds']:.0f} s)")
@@ -263,7 +264,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     trials = config.trials()
     if args.dry_run:
-        from sweeps.launch import resolve_resources
+        from sweeps.driver.launch import resolve_resources
 
         if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
             print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
@@ -282,7 +283,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print(f"{len(trials)} trials{packed} (resources per trial: gpu {config.resources.gpu:g}, cpus "
               f"{config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}")
         return 0
-    from sweeps.launch import run_sweep
+    from sweeps.driver.launch import run_sweep
 
     outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
     done = f"{outcome.finished} of {outcome.total} trials finished"
@@ -322,7 +323,7 @@ def note(text: str) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from sweeps.status import format_status, sweep_status
+    from sweeps.readers.status import format_status, sweep_status
 
     status = sweep_status(args.storage, args.name)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
@@ -331,7 +332,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     existing_sweep(args.storage, args.name)  # before report's imports: a mistyped name is answered at once
-    from sweeps.report import write_report
+    from sweeps.readers.report import write_report
 
     out = args.out or args.storage / args.name / "report"
     check_creatable(out, f"--out {out}")
@@ -347,7 +348,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_sync(args: argparse.Namespace) -> int:
     existing_sweep(args.storage, args.name)  # before sync's imports: a mistyped name is answered at once
-    from sweeps.sync import sync_sweep
+    from sweeps.driver.sync import sync_sweep
 
     added = sync_sweep(args.storage, args.name, say=note)
     print(f"synced sweep {args.name} ({added['trials']} trials) to {added['tracking_uri']}: {added['runs']} runs created, "
@@ -358,7 +359,7 @@ def run_sync(args: argparse.Namespace) -> int:
 def run_ui(args: argparse.Namespace) -> int:
     from sweeps.mlflow_server import port_problem, serve_ui
 
-    sweep_dir = args.storage.expanduser().resolve() / args.name
+    sweep_dir = sweep_path(args.storage, args.name)
     tracking = read_tracking(sweep_dir)
     if not tracking:
         raise UsageError(f"no sweep named {args.name!r} in {args.storage}")
@@ -409,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vaesweep: disk full at {err.filename or 'the output folder'}: free space, then rerun the same command",
               file=sys.stderr)
-        return 75  # sweeps.disk.DISK_FULL_EXIT (not imported here: it brings Ray)
+        return DISK_FULL_EXIT
     return 2
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from analysis.metrics import GRID
 from analysis.settings import EvalConfig
 from vae.config import MAX_SEED, TEST_IMAGES, TrainConfig
 
@@ -117,6 +118,11 @@ class OptunaConfig(Strict):
         return bounds
 
 
+def sweep_path(storage: Path | str, name: str) -> Path:
+    """A sweep's folder, ``STORAGE/NAME``, absolute: the one place it is resolved."""
+    return Path(storage).expanduser().resolve() / name
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
     grid: GridConfig
@@ -144,7 +150,7 @@ class SweepConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SweepConfig":
-        grid_fields = {"alpha", "k", "seed"} & self.train.model_fields_set
+        grid_fields = set(GRID) & self.train.model_fields_set
         if grid_fields:
             field = sorted(grid_fields)[0]
             raise ValueError(f"train.{field} is set per trial by grid.{field}; set grid.{field} instead")
@@ -221,7 +227,7 @@ class SweepConfig(Strict):
     def trial_config(self, point: dict[str, Any]) -> TrainConfig:
         """The validated trainer config of one point {alpha, k, seed}: the only way a trial's config
         is made (the dry run, every trial, and sync all call it)."""
-        return TrainConfig.model_validate({**self.train.model_dump(exclude={"alpha", "k", "seed"}),
+        return TrainConfig.model_validate({**self.train.model_dump(exclude=set(GRID)),
                                            "alpha": point["alpha"], "k": point["k"], "seed": point["seed"]})
 
     def trials(self) -> list[TrainConfig]:
@@ -231,10 +237,10 @@ class SweepConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that validates back to this config (train's grid-owned fields left out)."""
-        return json.loads(self.model_dump_json(exclude={"train": {"alpha", "k", "seed"}}))
+        return json.loads(self.model_dump_json(exclude={"train": set(GRID)}))
 
     def sweep_dir(self) -> Path:
-        return Path(self.storage).expanduser().resolve() / self.name
+        return sweep_path(self.storage, self.name)
 
 
 def preset_names() -> list[str]:

@@ -1,8 +1,10 @@
-"""Where a sweep's files live, readable without Ray, MLflow or torch (quick answers in the CLI).
+"""Where a sweep's files live, readable without Ray, MLflow or torch (quick answers in the CLI): the
+one table of the sweep folder's file names.
 
 ``STORAGE/NAME/`` holds ``sweep.yaml`` (the validated config), ``tracking.json`` (the MLflow store,
-experiment and parent run), ``tune/`` (Ray's experiment) and, for the embedded store, ``mlflow.db``
-and ``mlartifacts/``.
+experiment and parent run), ``runs.json``, the driver's lock, ``tune/`` (Ray's experiment: its
+state files, one folder per trial with Ray's ``params.json``, ``result.json``, ``error.txt`` and
+the trial's checkpoint folders) and, for the embedded store, ``mlflow.db`` and ``mlartifacts/``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,51 @@ from typing import Any
 
 import yaml
 
-from sweeps.config import ConfigError, SweepConfig, validate_sweep
-from sweeps.mlflow_server import backend_uri
+from analysis.metrics import ANALYSIS_FILE
+from sweeps.config import ConfigError, SweepConfig, sweep_path, validate_sweep
 from vae.atomic import write_atomic
 
-TUNE_DIR = "tune"
 SWEEP_FILE = "sweep.yaml"
-ANALYSIS_DIR = "analysis"  # the final analysis: a folder beside the final checkpoint, and an MLflow artifact folder
-# In each of a sweep trial's checkpoint folders: every epoch's result up to that checkpoint, so an epoch
-# whose record a full disk cost both MLflow and Ray's result.json is still written on resume.
+TRACKING_FILE = "tracking.json"
+RUN_IDS_FILE = "runs.json"  # grid point label (a search's Ray trial id) -> MLflow run id, for `vaesweep status`
+LOCK_FILE = ".driver.lock"  # flock()ed by the process that writes the sweep (sweeps/driver/lock.py)
+HOLDER_FILE = "driver.json"  # who holds the lock: pid, host, command, start time
+RECOVERED_FILE = "recovered.json"  # after a rebuild: grid point label -> its newest readable checkpoint folder
+STORE_FILE = "mlflow.db"  # the embedded MLflow store
+ARTIFACTS_DIR = "mlartifacts"
+TUNE_DIR = "tune"
+# Ray's experiment state in TUNE_DIR; a sweep whose state cannot be read is rebuilt (sweeps/driver/recovery.py)
+TUNER_FILE = "tuner.pkl"
+EXPERIMENT_STATE = "experiment_state-*.json"
+BASIC_VARIANT_STATE = "basic-variant-state-*.json"  # a pickle, whatever its name says
+SEARCHER_STATE = "searcher-state-*.pkl"
+RAY_STATE_FILES = (TUNER_FILE, EXPERIMENT_STATE, BASIC_VARIANT_STATE, "search_gen_state-*.json", SEARCHER_STATE,
+                   "callback-states-*.pkl")
+UNREADABLE_PREFIX = "unreadable-"  # TUNE_DIR/unreadable-<time>/: Ray's state set aside by a rebuild
+# Ray's files in each trial folder
+PARAMS_FILE = "params.json"
+RESULT_FILE = "result.json"
+ERROR_FILE = "error.txt"
+CHECKPOINTS = "checkpoint_*"
+CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep) of every sweep: checkpoint folders per trial
+DISK_FULL_EXIT = 75  # EX_TEMPFAIL, when the sweep folder's disk is full: free space, then run the same command again
+# In a trial's checkpoint folder: every epoch's result up to that checkpoint, so an epoch whose record
+# a full disk cost both MLflow and Ray's result.json is still written on resume.
 HISTORY_FILE = "history.json"
+# In a trial's final checkpoint folder: one folder per grid point, with its own checkpoint, its last
+# epoch's metrics and its analysis (the analysis also an MLflow artifact folder).
+MEMBERS_DIR = "members"
+FINAL_METRICS_FILE = "metrics.json"
+ANALYSIS_DIR = "analysis"
+
+
+def backend_uri(sweep_dir: Path) -> str:
+    """The embedded MLflow store's URI."""
+    return f"sqlite:///{sweep_dir / STORE_FILE}"
+
+
+def artifacts_dir(sweep_dir: Path) -> Path:
+    return sweep_dir / ARTIFACTS_DIR
 
 
 def experiment_path(sweep_dir: Path) -> Path:
@@ -38,9 +75,28 @@ def epoch_history(checkpoint_folder: Path) -> list[dict[str, Any]]:
     return [result for result in history if isinstance(result, dict)] if isinstance(history, list) else []
 
 
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``; ValueError (with the file named) if it is missing, cut off or not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path.name} is unreadable ({type(err).__name__})") from None
+
+
+def is_final(folder: Path, labels: list[str]) -> bool:
+    """A trial's final checkpoint folder with the final metrics and analysis of each of its grid points, whole."""
+    try:
+        for label in labels:
+            read_json(folder / MEMBERS_DIR / label / FINAL_METRICS_FILE)
+            read_json(folder / MEMBERS_DIR / label / ANALYSIS_DIR / ANALYSIS_FILE)
+    except ValueError:
+        return False
+    return True
+
+
 def existing_sweep(storage: Path, name: str) -> Path:
     """``STORAGE/NAME`` of a sweep `vaesweep run` has started; ConfigError saying where it looked."""
-    sweep_dir = storage.expanduser().resolve() / name
+    sweep_dir = sweep_path(storage, name)
     if not (sweep_dir / SWEEP_FILE).is_file():
         raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {sweep_dir / SWEEP_FILE}); "
                           "start it with `vaesweep run`")
@@ -82,7 +138,7 @@ def saved_config(sweep_dir: Path) -> SweepConfig:
 
 def read_tracking(sweep_dir: Path) -> dict[str, Any]:
     """The sweep's ``tracking.json`` ({} if there is none); ConfigError if it is damaged."""
-    path = sweep_dir / "tracking.json"
+    path = sweep_dir / TRACKING_FILE
     if not path.exists():
         return {}
     try:
@@ -92,9 +148,6 @@ def read_tracking(sweep_dir: Path) -> dict[str, Any]:
     if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
         raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
     return record
-
-
-RUN_IDS_FILE = "runs.json"  # grid point label (a search's Ray trial id) -> MLflow run id, for `vaesweep status`
 
 
 def read_run_ids(sweep_dir: Path) -> dict[str, str]:
@@ -117,5 +170,5 @@ def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id
     store = config.tracking.uri or backend_uri(config.sweep_dir())
     record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
               "parent_run_id": parent_run_id}
-    write_atomic(config.sweep_dir() / "tracking.json", json.dumps(record, indent=2).encode())
+    write_atomic(config.sweep_dir() / TRACKING_FILE, json.dumps(record, indent=2).encode())
     return store

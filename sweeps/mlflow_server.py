@@ -29,17 +29,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
+from sweeps.layout import STORE_FILE, artifacts_dir, backend_uri
+
 STARTUP_TIMEOUT_S = 120
-
-
-def backend_uri(sweep_dir: Path) -> str:
-    return f"sqlite:///{sweep_dir / 'mlflow.db'}"
 
 
 def store_problem(sweep_dir: Path) -> str | None:
     """Why the sweep's embedded store cannot be read (missing, damaged, emptied), None if it looks whole.
     Asked before a server is started on it: a server would take an emptied file for a new store."""
-    path = sweep_dir / "mlflow.db"
+    path = sweep_dir / STORE_FILE
     if not path.is_file() or path.stat().st_size == 0:
         return f"its MLflow store {path} is missing or empty"
     try:
@@ -51,10 +49,6 @@ def store_problem(sweep_dir: Path) -> str | None:
     if check != "ok" or "runs" not in tables:
         return f"its MLflow store {path} is damaged ({check if check != 'ok' else 'no runs table'})"
     return None
-
-
-def artifacts_dir(sweep_dir: Path) -> Path:
-    return sweep_dir / "mlartifacts"
 
 
 def free_port() -> int:

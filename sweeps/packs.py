@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis.aggregate import trial_label
+from analysis.metrics import GRID
 from sweeps.config import SweepConfig
+from sweeps.layout import MEMBERS_DIR
 
 PACK_KEY = "pack"  # a pack trial's only config key: its index in SweepConfig.packs()
 MEMBERS_KEY = "members"  # in a pack's result: label -> that member's metrics
 FAILED_KEY = "failed"  # in a pack's result: label -> the diverged member's message
-MEMBERS_DIR = "members"  # in a pack's final checkpoint folder: one folder per member
 
 
 def label_of(point: Mapping[str, Any]) -> str:
@@ -35,7 +36,7 @@ def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str
     """The grid points a Ray trial trains: a pack's members, or the trial's own point."""
     if PACK_KEY in config:
         return sweep.packs()[int(config[PACK_KEY])]
-    return [{key: config.get(key) for key in ("alpha", "k", "seed")}]
+    return [{key: config.get(key) for key in GRID}]
 
 
 def member_results(points: list[dict[str, Any]], result: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict]]:

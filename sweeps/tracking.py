@@ -2,7 +2,7 @@
 
 The driver is the only writer: ``TrialRuns`` turns Ray's trial records (per-epoch results, the
 final checkpoint folder, the error) into child runs, called live by the driver's Tune callback
-(sweeps/mlflow_callback.py) and afterwards by ``vaesweep sync`` (sweeps/sync.py) through the same
+(sweeps/driver/mlflow_callback.py) and afterwards by ``vaesweep sync`` (sweeps/driver/sync.py) through the same
 code. Ray's MLflow helpers neither nest runs nor survive ``Tuner.restore`` without duplicating them
 (shared/reference/systems.md), so the logging is ours, through ``MlflowClient``:
 
@@ -26,7 +26,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from analysis.aggregate import trial_label
-from analysis.metrics import EIGENVALUE_KEY, NODE_KEY, SCHEMA
+from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, NODE_KEY, SCHEMA, MetricName
 from sweeps.config import SweepConfig
 from sweeps.layout import ANALYSIS_DIR, add_run_id
 from vae.checkpoint import CHECKPOINT_NAME
@@ -35,7 +35,7 @@ from vae.config import TrainConfig
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-HISTORY_KEY = "train_vr_bound_alpha"  # logged every epoch: its steps say which epochs a run holds
+HISTORY_KEY = MetricName.train_vr_bound_alpha  # logged every epoch: its steps say which epochs a run holds
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
 STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
 
@@ -183,7 +183,7 @@ class TrialRuns:
         key = name if self.sweep.search == "grid" else trial_id
         if key not in self.run_ids:
             if self.sweep.search == "grid":
-                match = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in ("alpha", "k", "seed")}}
+                match = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in GRID}}
                 tags = {**tags, TRIAL_TAG: trial_id}
             else:
                 match = {TRIAL_TAG: trial_id, PARENT_TAG: self.parent_run_id}
@@ -205,7 +205,7 @@ class TrialRuns:
 
     def log_final(self, key: str, checkpoint_dir: Path) -> bool:
         """The spectrum, analysis and checkpoint of a final checkpoint folder, if the run lacks them."""
-        analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / "analysis.json").read_text())
+        analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / ANALYSIS_FILE).read_text())
         return log_final(self.client, self.run_ids[key], checkpoint_dir, analysis["eigenvalues"])
 
     def close(self, key: str, status: str, error: str | None = None, stopped_at: int | None = None) -> None:

@@ -85,7 +85,7 @@ def test_probes_add_accuracies_at_chosen_epochs(mnist_dir):
     seen = []
     for _ in range(3):
         metrics = trainer.train_epoch()
-        add_probes(metrics, trainer.member(), epochs=[2, 50], train_size=1000)
+        add_probes(metrics, trainer.member(), epochs=[2, 50], train_size=1000, seed=0)
         seen.append(metrics)
     assert "probe_means" not in seen[0] and "probe_means" not in seen[2]
     assert {"probe_means", "probe_means_variances", "probe_samples", "probe_seconds"} <= seen[1].keys()

@@ -1,4 +1,4 @@
-"""The trial engine (sweeps/engine.py) with a recording sink, and `vaesweep train` as its directory sink."""
+"""The trial engine (sweeps/trial/engine.py) with a recording sink, and `vaesweep train` as its directory sink."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from analysis.metrics import FINAL_METRICS, check_metrics
 from analysis.settings import EvalConfig
-from sweeps.engine import run_trial
-from sweeps.local_run import train_to_directory
+from sweeps.trial.engine import run_trial
+from sweeps.trial.local_run import train_to_directory
 from vae.checkpoint import load_checkpoint
 from vae.config import TrainConfig
 from vae.data import load_mnist

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, server_below,
                            point_result, start_server, stop_server, tracking, trial_results, vaesweep, write_config)
 from sweeps.config import load_sweep
-from sweeps.local_run import train_to_directory
+from sweeps.trial.local_run import train_to_directory
 from sweeps.mlflow_server import free_port
 
 pytestmark = pytest.mark.slow

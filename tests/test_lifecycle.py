@@ -179,7 +179,7 @@ def test_optuna_with_asha_records_stopped_trials_as_finished_and_selects_off_the
 def test_a_trial_worker_ended_inside_a_callback_prints_no_traceback(monkeypatch):
     """Ray's SIGTERM handler raises SystemExit wherever the worker is; inside a weakref callback Python
     would print it as an ignored exception with its traceback. Other ignored exceptions still show."""
-    from sweeps.trainable import quiet_exits_in_callbacks
+    from sweeps.trial.trainable import quiet_exits_in_callbacks
 
     shown: list[type] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: shown.append(type(unraisable.exc_value)))

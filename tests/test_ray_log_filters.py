@@ -7,8 +7,8 @@ import errno
 import logging
 import sys
 
-from sweeps.disk import DiskFullLogFilter
-from sweeps.launch import GoneCheckpointLogFilter
+from sweeps.driver.disk import DiskFullLogFilter
+from sweeps.driver.launch import GoneCheckpointLogFilter
 
 GONE = "/tmp/runs/a sweep/tune/train_trial_1/checkpoint_000001"
 

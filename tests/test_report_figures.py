@@ -196,7 +196,7 @@ def test_every_figure_gets_a_caption_with_its_claim_and_the_sweeps_epochs():
 
 def test_report_page_shows_captions_a_table_per_k_and_no_red_when_nothing_is_missing(trials):
     from sweeps.config import load_sweep  # imports MLflow: only this test needs the sweeps package
-    from sweeps.report import render_html
+    from sweeps.readers.report import render_html
 
     config = load_sweep("smoke")
     caption = Caption("Figure 2, left. what it draws", "Active components saturate as alpha -> 0.", "Supported: k=5 ...")

@@ -1,4 +1,4 @@
-"""Reading a sweep's runs (sweeps/runs.py) with no silent cap: every search page, and every history point
+"""Reading a sweep's runs (sweeps/readers/runs.py) with no silent cap: every search page, and every history point
 even where the server cuts a bulk answer. Real MLflow: a sqlite store and ``mlflow server`` on 127.0.0.1."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from sweeps import tracking
-from sweeps.mlflow_server import LocalMlflowServer, backend_uri
-from sweeps.runs import bulk_history, histories, run_frames
+from sweeps.layout import backend_uri
+from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.readers.runs import bulk_history, histories, run_frames
 from sweeps.tracking import PARENT_TAG, child_runs
 
 CHILDREN = 5

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.metrics import FINAL_METRICS
 from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, vaesweep, write_config
-from sweeps.status import STATUS_SCHEMA
+from sweeps.readers.status import STATUS_SCHEMA
 
 pytestmark = pytest.mark.slow
 

@@ -102,7 +102,7 @@ def dataset_bounds(
     model: LatentModel,
     x: torch.Tensor,
     alphas: list[float],
-    samples: int = 10,
+    samples: int,
     batch_size: int = 500,
     generator: torch.Generator | None = None,
 ) -> dict[float, float]:
@@ -119,7 +119,7 @@ def dataset_bounds(
 def log_likelihood(
     model: LatentModel,
     x: torch.Tensor,
-    samples: int = 2000,
+    samples: int,
     batch_size: int = 100,
     max_rows: int = 1_000,
     generator: torch.Generator | None = None,

@@ -10,6 +10,7 @@ probes, the latent analysis and the export read; ``PackedTrainer.member(i)`` and
 
 from __future__ import annotations
 
+from analysis.metrics import MetricName
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,9 +95,9 @@ class Member:
         bounds = dataset_bounds(self.model, self.test_x, [self.config.alpha, 0.0], bound_samples, generator=generator)
         log_px = log_likelihood(self.model, self.test_x, is_samples, generator=generator, progress=progress)
         return {
-            "test_vr_bound_alpha": bounds[self.config.alpha],
-            "test_vr_bound_0": bounds[0.0],
-            "test_log_likelihood": log_px.mean().item(),
+            MetricName.test_vr_bound_alpha: bounds[self.config.alpha],
+            MetricName.test_vr_bound_0: bounds[0.0],
+            MetricName.test_log_likelihood: log_px.mean().item(),
         }
 
     def validation_bound(self, images: int, samples: int) -> float:

@@ -33,6 +33,7 @@ step there. Adam is ``capturable`` on a GPU (its step count lives on the device)
 
 from __future__ import annotations
 
+from analysis.metrics import MetricName
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -90,7 +91,8 @@ class PackedTrainer:
         self.train_x = (torch.stack([self.images.static_train_set(config.seed).bool() for config in self.configs])
                         if static else self.images.train_x)
         self.member_rows = torch.arange(len(self.configs), device=self.device).unsqueeze(1)
-        self.model = PackedVAE([initial_model(config, self.device) for config in self.configs])
+        pixels = self.images.train_x.shape[1]
+        self.model = PackedVAE([initial_model(config, pixels, self.device) for config in self.configs])
         self.model.bf16_output_layer = configs[0].bf16_output_layer
         self.generators = [torch.Generator(device=self.device).manual_seed(config.seed) for config in self.configs]
         on_gpu = self.device.type == "cuda"
@@ -133,7 +135,7 @@ class PackedTrainer:
         self.epoch = epoch
         totals, seconds = self.epoch_total.tolist(), time.perf_counter() - start
         return {
-            i: {"epoch": epoch, "train_vr_bound_alpha": -totals[i] / images, "epoch_seconds": seconds}
+            i: {"epoch": epoch, MetricName.train_vr_bound_alpha: -totals[i] / images, MetricName.epoch_seconds: seconds}
             for i in range(len(self.configs))
             if i not in self.failures
         }
@@ -190,7 +192,7 @@ class PackedTrainer:
         """Member ``i``'s current weights in a plain ``VAE`` (a copy; no random draws)."""
         cfg = self.configs[i]
         with torch.device("meta"):
-            model = VAE(cfg.k, cfg.hidden, cfg.activation)
+            model = VAE(cfg.k, cfg.hidden, cfg.activation, x_dim=self.images.train_x.shape[1])
         model.load_state_dict(self.model.member_state(i), assign=True)
         return model
 

@@ -1,5 +1,5 @@
 """The trainer: a ``TrainConfig`` in, one epoch at a time; no Ray, no MLflow (the loop over epochs,
-with probes, checkpoints and the final analysis, is the trial engine in ``sweeps/engine.py``).
+with probes, checkpoints and the final analysis, is the trial engine in ``sweeps/trial/engine.py``).
 
 Reproducibility: every random draw (initial weights, shuffling, binarisation, reparameterisation
 noise) comes from the global torch RNG seeded once (weights) and one ``torch.Generator`` seeded
@@ -10,6 +10,7 @@ one go on CPU (``tests/test_train.py``). On CUDA, kernels are not bitwise determ
 
 from __future__ import annotations
 
+from analysis.metrics import MetricName
 import math
 import random
 import time
@@ -43,10 +44,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def initial_model(config: TrainConfig, device: torch.device) -> VAE:
-    """The model's initial weights: drawn from the global RNGs seeded with the config's seed."""
+def initial_model(config: TrainConfig, pixels: int, device: torch.device) -> VAE:
+    """The model of images of ``pixels`` pixels with its initial weights, drawn from the global RNGs
+    seeded with the config's seed."""
     seed_everything(config.seed)
-    return VAE(config.k, config.hidden, config.activation).to(device)
+    return VAE(config.k, config.hidden, config.activation, x_dim=pixels).to(device)
 
 
 def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonFiniteLossError:
@@ -62,7 +64,7 @@ class Trainer:
         start_threads_flushing_denormals()
         self.config = config
         self.device = resolve_device(config.device)
-        self.model = initial_model(config, self.device)
+        self.model = initial_model(config, data.train_x.shape[1], self.device)
         self.model.bf16_output_layer = config.bf16_output_layer
         # fused Adam: one kernel per step instead of a dozen per parameter, about 7% of a CPU step
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)
@@ -99,8 +101,8 @@ class Trainer:
         self.epoch = epoch
         return {
             "epoch": epoch,
-            "train_vr_bound_alpha": -total / len(self.train_x),
-            "epoch_seconds": time.perf_counter() - start,
+            MetricName.train_vr_bound_alpha: -total / len(self.train_x),
+            MetricName.epoch_seconds: time.perf_counter() - start,
         }
 
     def member(self) -> Member:

@@ -27,29 +27,29 @@ from typing import Any
 from ray import tune
 
 from sweeps.config import SweepConfig
+from sweeps.layout import CHECKPOINTS_KEPT, DISK_FULL_EXIT
+from sweeps.ray_files import error_line
 
-CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep) of every sweep
 ANALYSIS_BYTES = 1 << 20  # a final analysis folder: interpolations, figures, tables (about 0.3 MB measured)
 RECORD_BYTES = 8 << 20  # Ray's experiment state, per-epoch results, the MLflow database (about 1 MB on smoke)
 # Ray's session folder in the temp folder: 0.3-0.5 MB measured after small sweeps (logs, sockets), but
 # objects spilled from the object store land there too, and MNIST's arrays alone are 55 MB.
 RAY_SESSION_BYTES = 64 << 20
 MB = 1 << 20
-DISK_FULL_EXIT = 75  # EX_TEMPFAIL: free space, then run the same command again
 DISK_FULL_TEXT = "No space left on device"
 
 
-def parameter_count(k: int, hidden: tuple[int, ...]) -> int:
-    """Weights and biases of the encoder (784 -> hidden -> 2k) and decoder (k -> reversed hidden -> 784)."""
+def parameter_count(k: int, hidden: tuple[int, ...], pixels: int) -> int:
+    """Weights and biases of the encoder (pixels -> hidden -> 2k) and decoder (k -> reversed hidden -> pixels)."""
     def mlp(widths: list[int]) -> int:
         return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
 
-    return mlp([784, *hidden, 2 * k]) + mlp([k, *hidden[::-1], 784])
+    return mlp([pixels, *hidden, 2 * k]) + mlp([k, *hidden[::-1], pixels])
 
 
-def checkpoint_bytes(k: int, hidden: tuple[int, ...]) -> int:
+def checkpoint_bytes(k: int, hidden: tuple[int, ...], pixels: int) -> int:
     """A checkpoint's size: parameters and Adam's two moments in float32, plus RNG states and config."""
-    return 12 * parameter_count(k, hidden) + (64 << 10)
+    return 12 * parameter_count(k, hidden, pixels) + (64 << 10)
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,17 @@ class SpaceEstimate:
 
     def explain(self) -> str:
         return (f"{self.trials} trials x {self.per_trial / MB:.1f} MB: {CHECKPOINTS_KEPT} checkpoints of up to "
-                f"{self.checkpoint / MB:.1f} MB kept per trial, its final analysis and artifacts")
+                f"{self.checkpoint / MB:.1f} MB kept per trial, its own final checkpoint and analysis, and artifacts")
 
 
-def estimate(config: SweepConfig) -> SpaceEstimate:
+def estimate(config: SweepConfig, pixels: int) -> SpaceEstimate:
     """What the whole sweep writes in its folder when it has run (an estimate, on the high side)."""
     trials = config.trials() if config.search == "grid" else [
         config.trial_config({"alpha": 1.0, "k": max(config.grid.k), "seed": 0})] * config.optuna.num_samples
-    sizes = [checkpoint_bytes(t.k, tuple(t.hidden)) for t in trials]
+    sizes = [checkpoint_bytes(t.k, tuple(t.hidden), pixels) for t in trials]
     artifacts = 0 if config.tracking.uri else 1  # the embedded store keeps a copy of the final checkpoint
-    per_trial = [(CHECKPOINTS_KEPT + artifacts) * size + (1 + artifacts) * ANALYSIS_BYTES for size in sizes]
+    # the kept checkpoints, the grid point's own copy in the final folder (members/<label>/), and the artifacts
+    per_trial = [(CHECKPOINTS_KEPT + 1 + artifacts) * size + (1 + artifacts) * ANALYSIS_BYTES for size in sizes]
     concurrent = max(1, min(len(trials), int((os.cpu_count() or 1) // max(config.resources.cpus, 1e-9))))
     total = sum(per_trial) + concurrent * max(sizes) + RECORD_BYTES
     return SpaceEstimate(total, len(trials), max(per_trial), max(sizes), concurrent)
@@ -109,12 +110,12 @@ def filesystem(folder: Path) -> int:
     return next(p for p in (folder, *folder.parents) if p.exists()).stat().st_dev
 
 
-def space_problem(config: SweepConfig) -> str | None:
+def space_problem(config: SweepConfig, pixels: int) -> str | None:
     """Why the sweep would fill a disk (what it needs beyond what it already wrote, and what is free),
     None if it fits: its own folder's filesystem, and the temp folder's (counted together when one
     filesystem holds both)."""
     sweep_dir, temp = config.sweep_dir(), temp_folder()
-    need = estimate(config)
+    need = estimate(config, pixels)
     missing = need.total - folder_bytes(sweep_dir)
     staging = need.concurrent * need.checkpoint + RAY_SESSION_BYTES
     shared = filesystem(sweep_dir) == filesystem(temp)
@@ -181,9 +182,9 @@ class DiskGuard(tune.Callback):
     largest checkpoint's size (estimated once, not per result), so it pickles with the experiment (as
     Tune does on restore)."""
 
-    def __init__(self, sweep: SweepConfig) -> None:
+    def __init__(self, sweep: SweepConfig, pixels: int) -> None:
         self.sweep = sweep
-        self.checkpoint = estimate(sweep).checkpoint
+        self.checkpoint = estimate(sweep, pixels).checkpoint
 
     def reserve(self, running: int) -> int:
         return max(1, running) * 2 * (self.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
@@ -202,7 +203,5 @@ class DiskGuard(tune.Callback):
         self.on_trial_error(iteration, trials, trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        from sweeps.status import error_line
-
         if is_disk_full(error_line(trial.error_file)):
             DiskFull.stop(self.sweep.sweep_dir(), free_bytes(self.sweep.sweep_dir()))

@@ -17,10 +17,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from analysis.metrics import FINAL_METRICS
+from analysis.metrics import FINAL_METRICS, MetricName
 from analysis.settings import EvalConfig
 from analysis.aggregate import trial_label
-from sweeps.engine import run_trial
+from sweeps.trial.engine import run_trial
+from sweeps.layout import FINAL_METRICS_FILE
 from sweeps.packs import MEMBERS_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -29,7 +30,6 @@ from vae.data import load_mnist
 from vae.errors import RunDirError
 from vae.packed_train import PackedTrainer
 
-METRICS_NAME = "metrics.json"
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:
@@ -70,11 +70,11 @@ class DirectorySink:
     def report(self, result: dict[str, Any], folder: Path | None) -> None:
         metrics = {**result[MEMBERS_KEY][self.label], "epoch": result["epoch"]}
         self.history.append(metrics)
-        self.bar.set_postfix(bound=f"{metrics['train_vr_bound_alpha']:.2f}", sec=f"{metrics['epoch_seconds']:.1f}")
+        self.bar.set_postfix(bound=f"{metrics[MetricName.train_vr_bound_alpha]:.2f}", sec=f"{metrics[MetricName.epoch_seconds]:.1f}")
         self.bar.update()
         if folder is not None:  # the history on disk always matches the checkpoint beside it
             write_json({**self.header, "history": self.history, "epochs_completed": metrics["epoch"]},
-                       self.out / METRICS_NAME)
+                       self.out / FINAL_METRICS_FILE)
 
     def is_progress(self, images: int) -> None:
         """Progress of the final IS estimate (its bar opens with the first batch)."""
@@ -95,7 +95,7 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     """Train (or resume) ``config`` into ``out``, evaluate and analyse; returns what ``metrics.json`` holds."""
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
-    metrics_path = out / METRICS_NAME
+    metrics_path = out / FINAL_METRICS_FILE
     trainer = PackedTrainer([config], load_mnist(data_dir, config.train_subset, config.test_subset))
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():

@@ -24,19 +24,19 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.metrics import NODE_KEY
+from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.disk import is_disk_full
+from sweeps.driver.disk import is_disk_full
 from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.progress import VERBOSE_ENV
-from sweeps.status import error_line, trial_error
+from sweeps.driver.progress import VERBOSE_ENV
+from sweeps.ray_files import error_line, trial_error
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
 
 
 # The sweep's own MLflow server, which the driver started (None with --tracking-uri): set by the driver
-# (sweeps/launch.py) for the callback Tune unpickles on a restore, which holds only the sweep's config.
+# (sweeps/driver/launch.py) for the callback Tune unpickles on a restore, which holds only the sweep's config.
 DRIVER_SERVER: LocalMlflowServer | None = None
 
 
@@ -91,7 +91,7 @@ class MlflowTrialCallback(tune.Callback):
     def _revive(self) -> bool:
         """Start the sweep's own server again if it died (True), connect to it and write what Ray recorded
         meanwhile; False when there is no such server to revive (a remote one, or ours still alive)."""
-        from sweeps.sync import fill_trial  # sync's replay: the same TrialRuns, each epoch once
+        from sweeps.driver.sync import fill_trial  # sync's replay: the same TrialRuns, each epoch once
 
         server = DRIVER_SERVER
         if server is None or server.alive():
@@ -143,12 +143,12 @@ class MlflowTrialCallback(tune.Callback):
                 self._write("end run", self.runs.close, key, "FINISHED", None, stopped_at)
 
     def _log_final(self, trial, point: dict[str, Any], folder: Path) -> None:
-        if (folder / ANALYSIS_DIR / "analysis.json").is_file() and (key := self._open(trial, point)) is not None:
+        if (folder / ANALYSIS_DIR / ANALYSIS_FILE).is_file() and (key := self._open(trial, point)) is not None:
             self._write("log final artifacts", self.runs.log_final, key, folder)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
-        full (the sweep stops, and resumes the trial once there is space: sweeps/disk.py)."""
+        full (the sweep stops, and resumes the trial once there is space: sweeps/driver/disk.py)."""
         self.trials = trials
         error = error_line(trial.error_file) or trial_error(trial) or "unknown error"
         failed = member_failures(trial.last_result or {})

@@ -30,10 +30,11 @@ from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, su
 from analysis.claims import Caption, figure_captions
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
-from sweeps.config import ConfigError, SweepConfig
+from analysis.metrics import GRID, MetricName
+from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import SWEEP_FILE, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
-from sweeps.runs import run_frames
+from sweeps.readers.runs import run_frames
 from sweeps.tracking import EIGENVALUE_KEY, child_runs
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
@@ -80,8 +81,8 @@ def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | Non
                    notes: list[str]) -> tuple[np.ndarray, pd.Series] | None:
     """Figure 5's rows and trial: ``chosen`` or the best finished trial by IS log-likelihood; None (with a
     note saying why) when there is none or it lacks the artifact."""
-    finished = trials[trials["status"] == "FINISHED"].dropna(subset=["test_log_likelihood"])
-    run_id = chosen or (finished.sort_values("test_log_likelihood", ascending=False)["run_id"].iloc[0]
+    finished = trials[trials["status"] == "FINISHED"].dropna(subset=[MetricName.test_log_likelihood])
+    run_id = chosen or (finished.sort_values(MetricName.test_log_likelihood, ascending=False)["run_id"].iloc[0]
                         if len(finished) else None)
     if run_id is None:
         notes.append("Figure 5: no finished trial with a test log-likelihood yet")
@@ -103,7 +104,7 @@ def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFram
     spectra = with_grid(history[history["key"] == EIGENVALUE_KEY], trials)
     probes = with_grid(history[history["key"].isin(list(PROBE_PANELS))], trials)
     probe_alpha = closest_to_one(probes["alpha"])
-    pixels = finished["final_probe_pixels"].dropna()
+    pixels = finished[MetricName.final_probe_pixels].dropna()
     figures = {
         "fig1_spectrum": spectrum_figure(spectra, config.eval.epsilon),
         "fig2_active_components": active_components_figure(summary),
@@ -128,15 +129,15 @@ def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFram
 def metric_labels(config: SweepConfig) -> dict[str, str]:
     """The summary table's row names (the README's wording), with this sweep's sample counts."""
     bound, samples = config.eval.bound_samples, config.eval.is_samples
-    return {"test_log_likelihood": f"test IS log-likelihood, {samples} samples (nats)",
-            "test_vr_bound_alpha": f"test VR bound at the trial's alpha, {bound} samples",
-            "test_vr_bound_0": f"test IWAE bound (alpha=0), {bound} samples",
-            "active_components": f"active components (PCA eigenvalue > {config.eval.epsilon:g})",
-            "active_units": "active units (Burda)", "axis_alignment": "axis alignment",
-            "final_probe_means": "probe accuracy: means",
-            "final_probe_means_variances": "probe accuracy: means + variances",
-            "final_probe_samples": "probe accuracy: sampled latents",
-            "final_probe_pixels": "probe accuracy: binarised pixels (baseline)"}
+    return {MetricName.test_log_likelihood: f"test IS log-likelihood, {samples} samples (nats)",
+            MetricName.test_vr_bound_alpha: f"test VR bound at the trial's alpha, {bound} samples",
+            MetricName.test_vr_bound_0: f"test IWAE bound (alpha=0), {bound} samples",
+            MetricName.active_components: f"active components (PCA eigenvalue > {config.eval.epsilon:g})",
+            MetricName.active_units: "active units (Burda)", MetricName.axis_alignment: "axis alignment",
+            MetricName.final_probe_means: "probe accuracy: means",
+            MetricName.final_probe_means_variances: "probe accuracy: means + variances",
+            MetricName.final_probe_samples: "probe accuracy: sampled latents",
+            MetricName.final_probe_pixels: "probe accuracy: binarised pixels (baseline)"}
 
 
 def summary_html(config: SweepConfig, summary: pd.DataFrame) -> str:
@@ -166,8 +167,8 @@ def render_html(config: SweepConfig, figures: dict[str, bytes], captions: dict[s
         f"{caption_html(stem, captions[stem])}</figure>" for stem, png in figures.items())
     problem_list = (f'<ul class="problems">{"".join(f"<li>{html.escape(p)}</li>" for p in problems)}</ul>' if problems
                     else "<ul><li>none</li></ul>")
-    columns = ["alpha", "k", "seed", "status", "test_log_likelihood", "test_vr_bound_alpha", "active_components",
-               "final_probe_means", "run_id"]
+    columns = [*GRID, "status", MetricName.test_log_likelihood, MetricName.test_vr_bound_alpha, MetricName.active_components,
+               MetricName.final_probe_means, "run_id"]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>vaesweep report: {html.escape(config.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} img{{max-width:100%}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px}} table.summary td{{text-align:right;white-space:nowrap}} table.summary tbody th{{text-align:left}} .problems li{{color:#a00}}
@@ -185,7 +186,7 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
                  say: Callable[[str], None] = print) -> dict[str, Any]:
     """Build every output of the report into ``out`` (replacing an earlier report only once the new one
     is complete); returns a small summary of what was written. ``say`` gets notes on the way."""
-    sweep_dir = storage.expanduser().resolve() / name
+    sweep_dir = sweep_path(storage, name)
     tracking = read_tracking(sweep_dir)
     if not tracking or not (sweep_dir / SWEEP_FILE).is_file():
         raise ConfigError(f"no sweep named {name!r} in {storage}; run it first with `vaesweep run`")

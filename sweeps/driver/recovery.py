@@ -17,60 +17,22 @@ the trial folders hold.
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from analysis.aggregate import trial_label
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.layout import ANALYSIS_DIR, experiment_path
-from sweeps.packs import MEMBERS_DIR
+from sweeps.layout import (CHECKPOINTS, PARAMS_FILE, RAY_STATE_FILES, RECOVERED_FILE, UNREADABLE_PREFIX, experiment_path,
+                           is_final, read_json)
 from vae.atomic import write_atomic
 from vae.errors import CheckpointError
-
-RAY_STATE_FILES = ("tuner.pkl", "experiment_state-*.json", "basic-variant-state-*.json", "search_gen_state-*.json",
-                   "searcher-state-*.pkl", "callback-states-*.pkl")
-RECOVERED_FILE = "recovered.json"  # grid point label -> its newest readable checkpoint folder
-FINAL_METRICS_FILE = "metrics.json"  # in a trial's final checkpoint folder: its last epoch's metrics
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``; ValueError (with the file named) if it is missing, cut off or not JSON."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{path.name} is unreadable ({type(err).__name__})") from None
-
-
-def ray_state_problem(sweep_dir: Path) -> str | None:
-    """Why Ray cannot restore the sweep's experiment (a file named), None if it can or there is nothing yet."""
-    tune_dir = experiment_path(sweep_dir)
-    states = sorted(tune_dir.glob("experiment_state-*.json"))
-    if not (tune_dir / "tuner.pkl").exists() and not states:
-        return None
-    # the searcher's state is a pickle too, whatever its name says
-    for path in [tune_dir / "tuner.pkl", *tune_dir.glob("basic-variant-state-*.json"), *tune_dir.glob("searcher-state-*.pkl")]:
-        try:
-            pickle.loads(path.read_bytes())
-        except Exception as err:  # noqa: BLE001 - a cut-off pickle raises any of several types
-            return f"tune/{path.name} is unreadable ({type(err).__name__})"
-    if not states:
-        return "tune/ has no experiment_state-*.json"
-    try:
-        state = read_json(states[-1])
-        if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
-            raise ValueError(f"{states[-1].name} is not a Ray experiment state")
-    except ValueError as err:
-        return f"tune/{err}"
-    return None
 
 
 def set_aside(sweep_dir: Path) -> Path:
     """Move Ray's experiment-level files into ``tune/unreadable-<time>/`` (kept for inspection)."""
     tune_dir = experiment_path(sweep_dir)
-    aside = tune_dir / f"unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside = tune_dir / f"{UNREADABLE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
     aside.mkdir()
     for pattern in RAY_STATE_FILES:
         for path in tune_dir.glob(pattern):
@@ -81,18 +43,7 @@ def set_aside(sweep_dir: Path) -> Path:
 def checkpoint_folders(sweep_dir: Path) -> list[Path]:
     from vae.checkpoint import CHECKPOINT_NAME  # here, not at the top: it brings torch, which status does without
 
-    return sorted(experiment_path(sweep_dir).glob(f"*/checkpoint_*/{CHECKPOINT_NAME}"))
-
-
-def is_final(folder: Path, labels: list[str]) -> bool:
-    """A trial's final checkpoint folder with the final metrics and analysis of each of its grid points, whole."""
-    try:
-        for label in labels:
-            read_json(folder / MEMBERS_DIR / label / FINAL_METRICS_FILE)
-            read_json(folder / MEMBERS_DIR / label / ANALYSIS_DIR / "analysis.json")
-    except ValueError:
-        return False
-    return True
+    return sorted(experiment_path(sweep_dir).glob(f"*/{CHECKPOINTS}/{CHECKPOINT_NAME}"))
 
 
 def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[int, Path]]:
@@ -143,7 +94,7 @@ def prune_superseded(sweep_dir: Path) -> str | None:
         return None
     tune_dir = experiment_path(sweep_dir)
     current = {Path(trial.storage.trial_fs_path).name for trial in ExperimentAnalysis(str(tune_dir)).trials}
-    old = [folder for folder in tune_dir.iterdir() if folder.is_dir() and (folder / "params.json").is_file()
+    old = [folder for folder in tune_dir.iterdir() if folder.is_dir() and (folder / PARAMS_FILE).is_file()
            and folder.name not in current]
     size = sum(path.stat().st_size for folder in old for path in folder.rglob("*") if path.is_file())
     for folder in old:

@@ -17,10 +17,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sweeps.config import ConfigError
+from sweeps.layout import HOLDER_FILE, LOCK_FILE
 from vae.atomic import write_atomic
 
-LOCK_FILE = ".driver.lock"
-HOLDER_FILE = "driver.json"
 
 
 def holder(sweep_dir: Path) -> str:

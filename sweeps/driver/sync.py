@@ -17,15 +17,15 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from analysis.metrics import NODE_KEY
+from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.launch import RemoteTracking, open_tracking, outcome_of
-from sweeps.layout import ANALYSIS_DIR, epoch_history, existing_sweep, experiment_path, saved_config, write_tracking
-from sweeps.lock import sweep_lock
+from sweeps.driver.launch import RemoteTracking, open_tracking, outcome_of
+from sweeps.layout import (ANALYSIS_DIR, CHECKPOINTS, MEMBERS_DIR, RESULT_FILE, STORE_FILE, epoch_history, existing_sweep,
+                           experiment_path, read_json, saved_config, write_tracking)
+from sweeps.driver.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
-from sweeps.packs import MEMBERS_DIR, label_of, member_failures, member_folder, member_results, trial_points
-from sweeps.recovery import ray_state_problem, read_json
-from sweeps.status import last_results, trial_error
+from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
+from sweeps.ray_files import last_results, ray_state_problem, trial_error
 from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
@@ -39,8 +39,8 @@ def final_checkpoint(trial_dir: Path) -> Path | None:
     """The newest checkpoint folder holding a readable final analysis (only the last epoch's has one;
     a pack's, one per member)."""
     done = []
-    for folder in trial_dir.glob("checkpoint_*"):
-        analyses = [folder / ANALYSIS_DIR / "analysis.json", *folder.glob(f"{MEMBERS_DIR}/*/{ANALYSIS_DIR}/analysis.json")]
+    for folder in trial_dir.glob(CHECKPOINTS):
+        analyses = list(folder.glob(f"{MEMBERS_DIR}/*/{ANALYSIS_DIR}/{ANALYSIS_FILE}"))
         try:
             for analysis in analyses:
                 read_json(analysis)
@@ -53,7 +53,7 @@ def final_checkpoint(trial_dir: Path) -> Path | None:
 
 def saved_history(trial_dir: Path) -> list[dict[str, Any]]:
     """The epoch results saved with the trial's newest checkpoint that has them."""
-    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+    for folder in sorted(trial_dir.glob(CHECKPOINTS), reverse=True):
         if history := epoch_history(folder):
             return history
     return []
@@ -66,7 +66,7 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
     runs' keys by grid-point label, what was added and Ray's last result of the trial; the runs are left
     open."""
     trial_dir = Path(trial.storage.trial_fs_path)
-    results = last_results(trial_dir / "result.json")
+    results = last_results(trial_dir / RESULT_FILE)
     last = trial.last_result or {}
     for result in [*saved_history(trial_dir), last]:
         if "epoch" in result and all(known.get("epoch") != result["epoch"] for known in results):
@@ -85,7 +85,7 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
     if folder is not None:
         for point in points:
             member = member_folder(folder, point)
-            if (member / ANALYSIS_DIR / "analysis.json").is_file():
+            if (member / ANALYSIS_DIR / ANALYSIS_FILE).is_file():
                 added["final"] += int(runs.log_final(keys[label_of(point)], member))
     return keys, added, last or (results[-1] if results else {})
 
@@ -126,7 +126,7 @@ def sync_sweep(storage: Path, name: str, say: Callable[[str], None] = print) -> 
         raise ConfigError(f"Ray's state of sweep {name} is unreadable ({problem}); `vaesweep run` with the same name "
                           "rebuilds it from its checkpoints (and writes MLflow as it goes)")
 
-    store = sweep_dir / "mlflow.db"  # missing or emptied: the sync writes a new one
+    store = sweep_dir / STORE_FILE  # missing or emptied: the sync writes a new one
     if not config.tracking.uri and store.is_file() and store.stat().st_size and (problem := store_problem(sweep_dir)):
         raise ConfigError(f"sweep {name!r}: {problem}; move it aside (e.g. to mlflow.db.damaged) and sync again: "
                           "a sync rebuilds every run from Ray's results")

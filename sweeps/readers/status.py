@@ -10,18 +10,18 @@ readable is an error.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from analysis.metrics import FINAL_METRICS
-from sweeps.config import ConfigError, SweepConfig
-from sweeps.layout import experiment_path, read_run_ids, read_tracking, saved_config
+from analysis.metrics import FINAL_METRICS, GRID, MetricName
+from sweeps.config import ConfigError, SweepConfig, sweep_path
+from sweeps.layout import (ERROR_FILE, EXPERIMENT_STATE, PARAMS_FILE, RESULT_FILE, TUNE_DIR, experiment_path, read_json,
+                           read_run_ids, read_tracking, saved_config)
 from sweeps.packs import PACK_KEY, label_of, member_failures, member_results, trial_points
-from sweeps.recovery import ray_state_problem, read_json
+from sweeps.ray_files import error_line, last_results, ray_state_problem, trial_error
 
 UNKNOWN = "-"
 # The shape of `vaesweep status --json` (README "Status as JSON"): raised whenever a key is renamed,
@@ -33,7 +33,7 @@ POINT_IN_NAME = re.compile(r"alpha=(?P<alpha>[-+\w.]+),k=(?P<k>\d+),seed=(?P<see
 
 def sweep_status(storage: Path, name: str) -> dict[str, Any]:
     """The status document of sweep ``name`` under ``storage`` (``notes`` lists what could not be read)."""
-    sweep_dir = storage.expanduser().resolve() / name
+    sweep_dir = sweep_path(storage, name)
     path = experiment_path(sweep_dir)
     if not path.is_dir():
         raise ConfigError(f"no sweep named {name!r} in {storage} (looked for {path}); start it with `vaesweep run`")
@@ -49,11 +49,11 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
         tracking = {}
         notes.append(str(err))
     problem = ray_state_problem(sweep_dir)
-    if problem is None and not any(path.glob("experiment_state-*.json")):
-        if not any(path.glob("*/params.json")):
+    if problem is None and not any(path.glob(EXPERIMENT_STATE)):
+        if not any(path.glob(f"*/{PARAMS_FILE}")):
             raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
                               f"trial was scheduled); run `vaesweep run` with the same name again")
-        problem = "tune/ has no experiment_state-*.json"
+        problem = f"{TUNE_DIR}/ has no {EXPERIMENT_STATE}"
     epochs = config.train.epochs if config else None
     if problem is None:
         trials = ray_trials(path, config, read_run_ids(sweep_dir))
@@ -78,7 +78,7 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
             points = [{"alpha": None, "k": None, "seed": None}]
         else:
             points = trial_points(config, trial.config) if config else [
-                {key: trial.config.get(key) for key in ("alpha", "k", "seed")}]
+                {key: trial.config.get(key) for key in GRID}]
         metrics = {label_of(point): own for point, own in member_results(points, last)}
         failed = member_failures(last)
         for point in points:
@@ -100,41 +100,24 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
     return entries
 
 
-def last_results(result_file: Path) -> list[dict[str, Any]]:
-    """The whole lines of a trial's ``result.json`` (a line cut off by a torn write is left out)."""
-    results = []
-    try:
-        lines = result_file.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(result, dict):
-            results.append(result)
-    return results
-
-
 def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict[str, Any]]:
     """Each grid point as its trial folders show it (the folder with the most epochs when a rebuilt
     sweep has several): config from ``params.json``, metrics from ``result.json``; state unknown."""
     best: dict[tuple, dict[str, Any]] = {}
-    for params_file in sorted(path.glob("*/params.json")):
+    for params_file in sorted(path.glob(f"*/{PARAMS_FILE}")):
         try:
             params = read_json(params_file)
-            point = {key: params[key] for key in ("alpha", "k", "seed")}
+            point = {key: params[key] for key in GRID}
         except (ValueError, KeyError, TypeError):
             named = POINT_IN_NAME.search(params_file.parent.name)  # Ray names the folder after the point
             if named is None:
                 notes.append(f"{params_file.parent.name}/params.json is unreadable: that trial is not shown")
                 continue
             point = {"alpha": float(named["alpha"]), "k": int(named["k"]), "seed": int(named["seed"])}
-        results = [r for r in last_results(params_file.parent / "result.json") if "epoch" in r]
+        results = [r for r in last_results(params_file.parent / RESULT_FILE) if "epoch" in r]
         last = results[-1] if results else {}
         done = last.get("epoch", 0)
-        error = error_line(params_file.parent / "error.txt")
+        error = error_line(params_file.parent / ERROR_FILE)
         own = next((metrics for _, metrics in member_results([point], last)), {})
         trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
                  "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
@@ -144,24 +127,6 @@ def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict
         if key not in best or done > best[key]["epochs_completed"]:
             best[key] = trial
     return list(best.values())
-
-
-def trial_error(trial) -> str | None:
-    """The exception line of a failed trial, read from its error.txt in the trial's storage folder
-    (readable without a Ray session; the driver's live copy is ``trial.error_file``)."""
-    name = trial.run_metadata.error_filename
-    return error_line(Path(trial.storage.trial_fs_path) / name) if name else None
-
-
-def error_line(path: str | Path | None) -> str | None:
-    """The exception line at the end of a Ray error.txt ('vae.errors.X: msg' shown as 'X: msg')."""
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        lines = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return None
-    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(\w+(?:Error|Exception|Exit)\b)", r"\1", lines[-1]) if lines else None
 
 
 def cell(value: Any, spec: str, width: int) -> str:
@@ -184,8 +149,8 @@ def format_status(status: dict[str, Any]) -> str:
     for trial in sorted(status["trials"], key=order):
         c = trial["config"]
         lines.append(f"{cell(c['alpha'], '.3g', 7)} {cell(c['k'], '', 4)} {cell(c['seed'], '', 4)} {trial['state']:<11} "
-                     f"{cell(trial['epochs_completed'], '', 6)} {cell(trial.get('test_log_likelihood'), '.2f', 10)} "
-                     f"{cell(trial.get('active_components'), '', 6)} {cell(trial.get('final_probe_means'), '.3f', 6)}")
+                     f"{cell(trial['epochs_completed'], '', 6)} {cell(trial.get(MetricName.test_log_likelihood), '.2f', 10)} "
+                     f"{cell(trial.get(MetricName.active_components), '', 6)} {cell(trial.get(MetricName.final_probe_means), '.3f', 6)}")
         if trial["stopped_early"]:
             lines.append(f"        stopped early by the scheduler after epoch {trial['epochs_completed']}")
         if trial["error"]:

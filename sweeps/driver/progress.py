@@ -16,6 +16,7 @@ from typing import Any
 from ray import tune
 from ray.tune import CLIReporter
 
+from analysis.metrics import MetricName
 from sweeps.config import SweepConfig
 from sweeps.packs import label_of, member_failures, member_results, trial_points
 
@@ -55,7 +56,7 @@ class SweepProgress(tune.Callback):
         point, metrics = members[0]
         pack = f" (+{len(members) - 1} in its pack)" if len(members) > 1 else ""
         self.newest = (f"{label_of(point)}{pack} epoch {result['epoch']}/{self.sweep.train.epochs} "
-                       f"bound {metrics['train_vr_bound_alpha']:.2f}")
+                       f"bound {metrics[MetricName.train_vr_bound_alpha]:.2f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         last = trial.last_result or {}
@@ -65,9 +66,9 @@ class SweepProgress(tune.Callback):
             print(f"  stopped {', '.join(map(label_of, points))} after epoch {epoch} (scheduler)", flush=True)
             return
         for point, metrics in member_results(points, last):
-            if "test_log_likelihood" in metrics:
-                print(f"  done    {label_of(point)}: test IS log-likelihood {metrics['test_log_likelihood']:.2f}, "
-                      f"{metrics.get('active_components', '?')} active components", flush=True)
+            if MetricName.test_log_likelihood in metrics:
+                print(f"  done    {label_of(point)}: test IS log-likelihood {metrics[MetricName.test_log_likelihood]:.2f}, "
+                      f"{metrics.get(MetricName.active_components, '?')} active components", flush=True)
         for failed in member_failures(last):
             print(f"  FAILED  {failed} (see `vaesweep status {self.sweep.name}`)", flush=True)
 

@@ -3,8 +3,8 @@
 Epochs, probes at the probe epochs, the validation bound (when images are held out), checkpoints
 every ``checkpoint_every`` epochs and at the end, then the final evaluation (test bounds, IS
 log-likelihood) and the latent analysis. What happens to each epoch's metrics and checkpoint is
-the sink's business: a run directory (``vaesweep train``, sweeps/local_run.py) or Ray Tune (a sweep
-trial, sweeps/trainable.py; the driver writes MLflow from Tune's results). The trainer is always a
+the sink's business: a run directory (``vaesweep train``, sweeps/trial/local_run.py) or Ray Tune (a sweep
+trial, sweeps/trial/trainable.py; the driver writes MLflow from Tune's results). The trainer is always a
 ``PackedTrainer``: one grid point is a pack of one (sweeps/packs.py groups the others). Divergence
 raises ``NonFiniteLossError`` naming epoch, step and config, from the trainer.
 """
@@ -18,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from analysis.metrics import SELECTION_METRIC, check_metrics
+from analysis.metrics import MetricName, SELECTION_METRIC, check_metrics
 from analysis.model_analysis import analyze_member
 from analysis.probes import add_probes
 from analysis.settings import EvalConfig
-from sweeps.layout import ANALYSIS_DIR
+from sweeps.layout import ANALYSIS_DIR, FINAL_METRICS_FILE
 from sweeps.packs import FAILED_KEY, MEMBERS_KEY
-from sweeps.recovery import FINAL_METRICS_FILE
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from vae.member import Member
@@ -64,7 +63,7 @@ def run_trial(trainer: PackedTrainer, labels: list[str], evaluation: EvalConfig,
         for i, member_metrics in metrics.items():
             if member_metrics["epoch"] in probe_epochs or trainer.configs[i].validation_images:
                 member = trainer.member(i)
-                add_probes(member_metrics, member, evaluation.probe_epochs, evaluation.probe_train_size)
+                add_probes(member_metrics, member, evaluation.probe_epochs, evaluation.probe_train_size, evaluation.seed)
                 if member.val_x is not None:
                     member_metrics[SELECTION_METRIC] = member.validation_bound(evaluation.val_images,
                                                                                evaluation.bound_samples)
@@ -103,9 +102,9 @@ def final_metrics(member: Member, evaluation: EvalConfig, out: Path,
     analysis = analyze_member(member, out, evaluation)
     return {
         **final,
-        "active_components": analysis["active_components"],
-        "active_units": analysis["active_units"],
-        "axis_alignment": analysis["axis_alignment"],
+        MetricName.active_components: analysis[MetricName.active_components],
+        MetricName.active_units: analysis[MetricName.active_units],
+        MetricName.axis_alignment: analysis[MetricName.axis_alignment],
         **{f"final_probe_{name}": acc for name, acc in analysis["probe_accuracy"].items()},
     }
 
@@ -113,7 +112,7 @@ def final_metrics(member: Member, evaluation: EvalConfig, out: Path,
 def replay_final(source: Path, labels: list[str], sink: TrialSink) -> dict[str, Any]:
     """Report a finished trial's last epoch again from its final checkpoint folder (checkpoint, each
     member's analysis and ``metrics.json``), training nothing: how a sweep rebuilt after losing Ray's
-    state keeps its finished trials (sweeps/recovery.py)."""
+    state keeps its finished trials (sweeps/driver/recovery.py)."""
     members = {label: json.loads((sink.member_folder(source, label) / FINAL_METRICS_FILE).read_text())
                for label in labels}
     result = pack_result(next(iter(members.values()))["epoch"], members, {})

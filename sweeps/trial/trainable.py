@@ -4,8 +4,8 @@ Each epoch is one ``tune.report`` (so ``training_iteration`` is the epoch) with 
 ``checkpoint_every`` epochs; the last one carries the final evaluation and analysis, and its
 checkpoint folder holds each member's analysis files (``members/<label>/``). A retried or restored trial resumes from
 ``tune.get_checkpoint()``; a trial of a rebuilt sweep from the checkpoint the rebuild found for its
-grid point (sweeps/recovery.py). The trial writes nothing to MLflow: the driver does, from Tune's results
-(sweeps/mlflow_callback.py), so trials need no route to the tracking server. The dataset arrives
+grid point (sweeps/driver/recovery.py). The trial writes nothing to MLflow: the driver does, from Tune's results
+(sweeps/driver/mlflow_callback.py), so trials need no route to the tracking server. The dataset arrives
 through ``tune.with_parameters`` (Ray's object store: read and verified once by the driver).
 """
 
@@ -28,10 +28,9 @@ from ray import tune
 
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.engine import replay_final, run_trial
-from sweeps.layout import HISTORY_FILE, epoch_history
-from sweeps.packs import MEMBERS_DIR, label_of, trial_points
-from sweeps.recovery import is_final
+from sweeps.trial.engine import replay_final, run_trial
+from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
+from sweeps.packs import label_of, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import mnist_from_arrays
@@ -47,7 +46,7 @@ def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dic
     """Load the checkpoint in folder ``latest`` or, if it is corrupt or partial, the newest good one of
     those kept beside it (``num_to_keep``); returns the folder loaded and the epoch results saved with
     it, or (None, []) with a warning if none is readable: the trial then trains from the start."""
-    older = sorted((p for p in latest.parent.glob("checkpoint_*") if p.name < latest.name), reverse=True)
+    older = sorted((p for p in latest.parent.glob(CHECKPOINTS) if p.name < latest.name), reverse=True)
     for candidate in [latest, *older]:
         try:
             trainer.load_state_dict(load_checkpoint(candidate / CHECKPOINT_NAME))
@@ -116,7 +115,7 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: dict[str, np.n
                 recovered: dict[str, str]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
     (sweeps/packs.py): its points trained together by one ``PackedTrainer``. ``recovered``: the
-    checkpoint folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/recovery.py),
+    checkpoint folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/driver/recovery.py),
     used when Ray has none for the trial."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     quiet_exits_in_callbacks()

@@ -5,13 +5,13 @@ Everything of a sweep lives in ``STORAGE/NAME/``: ``sweep.yaml`` (the validated 
 (Ray's experiment: trial results and checkpoints) and, for the embedded store, ``mlflow.db`` +
 ``mlartifacts/``. Running the same name again restores the Ray experiment (``Tuner.restore``):
 finished trials are kept, unfinished and errored ones resume from their last checkpoint, and MLflow
-runs are adopted, not duplicated. One driver at a time holds the sweep (sweeps/lock.py).
+runs are adopted, not duplicated. One driver at a time holds the sweep (sweeps/driver/lock.py).
 
 End states: SIGINT or SIGTERM asks Tune to stop (it saves the experiment state); unfinished runs
 and the parent end KILLED, and the outcome says so. A second signal stops at once. Disk space is
-checked before the start and watched during the run (sweeps/disk.py): a sweep about to fill its
+checked before the start and watched during the run (sweeps/driver/disk.py): a sweep about to fill its
 disk stops the same way, KILLED, resumable. Ray state that cannot be read is rebuilt from the
-sweep's own files (sweeps/recovery.py).
+sweep's own files (sweeps/driver/recovery.py).
 """
 
 from __future__ import annotations
@@ -27,16 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.metrics import SELECTION_METRIC
+from analysis.metrics import GRID, SELECTION_METRIC
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.disk import (DISK_FULL_EXIT, DiskFull, DiskFullLogFilter, DiskGuard, describe, free_bytes, is_disk_full,
-                         space_problem)
-from sweeps.layout import TUNE_DIR, experiment_path, saved_config, saved_settings, write_settings, write_tracking
-from sweeps.lock import sweep_lock
+from sweeps.driver.disk import DiskFull, DiskFullLogFilter, DiskGuard, describe, free_bytes, is_disk_full, space_problem
+from sweeps.layout import (CHECKPOINTS_KEPT, DISK_FULL_EXIT, EXPERIMENT_STATE, TUNE_DIR, experiment_path, saved_config,
+                           saved_settings, write_settings, write_tracking)
+from sweeps.driver.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, fail_fast_clients
 from sweeps.packs import PACK_KEY
-from sweeps.progress import VERBOSE_ENV, SweepProgress
-from sweeps.recovery import prune_superseded, ray_state_problem, rebuild, recovered_checkpoints
+from sweeps.driver.progress import VERBOSE_ENV, SweepProgress
+from sweeps.ray_files import ray_state_problem
+from sweeps.driver.recovery import prune_superseded, rebuild, recovered_checkpoints
 from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
 
@@ -140,7 +141,7 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
     if config.search == "grid" and config.packed:  # a trial per pack (sweeps/packs.py)
         return {PACK_KEY: tune.grid_search(list(range(len(config.packs()))))}
     if config.search == "grid":
-        return {name: tune.grid_search(list(getattr(config.grid, name))) for name in ("alpha", "k", "seed")}
+        return {name: tune.grid_search(list(getattr(config.grid, name))) for name in GRID}
     low, high = config.optuna.alpha_range
     return {"alpha": tune.uniform(low, high), "k": tune.choice(config.grid.k), "seed": config.grid.seed[0]}
 
@@ -265,7 +266,7 @@ class SweepOutcome:
 
 def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = None) -> SweepOutcome:
     """The outcome as Ray's saved state tells it; a trial that failed on a full disk was interrupted, not failed."""
-    from sweeps.status import sweep_status
+    from sweeps.readers.status import sweep_status
 
     try:
         trials = sweep_status(Path(config.storage), config.name)["trials"]
@@ -287,9 +288,9 @@ def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTrack
     state of it cannot be read)."""
     from ray import tune
 
-    from sweeps import mlflow_callback
-    from sweeps.mlflow_callback import MlflowTrialCallback
-    from sweeps.trainable import train_trial
+    from sweeps.driver import mlflow_callback
+    from sweeps.driver.mlflow_callback import MlflowTrialCallback
+    from sweeps.trial.trainable import train_trial
 
     # the callback starts the sweep's own server again if it dies (Tune may unpickle the callback)
     mlflow_callback.DRIVER_SERVER = server if isinstance(server, LocalMlflowServer) else None
@@ -307,9 +308,9 @@ def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTrack
     else:
         run_config = tune.RunConfig(
             name=TUNE_DIR, storage_path=str(sweep_dir),
-            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config)],
+            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config, data["train_images"].shape[1])],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2), verbose=0)
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
                            run_config=run_config)
     tuner.fit()
@@ -318,13 +319,13 @@ def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTrack
 def fill_before_resume(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
                        parent_run_id: str) -> None:
     """A resumed sweep's MLflow runs first get every epoch Ray recorded and they lack (a write lost to a
-    full disk or a dead server: ``sweeps.sync.fill_missing_epochs``), so no epoch record is lost."""
+    full disk or a dead server: ``sweeps.driver.sync.fill_missing_epochs``), so no epoch record is lost."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.sync import fill_missing_epochs
+    from sweeps.driver.sync import fill_missing_epochs
 
     sweep_dir = config.sweep_dir()
-    if ray_state_problem(sweep_dir) or not any(experiment_path(sweep_dir).glob("experiment_state-*.json")):
+    if ray_state_problem(sweep_dir) or not any(experiment_path(sweep_dir).glob(EXPERIMENT_STATE)):
         return  # a new sweep, or one whose Ray state fit() rebuilds (its trials then log as they replay)
     try:
         filled = fill_missing_epochs(MlflowClient(server.uri), experiment_id, parent_run_id, config)
@@ -392,9 +393,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind
-    if not force and (problem := space_problem(config)):
-        raise ConfigError(problem)
     data = load_arrays(data_dir)  # verified once here, before anything is written; trials get it from the object store
+    pixels = data["train_images"].shape[1]
+    if not force and (problem := space_problem(config, pixels)):
+        raise ConfigError(problem)
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         write_settings(config)
@@ -424,7 +426,8 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                 except Exception as err:
                     # after a full disk, Tune's own ending may trip over what it could not write (a cut-off
                     # error pickle): that is the full disk too, said in one line, not a new failure
-                    if not (DiskFull.path or is_disk_full(err) or free_bytes(sweep_dir) < DiskGuard(config).reserve(0)):
+                    reserve = DiskGuard(config, pixels).reserve(0)
+                    if not (DiskFull.path or is_disk_full(err) or free_bytes(sweep_dir) < reserve):
                         raise
                     DiskFull.path = DiskFull.path or sweep_dir
                     DiskFull.free = free_bytes(sweep_dir)

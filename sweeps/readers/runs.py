@@ -6,7 +6,7 @@ the one the MLflow UI uses (up to 100 runs per call for one key), instead of one
 ``get_metric_history`` call per run and key: 2,400 runs x 4 keys take 96 calls, not 9,600. Only
 the keys asked for are read (a 1000-epoch trial logs 1000 points of each per-epoch key). Every
 ``mlflow server`` serves the endpoint (the embedded sqlite store through the sweep's own server,
-sweeps/report.py), so a remote server and the embedded store take the same path.
+sweeps/readers/report.py), so a remote server and the embedded store take the same path.
 """
 
 from __future__ import annotations
