@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -64,6 +65,24 @@ def trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
     """Every trial's per-epoch results as Ray wrote them (result.json), by trial folder."""
     return {p.parent.name: [json.loads(line) for line in p.read_text().splitlines()]
             for p in (sweep_dir / "tune").glob("*/result.json")}
+
+
+def start_sweep(config: Path, mnist_dir: Path, log: Path, *flags: str) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), *flags],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_epochs(sweep_dir: Path, epochs: int, driver: subprocess.Popen, timeout_s: float = 300) -> dict:
+    """The last result of the first trial to report ``epochs`` epochs (Ray's result.json)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the sweep ended before the fault could be injected"
+        for results in trial_results(sweep_dir).values():
+            if len(results) >= epochs:
+                return results[-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no trial reached epoch {epochs} in {timeout_s} s")
 
 
 def point_result(result: dict) -> dict:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import torch
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, server_below,
-                           point_result, start_server, stop_server, tracking, trial_results, vaesweep, write_config)
+from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, point_result,
+                           server_below, start_server, start_sweep, stop_server, tracking, trial_results, vaesweep,
+                           wait_for_epochs, write_config)
 from sweeps.config import load_sweep
 from sweeps.trial.local_run import train_to_directory
 from sweeps.mlflow_server import free_port
@@ -36,24 +36,6 @@ def one_trial(root: Path, name: str) -> Path:
 
 def final(metrics: dict) -> dict:
     return {key: metrics[key] for key in FINAL_KEYS}
-
-
-def start_sweep(config: Path, mnist_dir: Path, log: Path, *flags: str) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), *flags],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for_epochs(sweep_dir: Path, epochs: int, driver: subprocess.Popen, timeout_s: float = 300) -> dict:
-    """The last result of the first trial to report ``epochs`` epochs (Ray's result.json)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert driver.poll() is None, "the sweep ended before the fault could be injected"
-        for results in trial_results(sweep_dir).values():
-            if len(results) >= epochs:
-                return results[-1]
-        time.sleep(0.2)
-    raise AssertionError(f"no trial reached epoch {epochs} in {timeout_s} s")
 
 
 @pytest.fixture(scope="module")

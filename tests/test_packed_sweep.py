@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, trial_results,
-                           vaesweep, write_config)
+from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, start_sweep,
+                           trial_results, vaesweep, wait_for_epochs, write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -90,13 +90,8 @@ def test_a_packed_sweep_whose_ray_state_is_torn_is_rebuilt_and_finishes_each_run
                           train={"epochs": 4, "train_subset": 2000, "test_subset": 100})
     sweep_dir = tmp_path / "runs" / "tornpack"
     log = tmp_path / "first.log"
-    with open(log, "wb") as out:
-        driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not any(len(results) >= 2 for results in trial_results(sweep_dir).values()):
-        assert driver.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
+    driver = start_sweep(config, mnist_dir, log)
+    wait_for_epochs(sweep_dir, 2, driver)
     os.killpg(driver.pid, signal.SIGINT)
     assert driver.wait(timeout=300) == 130, log.read_text()[-3000:]
     state = next((sweep_dir / "tune").glob("experiment_state-*.json"))
