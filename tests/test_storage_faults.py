@@ -200,8 +200,8 @@ def test_report_and_sync_on_a_file_cut_short_exit_with_one_line_or_succeed(finis
     read_by_report = [sweep_dir / "sweep.yaml", sweep_dir / "tracking.json", sweep_dir / "mlflow.db",
                       next(sweep_dir.glob("mlartifacts/**/interpolations.npy"))]
     read_by_sync = [*read_by_report[:3], next((sweep_dir / "tune").glob("experiment_state-*.json")),
-                    sweep_dir / "tune" / "tuner.pkl", trial_dir / "result.json", final / "analysis" / "analysis.json",
-                    final / "checkpoint.pt"]
+                    sweep_dir / "tune" / "tuner.pkl", trial_dir / "result.json",
+                    next(final.glob("members/*/analysis/analysis.json")), final / "checkpoint.pt"]
     # what each command can still do: 0 = it succeeds (saying what it could not read), 2 = one line
     report_codes = [2, 2, 2, 0]
     sync_codes = [2, 0, 2, 2, 2, 0, 0, 0]  # sync writes tracking.json anew; a torn result line is skipped
