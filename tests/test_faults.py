@@ -88,7 +88,8 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(reference, m
 
     output = log.read_text()
     assert re.search(r"checkpoint \S+checkpoint\.pt is corrupt or partial", output), output[-3000:]
-    assert re.search(r"resumed from checkpoint_\d+ \(epoch 1\)", output), output[-3000:]
+    # the result that named the cut checkpoint may be epoch 3 when Ray's report of it beat the SIGSTOP
+    assert re.search(rf"resumed from checkpoint_\d+ \(epoch {results[-1]['epoch'] - 1}\)", output), output[-3000:]
     (results,) = trial_results(sweep_dir).values()
     assert final(point_result(results[-1])) == reference
     (run,) = children(sweep_dir)

@@ -48,11 +48,13 @@ class MlflowTrialCallback(tune.Callback):
         self.runs: TrialRuns | None = None
         self.down = False
         self.failed: set[str] = set()  # pack members whose runs were closed FAILED
+        self.filled: set[str] = set()  # trials whose records were brought up to their folders' on first sight
         self.cost: dict[str, list[float]] = {}  # seconds the driver spent per kind of write
         self.trials: list = []  # the experiment's trials, as Tune last passed them
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set(), "trials": []}
+        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set(), "filled": set(),
+                "trials": []}
 
     def setup(self, **info: Any) -> None:
         self._write("open the sweep's runs", self._connect)
@@ -115,6 +117,14 @@ class MlflowTrialCallback(tune.Callback):
         self.trials = trials
         if "epoch" not in result:
             return
+        if trial.trial_id not in self.filled and self.runs is not None:
+            from sweeps.driver.sync import fill_trial
+
+            # On first sight (a resumed or rebuilt trial): the epochs the trial's results and its
+            # checkpoint's history hold that MLflow lacks, e.g. those of a sweep stopped before its
+            # callback wrote them whose Ray state was then lost.
+            self.filled.add(trial.trial_id)
+            self._write("fill a resumed trial", lambda: fill_trial(self.runs, self.sweep, trial))
         points = trial_points(self.sweep, trial.config)
         for point, metrics in member_results(points, result):
             if (key := self._open(trial, point, result.get(NODE_KEY, ""))) is not None:

@@ -60,6 +60,8 @@ def run_trial(trainer: PackedTrainer, labels: list[str], evaluation: EvalConfig,
     result: dict[str, Any] = {}
     while trainer.epoch < epochs:
         metrics = trainer.train_epoch()
+        if len(trainer.failures) == len(trainer.configs):  # the trial fails; its last good epoch stays the last reported
+            raise trainer.failures[min(trainer.failures)]
         for i, member_metrics in metrics.items():
             if member_metrics["epoch"] in probe_epochs or trainer.configs[i].validation_images:
                 member = trainer.member(i)
@@ -83,8 +85,6 @@ def run_trial(trainer: PackedTrainer, labels: list[str], evaluation: EvalConfig,
             result = pack_result(trainer.epoch, {labels[i]: m for i, m in metrics.items()},
                                  {labels[i]: str(err) for i, err in trainer.failures.items()})
             sink.report(result, folder if save else None)
-        if len(trainer.failures) == len(trainer.configs):
-            raise trainer.failures[min(trainer.failures)]
     return result
 
 
