@@ -17,22 +17,24 @@ from analysis.probes import member_probes, probe_accuracy, to_numpy
 from analysis.settings import EvalConfig
 from vae.config import TrainConfig
 from vae.data import load_mnist
-from vae.train import Trainer
+from vae.packed_train import PackedTrainer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST idx files (default: the vaesweep cache)")
-    parser.add_argument("--train-size", type=int, default=10000, help="training images the probes are fit on")
+    parser.add_argument("--train-size", type=int, default=EvalConfig().probe_train_size,
+                        help="training images the probes are fit on")
     args = parser.parse_args()
-    trainer = Trainer(TrainConfig(alpha=1.0, k=30, epochs=2, device="cpu"), load_mnist(args.data_dir))
-    epoch_seconds = [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(2)][-1]
+    trainer = PackedTrainer([TrainConfig(alpha=1.0, k=30, epochs=2, device="cpu")], load_mnist(args.data_dir))
+    epoch_seconds = [trainer.train_epoch()[0][MetricName.epoch_seconds] for _ in range(2)][-1]
+    member = trainer.member(0)
     start = time.perf_counter()
-    accuracies = member_probes(trainer.member(), args.train_size, EvalConfig().seed)
+    accuracies = member_probes(member, args.train_size, EvalConfig().seed)
     probe_seconds = time.perf_counter() - start
-    x, y = trainer.member().probe_train_set(args.train_size)
+    x, y = member.probe_train_set(args.train_size)
     start = time.perf_counter()
-    pixels = probe_accuracy(to_numpy(x), to_numpy(y), to_numpy(trainer.test_x), to_numpy(trainer.test_y))
+    pixels = probe_accuracy(to_numpy(x), to_numpy(y), to_numpy(member.test_x), to_numpy(member.test_y))
     pixel_seconds = time.perf_counter() - start
     print(f"training epoch (60k images, K=5, k=30): {epoch_seconds:.2f} s")
     print(f"probe call (means, means+variances, samples; fit on {args.train_size}, scored on 10k): "

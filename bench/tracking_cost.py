@@ -26,7 +26,7 @@ from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
 from vae.config import TrainConfig
 from vae.data import load_mnist
-from vae.train import Trainer
+from vae.packed_train import PackedTrainer
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--results", type=int, default=400)
     args = parser.parse_args()
-    trainer = Trainer(TrainConfig(alpha=0.5, k=30, device="cpu"), load_mnist(args.data_dir))
-    epoch_seconds = [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(2)][-1]  # the first one warms up
+    trainer = PackedTrainer([TrainConfig(alpha=0.5, k=30, device="cpu")], load_mnist(args.data_dir))
+    epoch_seconds = [trainer.train_epoch()[0][MetricName.epoch_seconds] for _ in range(2)][-1]  # the first one warms up
     result = {"epoch": 0, MetricName.train_vr_bound_alpha: -100.0, MetricName.epoch_seconds: epoch_seconds, "ray_node_id": "n",
               "training_iteration": 1, "time_this_iter_s": epoch_seconds}
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 
-from sweep_helpers import (VAESWEEP, assert_every_run_finished_once, children, client_of, epoch_steps, point_result,
+from sweep_helpers import (assert_every_run_finished_once, children, client_of, epoch_steps, point_result,
                            server_below, start_server, start_sweep, stop_server, tracking, trial_results, vaesweep,
                            wait_for_epochs, write_config)
 from sweeps.config import load_sweep

@@ -27,7 +27,7 @@ from typing import Any
 from ray import tune
 
 from sweeps.config import SweepConfig
-from sweeps.layout import CHECKPOINTS_KEPT, DISK_FULL_EXIT
+from sweeps.layout import CHECKPOINTS_KEPT
 from sweeps.ray_files import error_line
 
 ANALYSIS_BYTES = 1 << 20  # a final analysis folder: interpolations, figures, tables (about 0.3 MB measured)
