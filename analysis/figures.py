@@ -58,8 +58,13 @@ def spectrum_figure(spectra: pd.DataFrame, epsilon: float) -> Figure:
         ax.set_title(f"k = {k}")
         ax.set_xlabel("component")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set_ylabel("PCA eigenvalue of posterior means")
-    axes[-1].legend(fontsize=7)
+    return _finished(fig, axes, "PCA eigenvalue of posterior means", legend_size=7)
+
+
+def _finished(fig: Figure, axes: list, ylabel: str, legend_size: int = 8) -> Figure:
+    """A row of panels with the y label on the first and the legend on the last, laid out."""
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=legend_size)
     fig.tight_layout()
     return fig
 
@@ -101,10 +106,7 @@ def bounds_figure(summary: pd.DataFrame, bound_samples: int, is_samples: int) ->
                   marker="s", linestyle="--")
         ax.set_title(f"k = {k}")
         ax.set_xlabel("alpha")
-    axes[0].set_ylabel("test nats per image")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, axes, "test nats per image")
 
 
 PROBE_PANELS = {MetricName.probe_means: "means", MetricName.probe_means_variances: "means + variances", MetricName.probe_samples: "sampled latents"}
@@ -130,10 +132,7 @@ def probes_figure(probe_history: pd.DataFrame, pixel_accuracy: float | None, alp
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{title}, alpha = {alpha:g}")
         ax.set_xlabel("epoch")
-    axes[0].set_ylabel("test accuracy")
-    axes[-1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finished(fig, axes, "test accuracy")
 
 
 INTERPOLATION_LABELS = ["pixels", "means line", "samples line", "geodesic, sampled", "geodesic, mean"]

@@ -84,10 +84,10 @@ def test_gradients_match_the_float64_textbook_formula():
 
 def test_bernoulli_function_passes_gradcheck_in_float64():
     gen = torch.Generator().manual_seed(2)
-    x = torch.rand(3, 784, generator=gen, dtype=torch.float64)  # grey levels: the data term must hold for any x
-    h = torch.randn(2, 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)
-    weight = (10 * torch.randn(784, 8, generator=gen, dtype=torch.float64)).requires_grad_()
-    bias = torch.linspace(-60, 30, 784, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 3, 784, generator=gen, dtype=torch.float64)  # grey levels: the data term must hold for any x
+    h = torch.randn(1, 2 * 3, 8, generator=gen, dtype=torch.float64, requires_grad=True)  # member axis of one
+    weight = (10 * torch.randn(1, 784, 8, generator=gen, dtype=torch.float64)).requires_grad_()
+    bias = torch.linspace(-60, 30, 784, dtype=torch.float64).unsqueeze(0).requires_grad_()
     assert torch.autograd.gradcheck(BernoulliLogLikelihood.apply, (x, h, weight, bias))
 
 

@@ -57,8 +57,9 @@ class VAE(nn.Module):
         h = z
         for layer in hidden_layers:
             h = layer(h)
-        if torch.is_grad_enabled():
-            return BernoulliLogLikelihood.apply(x, h, output.weight, output.bias, self.bf16_output_layer)
+        if torch.is_grad_enabled():  # the training path: a pack of one (vae/packed.py)
+            return BernoulliLogLikelihood.apply(x.unsqueeze(0), h.reshape(1, -1, h.shape[-1]), output.weight.unsqueeze(0),
+                                                output.bias.unsqueeze(0), self.bf16_output_layer).squeeze(0)
         return -bernoulli_nll(x, h, output.weight, output.bias)[0]
 
 
@@ -121,25 +122,43 @@ def logit_residual(x: torch.Tensor, floored_logits: torch.Tensor) -> torch.Tenso
     return torch.sub(x, residual, out=residual)
 
 
+def member_addmm(bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """bias [P, out] + h [P, N, in] @ weight [P, out, in]^T -> [P, N, out]. A pack of one takes the
+    single product (``addmm``, as ``nn.Linear``): a batched product of one can round differently
+    (seen on an AMD EPYC CPU: MKL's batched kernel sums a long, narrow product in another order).
+    ``squeeze(0)``, not ``[0]``: the backward of a view is a view, where indexing's allocates a zero
+    tensor of the whole parameter and copies into it (about 2% of a CPU step)."""
+    if h.shape[0] == 1:
+        return torch.addmm(bias.squeeze(0), h.squeeze(0), weight.squeeze(0).t()).unsqueeze(0)
+    return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+
+
+def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [P, n, m] @ b [P, m, r] -> [P, n, r]; a pack of one takes ``mm`` (see ``member_addmm``)."""
+    if a.shape[0] == 1:
+        return torch.mm(a.squeeze(0), b.squeeze(0)).unsqueeze(0)
+    return torch.bmm(a, b)
+
+
 class BernoulliLogLikelihood(torch.autograd.Function):
-    """log p(x|z) = -``bernoulli_nll`` with its derivative written out, for training.
+    """log p(x|z) = -``bernoulli_nll`` with its derivative written out, for training, over a member axis
+    (a plain ``VAE`` is a pack of one): h [P, K*B, H], W [P, D, H], b [P, D], x [P, B, D] -> [P, K, B].
 
     Backward: d log p / d l = x - sigmoid(l) in two passes over the (floored) logits; the upstream
     gradient, one number per row, scales the [K*B, H] side of each product, never the [K*B, D] one.
-    ``x`` is data and gets no gradient.
+    ``x`` is data and gets no gradient. The products are ``member_addmm`` / ``member_mm``: single ones
+    for a pack of one, so a plain model and a pack of one compute the same bits.
     """
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx,
-        x: torch.Tensor,
-        h: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor,
-        bf16: bool = False,
+        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
+        bias: torch.Tensor, bf16: bool = False,
     ) -> torch.Tensor:
         with output_products(bf16):
-            nll, logits = bernoulli_nll(x, h, weight, bias)
+            logits = member_addmm(bias, h, weight)
+        logits = logits.view(x.shape[0], -1, x.shape[1], logits.shape[-1])
+        nll = nll_from_logits(logits, x.unsqueeze(1))
         ctx.bf16 = bf16
         ctx.save_for_backward(x, h, weight, logits.clamp_min_(LOGIT_FLOOR))
         return -nll
@@ -150,10 +169,10 @@ class BernoulliLogLikelihood(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
         x, h, weight, logits = ctx.saved_tensors
-        residual = logit_residual(x, logits).view(-1, logits.shape[-1])  # before the upstream gradient
-        rows, grad = h.reshape(-1, h.shape[-1]), grad.reshape(-1, 1)
+        residual = logit_residual(x.unsqueeze(1), logits).view(h.shape[0], h.shape[1], -1)  # before the upstream gradient
+        grad = grad.reshape(h.shape[0], h.shape[1], 1)
         with output_products(ctx.bf16):
-            grad_h = (residual @ weight).mul_(grad).view(h.shape)
-            grad_weight = residual.t() @ (rows * grad)
-        grad_bias = (residual.t() @ grad).view(-1)
+            grad_h = member_mm(residual, weight).mul_(grad)
+            grad_weight = member_mm(residual.transpose(1, 2), h * grad)
+        grad_bias = member_mm(residual.transpose(1, 2), grad).squeeze(-1)
         return None, grad_h, grad_weight, grad_bias, None

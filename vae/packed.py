@@ -18,28 +18,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from vae.bounds import Reparameterised, vr_bound
-from vae.model import LOGIT_FLOOR, VAE, logit_residual, nll_from_logits, output_products
-
-
-def member_addmm(bias: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """bias [P, out] + h [P, N, in] @ weight [P, out, in]^T -> [P, N, out]. A pack of one takes the
-    single product (``addmm``, as ``nn.Linear``): a batched product of one can round differently
-    (seen on an AMD EPYC CPU: MKL's batched kernel sums a long, narrow product in another order).
-    ``squeeze(0)``, not ``[0]``: the backward of a view is a view, where indexing's allocates a zero
-    tensor of the whole parameter and copies into it (about 2% of a CPU step)."""
-    if h.shape[0] == 1:
-        return torch.addmm(bias.squeeze(0), h.squeeze(0), weight.squeeze(0).t()).unsqueeze(0)
-    return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-
-
-def member_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a [P, n, m] @ b [P, m, r] -> [P, n, r]; a pack of one takes ``mm`` (see ``member_addmm``)."""
-    if a.shape[0] == 1:
-        return torch.mm(a.squeeze(0), b.squeeze(0)).unsqueeze(0)
-    return torch.bmm(a, b)
+from vae.model import VAE, BernoulliLogLikelihood, member_addmm
 
 
 class PackedLinear(nn.Module):
@@ -78,40 +59,6 @@ class PackedMLP(nn.Module):
         return self.linears[-1](self.hidden(h))
 
 
-class PackedBernoulliLogLikelihood(torch.autograd.Function):
-    """``vae.model.BernoulliLogLikelihood`` with a member axis: h [P, K*B, H], W [P, D, H], b [P, D],
-    x [P, B, D] -> log p(x|z) [P, K, B]: the same per-pixel passes (``vae.model.nll_from_logits``,
-    ``logit_residual``) with batched products in place of the single ones, so a pack of one is
-    bit-identical to the trainer (``tests/test_packed.py``)."""
-
-    @staticmethod
-    def forward(
-        ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, h: torch.Tensor, weight: torch.Tensor,
-        bias: torch.Tensor, bf16: bool = False,
-    ) -> torch.Tensor:
-        with output_products(bf16):
-            logits = member_addmm(bias, h, weight)
-        logits = logits.view(x.shape[0], -1, x.shape[1], logits.shape[-1])
-        nll = nll_from_logits(logits, x.unsqueeze(1))
-        ctx.bf16 = bf16
-        ctx.save_for_backward(x, h, weight, logits.clamp_min_(LOGIT_FLOOR))
-        return -nll
-
-    @staticmethod
-    @once_differentiable
-    def backward(
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[None, torch.Tensor, torch.Tensor, torch.Tensor, None]:
-        x, h, weight, logits = ctx.saved_tensors
-        residual = logit_residual(x.unsqueeze(1), logits).view(h.shape[0], h.shape[1], -1)  # before the upstream gradient
-        grad = grad.reshape(h.shape[0], h.shape[1], 1)
-        with output_products(ctx.bf16):
-            grad_h = member_mm(residual, weight).mul_(grad)
-            grad_weight = member_mm(residual.transpose(1, 2), h * grad)
-        grad_bias = member_mm(residual.transpose(1, 2), grad).squeeze(-1)
-        return None, grad_h, grad_weight, grad_bias, None
-
-
 class PackedVAE(nn.Module):
     """P ``VAE`` of one shape (k, hidden widths, activation), each member's weights its own."""
 
@@ -137,7 +84,7 @@ class PackedVAE(nn.Module):
             raise ValueError("log_px_given_z does not differentiate with respect to the data x")
         h = self.decoder.hidden(z.transpose(0, 1).reshape(self.members, -1, self.k))
         output = self.decoder.linears[-1]
-        return PackedBernoulliLogLikelihood.apply(x, h, output.weight, output.bias, self.bf16_output_layer).transpose(0, 1)
+        return BernoulliLogLikelihood.apply(x, h, output.weight, output.bias, self.bf16_output_layer).transpose(0, 1)
 
     def log_weights(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Log importance weights [K, P, B] of x [P, B, D] for standard normal noise eps [K, P, B, k]
