@@ -13,7 +13,7 @@ from vae.bounds import log_weights, vr_bound
 from vae.checkpoint import save_checkpoint
 from vae.config import TrainConfig
 from vae.data import MNIST, fixed_binarization, load_mnist
-from vae.errors import NonFiniteLossError
+from vae.errors import CheckpointError, NonFiniteLossError
 from vae.model import VAE
 from vae.packed import PackedVAE, member_noise
 from vae.packed_train import PackedTrainer, check_packable
@@ -198,3 +198,8 @@ def test_configs_that_cannot_share_a_pack_are_refused(configs, message):
 def test_a_packed_model_refuses_members_of_different_shapes():
     with pytest.raises(ValueError, match="one shape only"):
         PackedVAE([VAE(10), VAE(10, activation="tanh")])
+
+
+def test_the_checkpoint_of_an_earlier_one_model_trainer_is_refused_as_unreadable(small_mnist):
+    with pytest.raises(CheckpointError, match="earlier vaesweep"):
+        PackedTrainer([config()], small_mnist).load_state_dict(Trainer(config(), small_mnist).state_dict())

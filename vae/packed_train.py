@@ -44,7 +44,7 @@ import torch
 from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.data import MNIST
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
-from vae.errors import NonFiniteLossError
+from vae.errors import CheckpointError, NonFiniteLossError
 from vae.member import Member, ScoredImages
 from vae.model import VAE
 from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
@@ -236,7 +236,11 @@ class PackedTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a ``state_dict()``; the configs must be the same members (epochs and device may change)."""
+        """Continue from a ``state_dict()``; the configs must be the same members (epochs and device may change).
+        CheckpointError for the checkpoint of an earlier vaesweep (one trainer per model, no ``configs``)."""
+        if "configs" not in state:
+            raise CheckpointError("the checkpoint was written by an earlier vaesweep (one trainer per model, before "
+                                  "packs of one), which this version does not resume")
         saved = [TrainConfig(**config).model_dump(exclude=RESUMABLE_CHANGES) for config in state["configs"]]
         if saved != [config.model_dump(exclude=RESUMABLE_CHANGES) for config in self.configs]:
             raise ValueError("checkpoint was trained with different configs (only epochs and device may change)")

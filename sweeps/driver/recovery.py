@@ -57,6 +57,8 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
             state = load_checkpoint(path)
         except CheckpointError:
             continue
+        if "configs" not in state:  # an earlier vaesweep's (one trainer per model): not resumable here
+            continue
         labels = [trial_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
         epoch = int(state["epoch"])
         if epoch >= config.train.epochs and not is_final(path.parent, labels):
