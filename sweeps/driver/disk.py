@@ -184,7 +184,7 @@ class DiskGuard(tune.Callback):
 
     def __init__(self, sweep: SweepConfig, pixels: int) -> None:
         self.sweep = sweep
-        self.checkpoint = estimate(sweep, pixels).checkpoint
+        self.checkpoint = estimate(sweep, pixels).checkpoint * sweep.pack_size  # a trial's: its pack's members
 
     def reserve(self, running: int) -> int:
         return max(1, running) * 2 * (self.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
