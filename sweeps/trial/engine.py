@@ -77,7 +77,8 @@ def run_trial(trainer: PackedTrainer, labels: list[str], evaluation: EvalConfig,
             for i, member_metrics in metrics.items():
                 if last:
                     out = sink.member_folder(folder, labels[i])
-                    save_checkpoint(trainer.member_state(i), out / CHECKPOINT_NAME)
+                    if out != folder:  # a run directory's model is the pack of one whose checkpoint is there
+                        save_checkpoint(trainer.member_state(i), out / CHECKPOINT_NAME)
                     member_metrics.update(final_metrics(trainer.member(i), evaluation, out / ANALYSIS_DIR,
                                                         is_progress))
                     write_atomic(out / FINAL_METRICS_FILE, json.dumps(member_metrics).encode())

@@ -86,10 +86,11 @@ class TuneSink:
     def member_folder(self, folder: Path, label: str) -> Path:
         return folder / MEMBERS_DIR / label
 
-    def report(self, metrics: dict[str, Any], folder: Path | None) -> None:
-        maybe_inject_failure(metrics["epoch"])
-        result = {**metrics, NODE_KEY: self.node_id}
-        self.history = [*(old for old in self.history if old.get("epoch") != metrics["epoch"]), result]
+    def report(self, result: dict[str, Any], folder: Path | None) -> None:
+        maybe_inject_failure(result["epoch"])
+        result = {**result, NODE_KEY: self.node_id}
+        # a finished trial replayed after a rebuild reports its last epoch again: kept once
+        self.history = [*(old for old in self.history if old.get("epoch") != result["epoch"]), result]
         checkpoint = None
         if folder is not None:
             write_atomic(folder / HISTORY_FILE, json.dumps(self.history, separators=(",", ":")).encode())
