@@ -190,9 +190,10 @@ def with_epochs(verdict: str, epochs: int) -> str:
 
 
 def figure_captions(trials: pd.DataFrame, epochs: int, epsilon: float, bound_samples: int, is_samples: int,
-                    probe_alpha: float | None, pairs: np.ndarray, interpolations: tuple[np.ndarray, pd.Series] | None
-                    ) -> dict[str, Caption]:
-    """A caption per figure stem of the report; ``interpolations`` = (rows, the trial's row) of Figure 5."""
+                    probe_alpha: float | None, pairs: np.ndarray, interpolations: tuple[np.ndarray, pd.Series] | None,
+                    data: str = "MNIST") -> dict[str, Caption]:
+    """A caption per figure stem of the report; ``interpolations`` = (rows, the trial's row) of Figure 5;
+    ``data`` names the data set in the captions of the figures drawn from it."""
     captions = {
         "fig1_spectrum": Caption(
             f"Figure 1. PCA eigenvalues of the test-set posterior means, mean over seeds: a curve per alpha, a panel "
@@ -220,6 +221,8 @@ def figure_captions(trials: pd.DataFrame, epochs: int, epsilon: float, bound_sam
             "KL VAE, alpha = 1), a line per k, mean over seeds; dotted: the same probe on binarised pixels.",
             "Adding the posterior variances to the means raises probe accuracy.",
             with_epochs(variances_verdict(trials, probe_alpha), epochs))
+    captions = {stem: Caption(f"{caption.shows} Data: {data}.", caption.claim, caption.verdict)
+                for stem, caption in captions.items()}
     captions["fig4_geodesics"] = Caption(
         "Figure 4. Fisher-Rao geodesics (solid) and straight segments (dotted) between pairs of univariate "
         "Gaussians in the (mu, sigma) half-plane: illustrative pairs, not data of this sweep.",
@@ -228,8 +231,9 @@ def figure_captions(trials: pd.DataFrame, epochs: int, epsilon: float, bound_sam
     if interpolations is not None:
         rows, trial = interpolations
         captions["fig5_interpolations"] = Caption(
-            f"Figure 5. Interpolations between two test images by trial {trial_label(trial.alpha, trial.k, trial.seed)}"
-            " (rows: pixels; line between means; line between samples; geodesic, sampled; geodesic at its mean).",
+            f"Figure 5. Interpolations between two {data} test images ({rows.shape[2]}x{rows.shape[3]}) by trial "
+            f"{trial_label(trial.alpha, trial.k, trial.seed)} (rows: pixels; line between means; line between "
+            "samples; geodesic, sampled; geodesic at its mean).",
             "Decoding along the geodesic without sampling gives a slightly sharper transition than the line "
             "between the means.",
             transition_verdict(rows))

@@ -139,7 +139,7 @@ INTERPOLATION_LABELS = ["pixels", "means line", "samples line", "geodesic, sampl
 
 
 def interpolation_figure(rows: np.ndarray, title: str = "") -> Figure:
-    """Figure 5: the five interpolation rows [5, steps, 28, 28], labelled."""
+    """Figure 5: the five interpolation rows [5, steps, height, width], labelled."""
     n_rows, steps = rows.shape[:2]
     fig, axes = plt.subplots(n_rows, steps, figsize=(steps * 0.9, n_rows * 1.0), squeeze=False)
     for r in range(n_rows):

@@ -23,8 +23,10 @@ ROWS = ("pixels", "means_line", "samples_line", "geodesic_sampled", "geodesic_me
 
 
 @torch.inference_mode()
-def interpolation_rows(model: VAE, x1: torch.Tensor, x2: torch.Tensor, steps: int = 10, seed: int = 0) -> np.ndarray:
-    """Array [5, steps, 28, 28] in [0, 1], rows in the order of ``ROWS``."""
+def interpolation_rows(model: VAE, x1: torch.Tensor, x2: torch.Tensor, side: tuple[int, int], steps: int = 10,
+                       seed: int = 0) -> np.ndarray:
+    """Array [5, steps, height, width] in [0, 1] (``side``: the images' height and width), rows in the
+    order of ``ROWS``."""
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
@@ -52,12 +54,12 @@ def interpolation_rows(model: VAE, x1: torch.Tensor, x2: torch.Tensor, steps: in
         decode(geo_mu + geo_sigma * noise(steps, model.k)),
         decode(geo_mu),
     ]
-    return torch.stack(rows).reshape(len(ROWS), steps, 28, 28).cpu().numpy()
+    return torch.stack(rows).reshape(len(ROWS), steps, *side).cpu().numpy()
 
 
 def save_interpolation_grid(rows: np.ndarray, path: Path) -> None:
     """One PNG, a row per interpolation kind, with torchvision's grid layout."""
     from torchvision.utils import save_image  # here: importing torchvision costs a trial worker 1.3 s at start
 
-    images = torch.from_numpy(rows).reshape(-1, 1, 28, 28)
+    images = torch.from_numpy(rows).reshape(-1, 1, *rows.shape[2:])
     save_image(images, path, nrow=rows.shape[1], padding=2, pad_value=1.0)

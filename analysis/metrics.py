@@ -67,6 +67,8 @@ SCHEMA: dict[str, Metric] = {m.name: m for m in (
 )}
 
 FINAL_METRICS = [name for name, m in SCHEMA.items() if m.when == "final"]
+# What a data set without labels cannot have: the final probes.
+UNLABELLED_FINAL_METRICS = [name for name in FINAL_METRICS if SCHEMA[name].unit != "accuracy"]
 # A trial's PCA spectrum: one MLflow metric with step = component number.
 EIGENVALUE_KEY = "pca_eigenvalue"
 # A grid point's fields: the identity of each trial's run, and the key columns of every table of runs.

@@ -33,10 +33,11 @@ def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig(
     start = time.perf_counter()
     test = encode_dataset(member.model, member.test_x, seed=settings.seed)
     spec = spectrum(test.means, settings.epsilon)
-    probes = member_probes(member, settings.probe_train_size, settings.seed, pixels=True)
+    # a data set without labels has no probes (and says so: probe_accuracy is empty)
+    probes = member_probes(member, settings.probe_train_size, settings.seed, pixels=True) if member.labelled else {}
 
     first, second = settings.pair
-    rows = interpolation_rows(member.model, member.test_x[first], member.test_x[second],
+    rows = interpolation_rows(member.model, member.test_x[first], member.test_x[second], member.images.side,
                               settings.interpolation_steps, settings.seed)
     save_interpolation_grid(rows, out / "interpolations.png")
     np.save(out / "interpolations.npy", rows)
@@ -53,7 +54,7 @@ def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig(
         "probe_accuracy": probes,
         "probe_train_size": settings.probe_train_size,
         "interpolation_pair": [first, second],
-        "interpolation_labels": [int(member.test_y[first]), int(member.test_y[second])],
+        "interpolation_labels": [int(member.test_y[first]), int(member.test_y[second])] if member.labelled else None,
         "geodesic_coordinates": far.tolist(),
         "epoch": member.epoch,
         "seconds": time.perf_counter() - start,

@@ -58,8 +58,9 @@ def add_probes(metrics: dict[str, float], member: Member, epochs: Iterable[int],
                seed: int) -> None:
     """Add ``probe_<features>`` accuracies (and ``probe_seconds``) to an epoch's metrics, in place, when
     its epoch is one of ``epochs``: probes fit on the first ``train_size`` images of the member's
-    fixed-binarised training set and scored on its test set (the study's Figure 3)."""
-    if metrics["epoch"] in probe_epochs(member.config.epochs, epochs):
+    fixed-binarised training set and scored on its test set (the study's Figure 3). A data set without
+    labels has no probes."""
+    if member.labelled and metrics["epoch"] in probe_epochs(member.config.epochs, epochs):
         start = time.perf_counter()
         accuracies = member_probes(member, train_size, seed)
         metrics.update({f"probe_{name}": acc for name, acc in accuracies.items()})

@@ -40,7 +40,8 @@ from analysis.metrics import MetricName
 from sweeps.config import load_sweep
 from vae.bounds import vr_bound
 from vae.config import TrainConfig
-from vae.data import MNIST, load_mnist
+from vae.data import Images
+from vae.mnist import load_mnist
 from vae.packed import binarize_members, member_noise
 from vae.packed_train import GRAPH_STEPS, PackedTrainer
 from vae.train import Trainer, resolve_device
@@ -144,7 +145,7 @@ def vmap_loss(pack: PackedTrainer, params: dict[str, torch.Tensor], x: torch.Ten
     return torch.vmap(member, in_dims=(0, 0, 0, 1))(encoder, decoder, x, eps).sum()
 
 
-def bmm_against_vmap(pack: PackedTrainer, data: MNIST, device: torch.device) -> tuple[float, float, float]:
+def bmm_against_vmap(pack: PackedTrainer, data: Images, device: torch.device) -> tuple[float, float, float]:
     """Seconds of one forward + backward of the pack's loss (alpha 0.5 for all: vmap cannot branch per
     member): vae.packed as trained, then baddbmm and vmap on the same plain-op loss."""
     cfg, members = pack.configs[0], len(pack.configs)
@@ -170,7 +171,7 @@ def bmm_against_vmap(pack: PackedTrainer, data: MNIST, device: torch.device) -> 
     return tuple(best_seconds(fn, device, repeats) for fn in (packed, baddbmm_plain, vmapped))
 
 
-def pack_step(configs: list[TrainConfig], data: MNIST, steps: int, graph_steps: int = GRAPH_STEPS) -> tuple[PackedTrainer, float]:
+def pack_step(configs: list[TrainConfig], data: Images, steps: int, graph_steps: int = GRAPH_STEPS) -> tuple[PackedTrainer, float]:
     """A pack of ``configs`` and its seconds per step (CUDA graphs of ``graph_steps`` steps on a GPU; 0: eager)."""
     pack = PackedTrainer(configs, data, graph_steps=graph_steps)
     return pack, seconds_per_step(lambda: next(iter(pack.train_epoch().values()))[MetricName.epoch_seconds], steps)
@@ -214,7 +215,7 @@ def throughput(args: argparse.Namespace, device: torch.device, peak: float) -> N
               f"vmap {vmapped * 1e3:8.1f}   vmap/baddbmm = {vmapped / plain:.2f}   vmap/vae.packed = {vmapped / packed:.2f}")
 
 
-def preset_targets(args: argparse.Namespace, device: torch.device, data: MNIST, flops: float, peak: float,
+def preset_targets(args: argparse.Namespace, device: torch.device, data: Images, flops: float, peak: float,
                    base: float, fitted: dict[int, tuple[PackedTrainer, float]]) -> None:
     """The paper grid packed as the ``paper`` preset packs it where the driver sees a GPU (fp32, then TF32
     products), and the targets: P = 24 (the k = 30 column) at <= 0.7 ms a step, the grid in <= 1

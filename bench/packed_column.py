@@ -37,7 +37,7 @@ from analysis.settings import EPSILON
 from analysis.spectrum import spectrum
 from sweeps.config import SweepConfig, load_sweep
 from vae.bounds import dataset_bounds, log_likelihood
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.member import EVAL_SEED
 from vae.packed_train import PackedTrainer
 from vae.train import resolve_device

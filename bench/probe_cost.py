@@ -16,7 +16,7 @@ from analysis.metrics import MetricName
 from analysis.probes import member_probes, probe_accuracy, to_numpy
 from analysis.settings import EvalConfig
 from vae.config import TrainConfig
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.packed_train import PackedTrainer
 
 

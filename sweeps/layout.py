@@ -1,7 +1,7 @@
 """Where a sweep's files live, readable without Ray, MLflow or torch (quick answers in the CLI): the
 one table of the sweep folder's file names.
 
-``STORAGE/NAME/`` holds ``sweep.yaml`` (the validated config), ``tracking.json`` (the MLflow store,
+``STORAGE/NAME/`` holds ``sweep.yaml`` (the validated config), ``data.json`` (what it trains on), ``tracking.json`` (the MLflow store,
 experiment and parent run), ``runs.json``, the driver's lock, ``tune/`` (Ray's experiment: its
 state files, one folder per trial with Ray's ``params.json``, ``result.json``, ``error.txt`` and
 the trial's checkpoint folders) and, for the embedded store, ``mlflow.db`` and ``mlartifacts/``.
@@ -21,6 +21,7 @@ from vae.atomic import write_atomic
 
 SWEEP_FILE = "sweep.yaml"
 TRACKING_FILE = "tracking.json"
+DATA_FILE = "data.json"  # the data set's spec, checksum, sizes and image side, checked on resume
 RUN_IDS_FILE = "runs.json"  # grid point label (a search's Ray trial id) -> MLflow run id, for `vaesweep status`
 LOCK_FILE = ".driver.lock"  # flock()ed by the process that writes the sweep (sweeps/driver/lock.py)
 HOLDER_FILE = "driver.json"  # who holds the lock: pid, host, command, start time
@@ -81,6 +82,14 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{path.name} is unreadable ({type(err).__name__})") from None
+
+
+def data_record(sweep_dir: Path) -> dict[str, Any] | None:
+    """The sweep's ``data.json`` (what it trains on), None for a sweep started before it was recorded."""
+    try:
+        return read_json(sweep_dir / DATA_FILE)
+    except ValueError:
+        return None
 
 
 def is_final(folder: Path, labels: list[str]) -> bool:

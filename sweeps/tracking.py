@@ -31,6 +31,7 @@ from sweeps.config import SweepConfig
 from sweeps.layout import ANALYSIS_DIR, add_run_id
 from vae.checkpoint import CHECKPOINT_NAME
 from vae.config import TrainConfig
+from vae.data_spec import spec_title
 
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
@@ -157,8 +158,8 @@ def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalu
 
 def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(run name, tags, params) of a trial's MLflow run (the node tag only when the node is known)."""
-    tags = {"sweep": sweep.name, "alpha": f"{config.alpha:g}", "k": str(config.k), "seed": str(config.seed),
-            **({NODE_KEY: node_id} if node_id else {})}
+    tags = {"sweep": sweep.name, "data": spec_title(config.data), "alpha": f"{config.alpha:g}", "k": str(config.k),
+            "seed": str(config.seed), **({NODE_KEY: node_id} if node_id else {})}
     return trial_label(config.alpha, config.k, config.seed), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
 
 

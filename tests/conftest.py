@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from vae.data import default_data_dir
+from vae.mnist import default_data_dir
 from vae.errors import DataError
 from vae.fetch import fetch_mnist
 

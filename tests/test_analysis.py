@@ -16,7 +16,7 @@ from analysis.latent import encode_dataset
 from analysis.probes import add_probes, probe_accuracy, probe_epochs
 from analysis.spectrum import spectrum
 from vae.config import TrainConfig
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.model import VAE
 from vae.train import Trainer
 
@@ -71,7 +71,7 @@ def test_encode_dataset_is_chunk_invariant_and_seeded():
 def test_interpolation_rows_start_and_end_at_the_endpoints():
     model = VAE(k=4, hidden=(32,))
     x1, x2 = torch.bernoulli(torch.rand(784)), torch.bernoulli(torch.rand(784))
-    rows = interpolation_rows(model, x1, x2, steps=6)
+    rows = interpolation_rows(model, x1, x2, (28, 28), steps=6)
     assert rows.shape == (len(ROWS), 6, 28, 28) and (0 <= rows).all() and (rows <= 1).all()
     np.testing.assert_allclose(rows[0, 0].ravel(), x1.numpy())
     np.testing.assert_allclose(rows[0, -1].ravel(), x2.numpy())

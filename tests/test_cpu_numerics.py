@@ -12,7 +12,7 @@ import torch
 
 from vae.bounds import log_weights, vr_bound
 from vae.config import TrainConfig
-from vae.data import MNIST, binarize
+from vae.data import Images, binarize
 from vae.model import VAE
 from vae.train import Trainer
 
@@ -25,11 +25,11 @@ FRESH_PROCESS = textwrap.dedent("""
     if sys.argv[1] == "pool-first":
         torch.ones(1 << 20).mul_(2)  # a parallel operation starts the thread pool before the trainer
     from vae.config import TrainConfig
-    from vae.data import MNIST
+    from vae.data import Images
     from vae.denormals import denormals_flushed, flushing_denormals
     from vae.train import Trainer
     images, labels = torch.rand(200, 784), torch.zeros(200, dtype=torch.long)
-    trainer = Trainer(TrainConfig(k=5, device="cpu"), MNIST(images, labels, images[:50], labels[:50]))
+    trainer = Trainer(TrainConfig(k=5, device="cpu"), Images(images, labels, images[:50], labels[:50], (28, 28)))
     trainer.train_epoch()
     with flushing_denormals():  # what every training step runs under
         print(denormals_flushed(), 5e-324 > 0)
@@ -84,7 +84,7 @@ def test_bf16_output_layer_trains_within_bf16_rounding_of_float32_and_evaluates_
 
 def test_the_trainer_takes_the_flag_from_its_config_and_a_checkpoint_resumes_under_either():
     images, labels = torch.rand(300, 784), torch.zeros(300, dtype=torch.long)
-    data = MNIST(images, labels, images[:50], labels[:50])
+    data = Images(images, labels, images[:50], labels[:50], (28, 28))
     plain = Trainer(TrainConfig(k=5, epochs=1, device="cpu"), data)
     plain.train_epoch()
     fast = Trainer(TrainConfig(k=5, epochs=2, device="cpu", bf16_output_layer=True), data)

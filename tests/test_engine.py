@@ -15,7 +15,7 @@ from sweeps.trial.engine import run_trial
 from sweeps.trial.local_run import train_to_directory
 from vae.checkpoint import load_checkpoint
 from vae.config import TrainConfig
-from vae.data import load_mnist
+from vae.mnist import load_mnist
 from vae.errors import NonFiniteLossError, RunDirError
 from vae.packed_train import PackedTrainer
 

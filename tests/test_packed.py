@@ -12,7 +12,8 @@ import torch
 from vae.bounds import log_weights, vr_bound
 from vae.checkpoint import save_checkpoint
 from vae.config import TrainConfig
-from vae.data import MNIST, fixed_binarization, load_mnist
+from vae.data import Images, fixed_binarization
+from vae.mnist import load_mnist
 from vae.errors import CheckpointError, NonFiniteLossError
 from vae.model import VAE
 from vae.packed import PackedVAE, member_noise
@@ -23,7 +24,7 @@ ALPHAS = [1.0, 0.0, 0.5, math.inf, -math.inf]  # the ELBO, IWAE, a power mean, a
 
 
 @pytest.fixture(scope="module")
-def small_mnist(mnist_dir) -> MNIST:
+def small_mnist(mnist_dir) -> Images:
     return load_mnist(mnist_dir, train_subset=600, test_subset=200)
 
 

@@ -199,13 +199,16 @@ def test_report_page_shows_captions_a_table_per_k_and_no_red_when_nothing_is_mis
     from sweeps.readers.report import render_html
 
     config = load_sweep("smoke")
+    data = {"spec": "digits", "title": "UCI digits", "sha256": "7ec527b6dfdd" + "0" * 52, "side": [8, 8],
+            "train_images": 1497, "test_images": 300, "labels": True}
     caption = Caption("Figure 2, left. what it draws", "Active components saturate as alpha -> 0.", "Supported: k=5 ...")
-    page = render_html(config, {"fig2_active_components": b"png"}, {"fig2_active_components": caption},
+    page = render_html(config, data, {"fig2_active_components": b"png"}, {"fig2_active_components": caption},
                        summarize(trials), trials, problems=[])
     assert "<p><b>Claim tested:</b> Active components saturate as alpha -&gt; 0.</p>" in page
     assert "<p><b>This sweep:</b> Supported: k=5 ...</p>" in page
     assert page.index("<h3>k = 5</h3>") < page.index("<h3>k = 10</h3>")
     assert "<td>-79.0 ± 1.0 (3)</td>" in page and "<th>alpha = 1</th>" in page
     assert "<ul><li>none</li></ul>" in page and 'class="problems"' not in page
-    failing = render_html(config, {}, {}, summarize(trials), trials, problems=["a0_k5_s0: no finished run"])
+    assert "<b>Data:</b> UCI digits (digits): 1497 training and 300 test images of 8x8, labelled" in page
+    failing = render_html(config, data, {}, {}, summarize(trials), trials, problems=["a0_k5_s0: no finished run"])
     assert '<ul class="problems"><li>a0_k5_s0: no finished run</li></ul>' in failing

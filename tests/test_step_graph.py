@@ -12,7 +12,8 @@ import torch
 
 from vae.checkpoint import save_checkpoint
 from vae.config import TrainConfig
-from vae.data import MNIST, load_mnist
+from vae.data import Images
+from vae.mnist import load_mnist
 from vae.packed_train import PackedTrainer
 from vae.step_graph import GraphedSteps
 from vae.train import Trainer
@@ -28,7 +29,7 @@ STATIC_BUFFERS = ("order", "step_index", "positions", "epoch_total", "alive", "f
 
 
 @pytest.fixture(scope="module")
-def small_mnist(mnist_dir) -> MNIST:
+def small_mnist(mnist_dir) -> Images:
     return load_mnist(mnist_dir, train_subset=600, test_subset=200)
 
 

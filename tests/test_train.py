@@ -10,13 +10,14 @@ from pydantic import ValidationError
 
 from vae.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vae.config import TrainConfig
-from vae.data import MNIST, load_mnist
+from vae.data import Images
+from vae.mnist import load_mnist
 from vae.errors import DataError
 from vae.train import NonFiniteLossError, Trainer
 
 
 @pytest.fixture(scope="module")
-def small_mnist(mnist_dir) -> MNIST:
+def small_mnist(mnist_dir) -> Images:
     return load_mnist(mnist_dir, train_subset=600, test_subset=200)
 
 
@@ -70,7 +71,7 @@ def test_alpha_zero_trial_reports_its_bound_equal_to_the_iwae_bound(small_mnist)
 
 
 def test_non_finite_loss_names_epoch_and_step(small_mnist):
-    poisoned = MNIST(small_mnist.train_x.clone(), small_mnist.train_y, small_mnist.test_x, small_mnist.test_y)
+    poisoned = Images(small_mnist.train_x.clone(), small_mnist.train_y, small_mnist.test_x, small_mnist.test_y, small_mnist.side)
     poisoned.train_x[123] = math.nan
     trainer = Trainer(config(binarization="none"), poisoned)
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+ \(alpha=0.5, k=10"):

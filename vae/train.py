@@ -23,7 +23,7 @@ import torch
 from vae.bounds import log_weights, vr_bound
 from vae.config import RESUMABLE_CHANGES, TrainConfig
 from vae.errors import NonFiniteLossError
-from vae.data import MNIST, binarize
+from vae.data import Images, binarize
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.member import Member, ScoredImages
 from vae.model import VAE
@@ -60,7 +60,7 @@ def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonF
 class Trainer:
     """Trains one VAE on in-memory MNIST with the VR bound of ``config.alpha``."""
 
-    def __init__(self, config: TrainConfig, data: MNIST) -> None:
+    def __init__(self, config: TrainConfig, data: Images) -> None:
         start_threads_flushing_denormals()
         self.config = config
         self.device = resolve_device(config.device)

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analysis.metrics import GRID, SELECTION_METRIC
 from sweeps.config import ConfigError, SweepConfig
@@ -37,9 +37,12 @@ from sweeps.mlflow_server import LocalMlflowServer, fail_fast_clients
 from sweeps.packs import PACK_KEY
 from sweeps.driver.progress import VERBOSE_ENV, SweepProgress
 from sweeps.ray_files import ray_state_problem
+from sweeps.driver.data_record import check_same_data, record_data
 from sweeps.driver.recovery import prune_superseded, rebuild, recovered_checkpoints
 from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
+if TYPE_CHECKING:
+    from vae.data import DataSet
 
 
 def check_same_sweep(config: SweepConfig) -> None:
@@ -283,7 +286,7 @@ def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = 
                                       for t in trials}, disk_full=disk_full)
 
 
-def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTracking) -> None:
+def fit(config: SweepConfig, data: DataSet, server: LocalMlflowServer | RemoteTracking) -> None:
     """Run or restore the Tuner of the sweep until it ends or is interrupted (rebuilt first when Ray's
     state of it cannot be read)."""
     from ray import tune
@@ -308,7 +311,7 @@ def fit(config: SweepConfig, data: dict, server: LocalMlflowServer | RemoteTrack
     else:
         run_config = tune.RunConfig(
             name=TUNE_DIR, storage_path=str(sweep_dir),
-            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config, data["train_images"].shape[1])],
+            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config, data.pixels)],
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
@@ -378,7 +381,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     the disk cannot hold what it will write, unless ``force``."""
     import ray
 
-    from vae.data import load_arrays
+    from vae.data_sets import load_data
 
     quiet_console(verbose)
 
@@ -393,13 +396,18 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     sweep_dir = config.sweep_dir()
     interruption = Interruption()
     check_same_sweep(config)  # before the lock: a refused config leaves no file behind
-    data = load_arrays(data_dir)  # verified once here, before anything is written; trials get it from the object store
-    pixels = data["train_images"].shape[1]
+    data = load_data(config.data, data_dir)  # verified once here, before anything is written; trials get it from the object store
+    if problem := config.data_problem(len(data.train_images), len(data.test_images)):
+        raise ConfigError(problem)
+    check_same_data(sweep_dir, data)
+    pixels = data.pixels
     if not force and (problem := space_problem(config, pixels)):
         raise ConfigError(problem)
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
+        check_same_data(sweep_dir, data)
         write_settings(config)
+        record_data(sweep_dir, data)
         interruption.install()
         try:
             with tracking_server(config) as server:

@@ -30,12 +30,13 @@ from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, su
 from analysis.claims import Caption, figure_captions
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
-from analysis.metrics import GRID, MetricName
+from analysis.metrics import FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
 from sweeps.config import ConfigError, SweepConfig, sweep_path
-from sweeps.layout import SWEEP_FILE, read_tracking, saved_config
+from sweeps.layout import SWEEP_FILE, data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
 from sweeps.tracking import EIGENVALUE_KEY, child_runs
+from vae.data_spec import spec_title
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
@@ -95,8 +96,9 @@ def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | Non
     return rows, trials[trials["run_id"] == run_id].iloc[0]
 
 
-def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFrame, history: pd.DataFrame,
-                  chosen: str | None, workdir: Path) -> tuple[dict[str, Any], dict[str, Caption], list[str]]:
+def build_figures(client: MlflowClient, config: SweepConfig, data: dict[str, Any], trials: pd.DataFrame,
+                  history: pd.DataFrame, chosen: str | None, workdir: Path
+                  ) -> tuple[dict[str, Any], dict[str, Caption], list[str]]:
     """The figures and their captions by file stem, and notes on what could not be drawn."""
     notes: list[str] = []
     summary = summarize(trials)
@@ -110,7 +112,9 @@ def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFram
         "fig2_active_components": active_components_figure(summary),
         "fig2_bounds": bounds_figure(summary, config.eval.bound_samples, config.eval.is_samples),
     }
-    if probe_alpha is None:
+    if not data["labels"]:
+        notes.append(f"Figure 3: {data['title']} has no labels, so no probes were run (no probe accuracies anywhere)")
+    elif probe_alpha is None:
         notes.append("Figure 3: no trial has logged a probe accuracy yet")
     else:
         figures["fig3_probes"] = probes_figure(probes[probes["alpha"] == probe_alpha],
@@ -119,10 +123,10 @@ def build_figures(client: MlflowClient, config: SweepConfig, trials: pd.DataFram
     shown = interpolations(client, trials, chosen, workdir, notes)
     if shown is not None:
         rows, trial = shown
-        title = f"{run_name_of(trial)} (run {trial.run_id[:8]}, IS log-lik {trial.test_log_likelihood:.2f})"
+        title = f"{data['title']}, {run_name_of(trial)} (run {trial.run_id[:8]}, IS log-lik {trial.test_log_likelihood:.2f})"
         figures["fig5_interpolations"] = interpolation_figure(rows, title)
     captions = figure_captions(trials, config.train.epochs, config.eval.epsilon, config.eval.bound_samples,
-                               config.eval.is_samples, probe_alpha, GEODESIC_PAIRS, shown)
+                               config.eval.is_samples, probe_alpha, GEODESIC_PAIRS, shown, data["title"])
     return figures, captions, notes
 
 
@@ -159,8 +163,17 @@ def caption_html(stem: str, caption: Caption) -> str:
             f"<p><b>This sweep:</b> {html.escape(caption.verdict)}</p></figcaption>")
 
 
-def render_html(config: SweepConfig, figures: dict[str, bytes], captions: dict[str, Caption], summary: pd.DataFrame,
-                trials: pd.DataFrame, problems: list[str]) -> str:
+def describe_data(config: SweepConfig, data: dict[str, Any]) -> str:
+    """'UCI digits (digits): 1497 training and 300 test images of 8x8, labelled; sha256 7ec527b6dfdd...'."""
+    if "sha256" not in data:
+        return f"{data['title']} ({config.data}; started before vaesweep recorded its data)"
+    labels = "labelled" if data["labels"] else "no labels (no probes)"
+    return (f"{data['title']} ({data['spec']}): {data['train_images']} training and {data['test_images']} test images "
+            f"of {data['side'][0]}x{data['side'][1]}, {labels}; sha256 {data['sha256'][:12]}...")
+
+
+def render_html(config: SweepConfig, data: dict[str, Any], figures: dict[str, bytes], captions: dict[str, Caption],
+                summary: pd.DataFrame, trials: pd.DataFrame, problems: list[str]) -> str:
     """One self-contained page: figures inlined as base64 PNG with captions, the config, the tables, the problems."""
     images = "\n".join(
         f'<figure><img alt="{stem}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -174,6 +187,7 @@ def render_html(config: SweepConfig, figures: dict[str, bytes], captions: dict[s
 td,th{{border:1px solid #ccc;padding:2px 6px}} table.summary td{{text-align:right;white-space:nowrap}} table.summary tbody th{{text-align:left}} .problems li{{color:#a00}}
 figure{{margin:1.5em 0}} figcaption{{max-width:1100px;font-size:14px}} figcaption p{{margin:0.3em 0}}</style></head><body>
 <h1>Sweep {html.escape(config.name)}</h1>
+<p><b>Data:</b> {html.escape(describe_data(config, data))}</p>
 <h2>Missing, failed or incomplete</h2>{problem_list}
 <h2>Figures</h2>{images}
 <h2>Summary over seeds: mean ± std (number of seeds)</h2>{summary_html(config, summary)}
@@ -231,7 +245,8 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
         client = connect()
         trials, history = run_frames(client, children, HISTORY_KEYS)
-        figures, captions, notes = build_figures(client, config, trials, history, chosen_run, Path(tmp))
+        data = data_record(config.sweep_dir()) or {"title": spec_title(config.data), "labels": True}
+        figures, captions, notes = build_figures(client, config, data, trials, history, chosen_run, Path(tmp))
         pngs = {}
         for stem, fig in figures.items():
             fig.savefig(out / f"{stem}.pdf")
@@ -248,8 +263,10 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
                     for p in expected if p not in runs or runs[p].status != "FINISHED"]
         problems += [f"{name}: run {run_state(r)}" for name, r in runs.items()
                      if r.status != "FINISHED" and name not in planned]
-        problems += [f"missing metric in {line}" for line in missing_metrics(trials)] + stopped_early(trials) + notes
-        (out / "report.html").write_text(render_html(config, pngs, captions, summary, trials, problems))
+        metrics = FINAL_METRICS if data["labels"] else UNLABELLED_FINAL_METRICS
+        problems += [f"missing metric in {line}" for line in missing_metrics(trials, metrics)]
+        problems += stopped_early(trials) + notes
+        (out / "report.html").write_text(render_html(config, data, pngs, captions, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
     return {"trials": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs)}
 

@@ -26,7 +26,8 @@ from sweeps.packs import MEMBERS_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
-from vae.data import load_mnist
+from vae.data import images_of
+from vae.data_sets import load_data
 from vae.errors import RunDirError
 from vae.packed_train import PackedTrainer
 
@@ -96,7 +97,8 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / FINAL_METRICS_FILE
-    trainer = PackedTrainer([config], load_mnist(data_dir, config.train_subset, config.test_subset))
+    data = load_data(config.data, data_dir)
+    trainer = PackedTrainer([config], images_of(data, config.train_subset, config.test_subset))
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)  # an unreadable one: CheckpointError, its own one line
@@ -111,9 +113,14 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
             raise RunDirError(f"--out {out} already holds {trainer.epoch} trained epochs (--epochs {config.epochs}); "
                               f"its results are in {metrics_path}; choose a new --out or more --epochs")
         if metrics_path.exists():
-            history = json.loads(metrics_path.read_text())["history"][: trainer.epoch]
+            saved = json.loads(metrics_path.read_text())
+            started = saved.get("data", {}).get("sha256", data.sha256)
+            if started != data.sha256:
+                raise RunDirError(f"--out {out} was trained on another version of {data.title} (sha256 {started[:12]}... "
+                                  f"then, {data.sha256[:12]}... now); restore that data or choose a new --out")
+            history = saved["history"][: trainer.epoch]
         log(f"resuming {out} from epoch {trainer.epoch}")
-    header = {"config": config.model_dump(), "eval": evaluation.model_dump()}
+    header = {"config": config.model_dump(), "data": data.describe(), "eval": evaluation.model_dump()}
     sink = DirectorySink(out, header, history, trainer, evaluation.is_samples)
     try:
         last = run_trial(trainer, [sink.label], evaluation, sink, checkpoint_every, is_progress=sink.is_progress)
@@ -121,6 +128,6 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
         sink.close()
     final = last[MEMBERS_KEY][sink.label]
     result = {**header, "history": history, "epochs_completed": trainer.epoch,
-              **{name: final[name] for name in FINAL_METRICS}}
+              **{name: final[name] for name in FINAL_METRICS if name in final}}  # no probes without labels
     write_json(result, metrics_path)
     return result

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 from ray import tune
@@ -33,7 +32,7 @@ from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history,
 from sweeps.packs import label_of, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from vae.data import mnist_from_arrays
+from vae.data import DataSet, images_of
 from vae.errors import CheckpointError
 from vae.packed_train import PackedTrainer
 
@@ -112,7 +111,7 @@ def quiet_exits_in_callbacks() -> None:
     sys.unraisablehook = hook
 
 
-def train_trial(params: dict[str, Any], sweep: SweepConfig, data: dict[str, np.ndarray],
+def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
                 recovered: dict[str, str]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
     (sweeps/packs.py): its points trained together by one ``PackedTrainer``. ``recovered``: the
@@ -127,7 +126,7 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: dict[str, np.n
     points = trial_points(sweep, params)
     labels = [label_of(point) for point in points]
     configs = [sweep.trial_config(point) for point in points]
-    trainer = PackedTrainer(configs, mnist_from_arrays(data, configs[0].train_subset, configs[0].test_subset))
+    trainer = PackedTrainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
     loaded, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
