@@ -23,10 +23,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
+
+from sklearn.datasets import load_digits
 
 from sweeps.cli import main
 from sweeps.config import PRESETS_DIR, ConfigError, SweepConfig, apply_override, load_sweep, validate_sweep
@@ -73,6 +76,27 @@ def flip_a_weight(checkpoint: bytes) -> bytes:
 
 CHECKPOINT = checkpoint_bytes({"model": {"w": torch.ones(64)}, "epoch": 1, "config": {}})
 
+# A user's own data set, from real data: the UCI digits (scikit-learn's copy), as one .npz, then spoilt.
+DIGITS = load_digits()
+GOOD_ARRAYS = {"train_images": DIGITS.images[:1000] / 16, "test_images": DIGITS.images[1000:] / 16,
+               "train_labels": DIGITS.target[:1000], "test_labels": DIGITS.target[1000:]}
+
+
+def npz_bytes(**changes: np.ndarray | None) -> bytes:
+    """The digits as one .npz archive, with ``changes`` (None: leave the array out)."""
+    arrays = {key: value for key, value in {**GOOD_ARRAYS, **changes}.items() if value is not None}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+GOOD_NPZ = npz_bytes()
+IDX_IMAGES = idx_bytes((DIGITS.images[:1000] * 255 / 16).round())
+
 # What every case's scratch folder holds before the command runs (and must still hold, unchanged).
 EXISTING_SWEEP = load_sweep("smoke", ["grid.alpha=[0.0]"], name="existing").to_dict()
 WORKSPACE: dict[str, str | bytes] = {
@@ -89,7 +113,7 @@ EMPTY_DIRS = ("cache",)  # VAESWEEP_DATA_DIR: an empty MNIST cache
 BAD_INPUT = [
     # --- run: config files with bad content -------------------------------------------------------
     ("run-unknown-top-level-key", ["run", "c.yaml"], {"c.yaml": smoke_with("colour: red")},
-     "colour: unknown key; valid keys of the top level: checkpoint_every, eval, grid, max_failures, name, optuna,"),
+     "colour: unknown key; valid keys of the top level: checkpoint_every, data, eval, grid, max_failures, name,"),
     ("run-unknown-nested-key", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochz: 3}")}, "train.epochz"),
     ("run-grid-k-not-int", ["run", "c.yaml"], {"c.yaml": smoke_with("grid: {k: [thirty]}")}, "grid.k.0"),
     ("run-epochs-a-string", ["run", "c.yaml"], {"c.yaml": smoke_with("train: {epochs: many}")}, "train.epochs"),
@@ -145,7 +169,8 @@ BAD_INPUT = [
     ("run-test-subset-above-mnist", ["run", "smoke", "--set", "train.test_subset=20000"], {},
      "train: test_subset=20000 is more than MNIST's 10000 images"),
     ("run-pair-beyond-test-subset", ["run", "smoke", "--set", "train.test_subset=100", "--set", "eval.pair=[0,100]"],
-     {}, "eval.pair [0, 100]: the trials score 100 test images (train.test_subset), so both indices must be in 0..99"),
+     {}, "eval.pair [0, 100]: the trials score 100 test images (train.test_subset or the data set's), so both indices "
+     "must be in 0..99"),
     ("run-pair-negative", ["run", "smoke", "--set", "eval.pair=[-1,3]"], {}, "eval.pair [-1, 3]"),
     ("run-cuda-without-a-gpu-share", ["run", "smoke", "--set", "train.device=cuda"], {},
      "train.device=cuda needs a GPU, but resources.gpu=0 gives trials none"),
@@ -206,6 +231,55 @@ BAD_INPUT = [
      f"bad/{IMAGES}.gz fails its SHA-256 check"),
     ("fetch-from-missing-dir", ["data", "fetch", "--from", "/nonexistent/mnist"], {},
      "--from /nonexistent/mnist: not a directory"),
+    # --- a user's own data set (data: npz:FILE | idx:DIR): refused before anything starts ---------------
+    ("data-unknown-name", ["run", "smoke", "--set", "data=cifar"], {}, "data: unknown data set 'cifar': use one of mnist, "
+     "digits, fashion-mnist, kmnist, idx:DIR"),
+    ("data-set-in-train", ["run", "smoke", "--set", "train.data=digits"], {}, "train.data is set for every trial by the "
+     "top-level data; set data instead"),
+    ("train-data-unknown", ["train", "--data", "npz"], {}, "--data: unknown data set 'npz'"),
+    ("data-npz-missing", ["run", "smoke", "--set", "data=npz:none.npz"], {}, "none.npz does not exist; give a .npz file"),
+    ("data-npz-not-an-archive", ["data", "check", "npz:d.npz"], {"d.npz": b"plain text"},
+     "d.npz is not a readable .npz archive"),
+    ("data-npz-truncated", ["run", "smoke", "--set", "data=npz:d.npz"], {"d.npz": GOOD_NPZ[: len(GOOD_NPZ) // 2]},
+     "d.npz is not a readable .npz archive"),
+    ("data-npz-one-dimensional-images", ["data", "check", "npz:d.npz"],
+     {"d.npz": npz_bytes(train_images=np.zeros(64))}, "train_images has shape (64,); expected images [N, height, width]"),
+    ("data-npz-pixels-not-square", ["data", "check", "npz:d.npz"], {"d.npz": npz_bytes(train_images=np.zeros((5, 63)))},
+     "train_images has shape (5, 63)"),
+    ("data-npz-splits-of-two-sizes", ["data", "check", "npz:d.npz"],
+     {"d.npz": npz_bytes(test_images=np.zeros((5, 7, 7)))}, "both splits need images of one size"),
+    ("data-npz-grey-levels-not-scaled", ["run", "smoke", "--set", "data=npz:d.npz"],
+     {"d.npz": npz_bytes(train_images=DIGITS.images[:1000])}, "train_images has values in [0, 16]; every value must "
+     "be in [0, 1] (grey levels? divide them by their maximum)"),
+    ("data-npz-negative-values", ["data", "check", "npz:d.npz"],
+     {"d.npz": npz_bytes(test_images=DIGITS.images[1000:] / 16 - 0.5)}, "test_images has values in [-0.5, 0.5]"),
+    ("data-npz-nan", ["data", "check", "npz:d.npz"], {"d.npz": npz_bytes(test_images=np.full((3, 8, 8), np.nan))},
+     "every value must be in [0, 1]"),
+    ("data-npz-labels-of-one-split", ["data", "check", "npz:d.npz"], {"d.npz": npz_bytes(test_labels=None)},
+     "d.npz has train_labels but no test_labels; give both"),
+    ("data-npz-labels-wrong-length", ["run", "smoke", "--set", "data=npz:d.npz"],
+     {"d.npz": npz_bytes(train_labels=DIGITS.target[:999])}, "train_labels has shape (999,); expected one label per "
+     "image, shape (1000,)"),
+    ("data-npz-labels-fractional", ["data", "check", "npz:d.npz"],
+     {"d.npz": npz_bytes(test_labels=DIGITS.target[1000:] + 0.5)}, "test_labels must hold whole-number class labels"),
+    ("data-npz-unknown-array", ["data", "check", "npz:d.npz"], {"d.npz": npz_bytes(images=np.zeros(3))},
+     "d.npz holds 'images', which is not one of train_images, train_labels, test_images, test_labels"),
+    ("data-npz-no-test-images", ["data", "check", "npz:d.npz"], {"d.npz": npz_bytes(test_images=None)},
+     "d.npz has no 'test_images' array"),
+    ("data-npz-more-than-it-holds", ["run", "smoke", "--set", "data=npz:d.npz"], {"d.npz": GOOD_NPZ},
+     "train: train_subset=10000 is more than d.npz's 1000 images of that split"),
+    ("data-idx-folder-missing", ["run", "smoke", "--set", "data=idx:nothere"], {}, "nothere does not exist"),
+    ("data-idx-no-test-images", ["data", "check", "idx:own"], {f"own/{IMAGES}": IDX_IMAGES},
+     "own has no t10k-images-idx3-ubyte (nor t10k-images-idx3-ubyte.gz)"),
+    ("data-idx-truncated", ["run", "smoke", "--set", "data=idx:own"],
+     {f"own/{IMAGES}": IDX_IMAGES[:-100], "own/t10k-images-idx3-ubyte": IDX_IMAGES}, "(truncated or padded)"),
+    ("data-idx-labels-as-images", ["data", "check", "idx:own"],
+     {f"own/{IMAGES}": idx_bytes(DIGITS.target[:1000]), "own/t10k-images-idx3-ubyte": IDX_IMAGES},
+     "is not an idx file of images (3-dimensional, unsigned bytes) (magic number 0x00000801"),
+    ("data-idx-labels-wrong-length", ["data", "check", "idx:own"],
+     {f"own/{IMAGES}": IDX_IMAGES, "own/t10k-images-idx3-ubyte": IDX_IMAGES,
+      "own/train-labels-idx1-ubyte": idx_bytes(DIGITS.target[:10]), "own/t10k-labels-idx1-ubyte": idx_bytes(DIGITS.target[:1000])},
+     "own: train_labels has shape (10,); expected one label per image, shape (1000,)"),
     ("status-unknown-sweep", ["status", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
     ("report-unknown-sweep", ["report", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
     ("sync-unknown-sweep", ["sync", "nosuchsweep"], {}, "no sweep named 'nosuchsweep'"),
@@ -287,7 +361,7 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, files, expecte
 SCRIPT_SAMPLE = {"run-unknown-top-level-key", "storage-under-a-file", "train-k-negative", "analyze-corrupt-checkpoint",
                  "run-existing-sweep-other-config", "unknown-subcommand", "data-gz-bad-deflate",
                  "analyze-checkpoint-bad-crc", "set-unknown-train-key", "run-optuna-subset-below-held-out",
-                 "run-gpus-no-node-has"}
+                 "run-gpus-no-node-has", "data-npz-truncated", "data-idx-truncated", "data-npz-more-than-it-holds"}
 
 
 @pytest.mark.parametrize("args, files, expected", [c for c in CASES if c.id in SCRIPT_SAMPLE])

@@ -171,7 +171,7 @@ def grey_levels_checked(source: str, key: str, images: np.ndarray, byte_levels: 
         flat = flat.astype(np.float32)
         low, high = float(flat.min()), float(flat.max())
         if not (np.isfinite(low) and np.isfinite(high) and 0.0 <= low and high <= 1.0):
-            hint = " (grey levels 0..255? divide them by 255)" if high > 1.0 and np.isfinite(high) else ""
+            hint = " (grey levels? divide them by their maximum)" if high > 1.0 and np.isfinite(high) else ""
             raise DataError(f"{source}: {key} has values in [{low:g}, {high:g}]; every value must be in [0, 1]{hint}")
     return flat
 
