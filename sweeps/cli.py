@@ -29,6 +29,7 @@ from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data_sets import load_data, load_images
+from vae.data_spec import spec_title
 from vae.mnist import default_data_dir
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
 from vae.packed_train import PackedTrainer
@@ -297,8 +298,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 where = f"  pack {pack_of[id(point)]}"
             print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
         packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
-        print(f"{len(trials)} trials{packed} (resources per trial: gpu {config.resources.gpu:g}, cpus "
-              f"{config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}")
+        print(f"{len(trials)} trials{packed} on {spec_title(config.data)} (resources per trial: gpu "
+              f"{config.resources.gpu:g}, cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder "
+              f"{config.sweep_dir()}")
         return 0
     from sweeps.driver.launch import run_sweep
 

@@ -75,11 +75,11 @@ def test_the_dry_run_shows_how_the_paper_preset_packs_here_and_on_a_gpu(tmp_path
     here = run("run", "paper", "--dry-run", "--storage", str(tmp_path))
     gpus = torch.cuda.device_count()
     assert here.returncode == 0, here.stderr
-    expected = "240 trials in 3 packs (resources per trial: gpu 1, cpus 1, pack 80)" if gpus else \
-        "240 trials (resources per trial: gpu 0, cpus 1, pack 1)"
+    expected = "240 trials in 3 packs on MNIST (resources per trial: gpu 1, cpus 1, pack 80)" if gpus else \
+        "240 trials on MNIST (resources per trial: gpu 0, cpus 1, pack 1)"
     assert expected in here.stdout
     column = run("run", "paper", "--dry-run", "--storage", str(tmp_path), "--set", "grid.k=[30]",
                  "--set", "grid.seed=[0,1,2]", "--set", "resources.gpu=1")
-    assert "24 trials in 1 pack (resources per trial: gpu 1, cpus 1, pack 24)" in column.stdout
+    assert "24 trials in 1 pack on MNIST (resources per trial: gpu 1, cpus 1, pack 24)" in column.stdout
     assert column.stdout.count("  pack 0") == 24
     assert not (tmp_path / "paper").exists(), "a dry run writes nothing"

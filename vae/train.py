@@ -58,7 +58,7 @@ def divergence(config: TrainConfig, epoch: int, step: int, value: float) -> NonF
 
 
 class Trainer:
-    """Trains one VAE on in-memory MNIST with the VR bound of ``config.alpha``."""
+    """Trains one VAE on in-memory images with the VR bound of ``config.alpha``."""
 
     def __init__(self, config: TrainConfig, data: Images) -> None:
         start_threads_flushing_denormals()
