@@ -119,6 +119,9 @@ def build_figures(client: MlflowClient, config: SweepConfig, data: dict[str, Any
     else:
         figures["fig3_probes"] = probes_figure(probes[probes["alpha"] == probe_alpha],
                                                float(pixels.mean()) if len(pixels) else None, probe_alpha)
+    for figure in figures.values():  # every figure drawn from the data names it (Figure 4 is illustrative)
+        figure.suptitle(f"{data['title']}: sweep {config.name}", fontsize=9)
+        figure.tight_layout()
     figures["fig4_geodesics"] = geodesic_figure(*GEODESIC_PAIRS.T)
     shown = interpolations(client, trials, chosen, workdir, notes)
     if shown is not None:
