@@ -10,14 +10,21 @@ images of 784 bytes the whole set fits in memory and a DataLoader only adds per-
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from vae.data_spec import spec_title
 from vae.errors import DataError
+
+
+def cache_root() -> Path:
+    """Where data sets are cached: ``vaesweep/`` in the user's cache dir (XDG), one folder per set."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaesweep"
 
 
 @dataclass(frozen=True)

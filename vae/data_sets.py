@@ -17,14 +17,13 @@ DataError naming the file and the fix.
 from __future__ import annotations
 
 import math
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vae.data import DataSet, Images, images_of
+from vae.data import DataSet, Images, cache_root, images_of
 from vae.data_spec import BUILTIN_SETS, OWN_KINDS, normalized_spec
 from vae.errors import DataError
 from vae.idx import check_idx, parse_idx, read_raw
@@ -62,12 +61,6 @@ def digits_set() -> DataSet:
                    labels[DIGITS_TRAIN:])
 
 
-def cache_root() -> Path:
-    """Where downloaded data sets live: beside the MNIST cache of the user's cache dir."""
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "vaesweep"
-
-
 def torchvision_set(spec: str) -> DataSet:
     """A torchvision MNIST-like set, downloaded once into the cache, its files checked against torchvision's MD5s."""
     import torchvision.datasets
@@ -97,7 +90,8 @@ def idx_folder_set(spec: str, folder: Path, labels_required: bool = False) -> Da
     arrays: dict[str, np.ndarray | None] = {}
     for split, names in SPLIT_FILES.items():
         for name, kind, ndim in zip(names, ("images", "labels"), (3, 1)):
-            path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+            # .gz first: torchvision's folders hold both, and the .gz is what its MD5s check
+            path = next((p for p in (folder / f"{name}.gz", folder / name) if p.is_file()), None)
             if path is None:
                 if kind == "labels" and not labels_required:
                     arrays[f"{split}_{kind}"] = None

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae.data import DataSet, Images, images_of
+from vae.data import DataSet, Images, cache_root, images_of
 from vae.errors import DataError
 from vae.idx import check_idx, parse_idx, read_raw
 
@@ -47,8 +47,7 @@ def default_data_dir() -> Path:
     """The MNIST cache: $VAESWEEP_DATA_DIR, else the user's cache dir (XDG)."""
     if env := os.environ.get("VAESWEEP_DATA_DIR"):
         return Path(env).expanduser()
-    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "vaesweep" / "mnist"
+    return cache_root() / "mnist"
 
 
 def find_idx_file(root: Path, name: str) -> Path:
