@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from analysis.metrics import GRID
 from analysis.settings import EvalConfig
-from vae.config import MAX_SEED, TrainConfig
-from vae.data_spec import SPEC_HELP, builtin_set, normalized_spec
+from vae.config import MAX_SEED, DataSpec, TrainConfig
+from vae.data_spec import SPEC_HELP, builtin_sizes
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -126,7 +126,7 @@ def sweep_path(storage: Path | str, name: str) -> Path:
 
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
-    data: str = Field("mnist", description=f"data set of every trial: {SPEC_HELP}")
+    data: DataSpec = Field("mnist", description=f"data set of every trial: {SPEC_HELP}")
     grid: GridConfig
     train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings; alpha, k, seed come from grid")
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -151,11 +151,6 @@ class SweepConfig(Strict):
                                  "(e.g. data: digits, or --set data=digits)")
             values = {**values, "train": {**train, "data": values.get("data", "mnist")}}
         return values
-
-    @field_validator("data")
-    @classmethod
-    def _known_data(cls, data: str) -> str:
-        return normalized_spec(data)
 
     @field_validator("storage")
     @classmethod
@@ -188,8 +183,7 @@ class SweepConfig(Strict):
         """Checks a trial would make only at its start (or at its end), made here so the sweep is refused
         before it launches: the interpolated test images exist (in a built-in data set: a user's own files
         are checked by ``data_problem`` once read, still before launch), a CUDA device comes with a GPU share."""
-        builtin = builtin_set(self.data)
-        if problem := self.data_problem(*((builtin.train_images, builtin.test_images) if builtin else (None, None))):
+        if problem := self.data_problem(*builtin_sizes(self.data)):
             raise ValueError(problem)
         if self.train.device.startswith("cuda") and self.resources.gpu == 0:
             raise ValueError(f"train.device={self.train.device} needs a GPU, but resources.gpu=0 gives trials none: "

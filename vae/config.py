@@ -9,11 +9,15 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated
 
-from vae.data_spec import SPEC_HELP, builtin_set, normalized_spec, spec_title
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vae.data_spec import SPEC_HELP, builtin_sizes, normalized_spec, spec_title
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+# A data set's name or own path, checked and made absolute (vae/data_spec.py): a trial's and a sweep's field.
+DataSpec = Annotated[str, AfterValidator(normalized_spec)]
 
 
 # Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
@@ -25,7 +29,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: str = Field("mnist", description=f"data set: {SPEC_HELP}")
+    data: DataSpec = Field("mnist", description=f"data set: {SPEC_HELP}")
     alpha: float = Field(1.0, description="Rényi alpha: 1 = ELBO, 0 = IWAE, -inf = VR-max")
     k: int = Field(30, gt=0, description="latent dimension")
     hidden: tuple[int, ...] = Field((200, 200), min_length=1, description="hidden widths of each MLP")
@@ -62,17 +66,11 @@ class TrainConfig(BaseModel):
             raise ValueError("alpha must be a number or +-inf, not NaN")
         return alpha
 
-    @field_validator("data")
-    @classmethod
-    def _known_data(cls, data: str) -> str:
-        return normalized_spec(data)
-
     @model_validator(mode="after")
     def _fits_the_data(self) -> "TrainConfig":
         """Checked against a built-in set's sizes here, so a sweep is refused before launch rather than each
         trial at its start; a user's own files are checked (``data_problem``) once they are read."""
-        builtin = builtin_set(self.data)
-        if problem := self.data_problem(*((builtin.train_images, builtin.test_images) if builtin else (None, None))):
+        if problem := self.data_problem(*builtin_sizes(self.data)):
             raise ValueError(problem)
         return self
 

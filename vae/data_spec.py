@@ -55,6 +55,13 @@ def builtin_set(spec: str) -> BuiltinSet | None:
     return BUILTIN_SETS.get(spec)
 
 
+def builtin_sizes(spec: str) -> tuple[int | None, int | None]:
+    """(training, test) images of the built-in set ``spec`` names; (None, None), unknown before reading,
+    for a user's own files."""
+    builtin = builtin_set(spec)
+    return (builtin.train_images, builtin.test_images) if builtin else (None, None)
+
+
 def spec_title(spec: str) -> str:
     """How reports and logs name the data set: a built-in set's title, else the own file's name."""
     builtin = builtin_set(spec)
