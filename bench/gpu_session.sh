@@ -25,8 +25,9 @@ sweep=(paper --name "$name" --set 'grid.k=[30]' --set 'grid.seed=[0,1,2]' "${ove
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/sweep-$phase.txt" 2>&1
 
 if [ "$phase" = first ]; then
+  vaesweep run paper --dry-run 2>&1 | sed -n 1p > "$out/gpu_tests.txt"  # the device line: torch, CUDA, the GPU
   VAESWEEP_TEST_MNIST=$VAESWEEP_DATA_DIR timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu \
-    tests/test_step_graph.py > "$out/gpu_tests.txt" 2>&1
+    tests/test_step_graph.py >> "$out/gpu_tests.txt" 2>&1
   echo "gpu tests exit $?" | tee -a "$out/gpu_tests.txt"
   timeout 170 python3 bench/pack_throughput.py --skip-targets --steps 50 --sizes "${BENCH_SIZES:-1,24,80,240}" \
     > "$out/pack_throughput.txt" 2>&1

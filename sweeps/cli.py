@@ -91,6 +91,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--device", default=defaults.device, help=fields["device"].description)
     cmd.add_argument("--bf16-output-layer", action="store_true", help=fields["bf16_output_layer"].description)
     cmd.add_argument("--matmul-precision", default=defaults.matmul_precision, help=fields["matmul_precision"].description)
+    cmd.add_argument("--cuda-graphs", default=defaults.cuda_graphs, choices=("auto", "off"),
+                     help=f"{fields['cuda_graphs'].description} (default: {defaults.cuda_graphs})")
     evaluation, eval_fields = EvalConfig(), EvalConfig.model_fields
     for name in ("bound_samples", "is_samples", "probe_train_size"):
         cmd.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=getattr(evaluation, name),
@@ -282,12 +284,14 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     trials = config.trials()
     if args.dry_run:
-        from sweeps.driver.launch import resolve_resources
+        from sweeps.driver.launch import device_line, resolve_resources
 
         if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
             print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
                   "this machine")
-        config = resolve_resources(config, None)
+        resolved = resolve_resources(config, None)
+        print(device_line(config, resolved, args.address))
+        config = resolved
         packs = config.packs()
         pack_of = {id(point): number for number, pack in enumerate(packs) for point in pack}
         points = [point for pack in packs for point in pack] if config.packed else None

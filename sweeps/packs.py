@@ -26,6 +26,7 @@ from sweeps.layout import MEMBERS_DIR
 PACK_KEY = "pack"  # a pack trial's only config key: its index in SweepConfig.packs()
 MEMBERS_KEY = "members"  # in a pack's result: label -> that member's metrics
 FAILED_KEY = "failed"  # in a pack's result: label -> the diverged member's message
+STEP_MODE_KEY = "step_mode"  # in a trial's result: how its steps ran (PackedTrainer.step_mode), for every member
 
 
 def label_of(point: Mapping[str, Any]) -> str:
@@ -40,10 +41,10 @@ def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str
 
 
 def member_results(points: list[dict[str, Any]], result: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict]]:
-    """(point, its metrics) for each member with metrics in a trial's ``result``."""
+    """(point, its metrics) for each member with metrics in a trial's ``result`` (with the trial's step mode)."""
     members = result.get(MEMBERS_KEY) or {}
-    return [(point, {**members[label_of(point)], "epoch": result["epoch"]}) for point in points
-            if label_of(point) in members]
+    shared = {"epoch": result["epoch"], **({STEP_MODE_KEY: result[STEP_MODE_KEY]} if STEP_MODE_KEY in result else {})}
+    return [(point, {**members[label_of(point)], **shared}) for point in points if label_of(point) in members]
 
 
 def member_failures(result: Mapping[str, Any]) -> dict[str, str]:

@@ -29,6 +29,7 @@ from analysis.aggregate import trial_label
 from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, NODE_KEY, SCHEMA, MetricName
 from sweeps.config import SweepConfig
 from sweeps.layout import ANALYSIS_DIR, add_run_id
+from sweeps.packs import STEP_MODE_KEY
 from vae.checkpoint import CHECKPOINT_NAME
 from vae.config import TrainConfig
 from vae.data_spec import spec_title
@@ -39,6 +40,7 @@ PARENT_TAG = "mlflow.parentRunId"
 HISTORY_KEY = MetricName.train_vr_bound_alpha  # logged every epoch: its steps say which epochs a run holds
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
 STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
+STEP_MODE_TAG = "step_mode"  # how the run's training steps ran: CUDA graphs, or eager and why
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -172,6 +174,7 @@ class TrialRuns:
         self.client, self.experiment_id, self.parent_run_id, self.sweep = client, experiment_id, parent_run_id, sweep
         self.run_ids: dict[str, str] = {}  # key -> run id
         self.logged: dict[str, set[int]] = {}  # epochs each run holds
+        self.step_modes: dict[str, str] = {}  # the step mode each run's tag holds (as this writer set it)
         self.created = 0
 
     def open(self, trial_id: str, point: Mapping[str, Any], node_id: str = "") -> str:
@@ -196,11 +199,16 @@ class TrialRuns:
         return key
 
     def log_epoch(self, key: str, result: Mapping[str, Any]) -> bool:
-        """One epoch's result (step = epoch) unless the run holds that epoch; True if logged."""
+        """One epoch's result (step = epoch) unless the run holds that epoch; True if logged. The trial's
+        step mode goes into the same request as a tag whenever it differs from the last one set."""
         epoch = int(result["epoch"])
         if epoch in self.logged[key]:
             return False
-        self.client.log_batch(self.run_ids[key], metrics=epoch_metrics(epoch, result))
+        mode = result.get(STEP_MODE_KEY)
+        tags = [RunTag(STEP_MODE_TAG, mode)] if mode and self.step_modes.get(key) != mode else []
+        self.client.log_batch(self.run_ids[key], metrics=epoch_metrics(epoch, result), tags=tags)
+        if tags:
+            self.step_modes[key] = mode
         self.logged[key].add(epoch)
         return True
 

@@ -81,12 +81,14 @@ def test_tiny_grid_end_to_end(tiny):
     assert set(status) == {"schema", "tracking_uri", "experiment", "experiment_id", "parent_run_id", "sweep", "path",
                            "trials", "notes"}
     entry = {"trial_id", "config", "state", "epochs_completed", "stopped_early", "mlflow_run_id", "num_failures",
-             "error"}
+             "error", "step_mode"}
     for trial in status["trials"]:
         assert entry <= set(trial) <= entry | set(FINAL_METRICS) and "test_log_likelihood" in trial, \
             "final metrics sit at the trial's top level"
         assert set(trial["config"]) == {"alpha", "k", "seed"}
     assert {t["state"] for t in status["trials"]} == {"TERMINATED"}
+    assert {t["step_mode"] for t in status["trials"]} == {"eager on cpu"}
+    assert {run.data.tags["step_mode"] for run in runs} == {"eager on cpu"}
     assert {t["num_failures"] for t in status["trials"]} == {1}, "each trial failed once and was retried"
     assert {t["mlflow_run_id"] for t in status["trials"]} == {r.info.run_id for r in runs}
     assert status["parent_run_id"] == info["parent_run_id"]

@@ -21,7 +21,7 @@ DataSpec = Annotated[str, AfterValidator(normalized_spec)]
 
 
 # Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "bf16_output_layer", "matmul_precision"})
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "bf16_output_layer", "matmul_precision", "cuda_graphs"})
 
 
 class TrainConfig(BaseModel):
@@ -58,6 +58,16 @@ class TrainConfig(BaseModel):
         "(NOT VALIDATED yet: the k=30, alpha 0 and 1, 3-seed, 100-epoch comparison against highest has not been "
         "run on a GPU; see the README); evaluation stays float32; on CPU it changes nothing"
     )
+
+    cuda_graphs: Literal["auto", "off"] = Field(
+        "auto", description="CUDA training only: auto = the packed step captured as CUDA graphs and replayed (a "
+        "capture that fails falls back to eager steps, said in the trial's step_mode); off = eager steps")
+
+    @field_validator("cuda_graphs", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        """YAML reads a bare ``off`` as false (``--set train.cuda_graphs=off``, ``cuda_graphs: off``)."""
+        return "off" if value is False else value
 
     @field_validator("alpha")
     @classmethod

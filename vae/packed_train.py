@@ -16,8 +16,9 @@ Divergence without a host round-trip per step: each step records on the device w
 losses turned non-finite (and at which step, with which value) and zeroes their gradients from then
 on (their losses stay in the sum: nothing of theirs reaches another member). The host reads those
 flags every ``check_every`` steps and at the end of each epoch; a newly failed member gets a
-``NonFiniteLossError`` in ``failures`` with the trainer's message (epoch, step, alpha, k, lr, seed)
-and its Adam moments are zeroed, so from then on its weights do not move; its pack mates go on.
+``NonFiniteLossError`` in ``failures`` with the trainer's message (epoch, step, alpha, k, lr, seed).
+Its Adam moments are zeroed in the step that flags it, with its gradients, so its weights do not
+move from that step on (not only from the next host check); its pack mates go on.
 On CPU a pack of one is bit-identical to the trainer. In larger packs a member matches its unpacked
 run to float tolerance per step; over many steps training amplifies that rounding as it amplifies
 any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 IS log-likelihood by
@@ -26,14 +27,23 @@ any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 I
 The step (``_step``) touches device tensors only, in place, and never waits on the host: the epoch's
 batch order of every member sits on the device (``order``), a device counter picks each step's
 slice, the loss total and the divergence flags accumulate there. On CPU it runs eagerly; on a GPU
-blocks of ``graph_steps`` steps are captured once as a CUDA graph and replayed
-(``vae/step_graph.py``), which removes the per-kernel launch and Python dispatch that bound the
-step there. Adam is ``capturable`` on a GPU (its step count lives on the device).
+(``config.cuda_graphs: auto``) blocks of ``graph_steps`` steps are captured once as a CUDA graph and
+replayed (``vae/step_graph.py``), which removes the per-kernel launch and Python dispatch that bound
+the step there; a capture that fails leaves the trial eager (``step_mode`` says which ran). The
+step's GPU-only choices (never read a flag on the host, ``capturable`` Adam with its step count on
+the device) follow whether a ``StepGraphs`` is given, not the device type, so the CPU tests run them
+through ``EagerGraphs``.
+
+Checkpoints move between devices: a generator state of the other device type (16 bytes of Philox
+seed and offset on CUDA, 5,056 of Mersenne Twister on CPU) cannot be converted, so the member's
+generator is seeded from a digest of the saved state (the same state always gives the same stream),
+and Adam's ``capturable`` is set for the device in use after loading.
 """
 
 from __future__ import annotations
 
-from analysis.metrics import MetricName
+import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -41,7 +51,8 @@ from typing import Any
 
 import torch
 
-from vae.config import RESUMABLE_CHANGES, TrainConfig
+from analysis.metrics import MetricName
+from vae.config import MAX_SEED, RESUMABLE_CHANGES, TrainConfig
 from vae.data import Images
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.errors import CheckpointError, NonFiniteLossError
@@ -49,7 +60,7 @@ from vae.member import Member, ScoredImages
 from vae.model import VAE
 from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
 from vae.precision import training_matmuls
-from vae.step_graph import GraphedSteps
+from vae.step_graph import CudaGraphs, GraphedSteps, StepGraphs
 from vae.train import divergence, initial_model, resolve_device
 
 # What may differ between the members of a pack; everything else is shared.
@@ -62,6 +73,22 @@ def repeat_steps(step: Callable[[], None], count: int) -> None:
     """Run ``step`` ``count`` times: the eager counterpart of ``GraphedSteps``."""
     for _ in range(count):
         step()
+
+
+def on_device(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """``device`` made the current CUDA device (streams and graphs follow it); nothing on CPU."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def restore_generator(generator: torch.Generator, saved: torch.Tensor) -> None:
+    """``generator.set_state(saved)``, or, for a state of the other device type (a checkpoint written on a
+    GPU, read on CPU, or back), the generator seeded from a digest of the saved state: the stream
+    cannot carry over, but the same checkpoint always continues with the same numbers."""
+    if saved.numel() == generator.get_state().numel():
+        generator.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.cpu().numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") & MAX_SEED)
 
 
 def check_packable(configs: Sequence[TrainConfig]) -> None:
@@ -78,7 +105,10 @@ class PackedTrainer:
     """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``."""
 
     def __init__(self, configs: Sequence[TrainConfig], data: Images, check_every: int = 100,
-                 graph_steps: int = GRAPH_STEPS) -> None:
+                 graph_steps: int | None = None, graphs: StepGraphs | None = None) -> None:
+        """``graph_steps``: steps per CUDA graph (default: ``GRAPH_STEPS``, 0 when ``cuda_graphs`` is off);
+        ``graphs``: how to capture (default: ``CudaGraphs`` on a CUDA device, none on CPU; the tests give
+        ``EagerGraphs`` to run the GPU path on CPU)."""
         check_packable(configs)
         start_threads_flushing_denormals()
         self.configs = list(configs)
@@ -95,9 +125,12 @@ class PackedTrainer:
         self.model = PackedVAE([initial_model(config, pixels, self.device) for config in self.configs])
         self.model.bf16_output_layer = configs[0].bf16_output_layer
         self.generators = [torch.Generator(device=self.device).manual_seed(config.seed) for config in self.configs]
-        on_gpu = self.device.type == "cuda"
-        # capturable: Adam's step count and bias corrections stay on the device, so a graph can hold it
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=configs[0].lr, fused=True, capturable=on_gpu)
+        self.graphs = graphs if graphs is not None else CudaGraphs(self.device) if self.device.type == "cuda" else None
+        # the step as a GPU runs it: no host reads, and capturable Adam (its step count and bias
+        # corrections stay on the device, so a graph can hold it)
+        self.capture_safe = self.graphs is not None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=configs[0].lr, fused=True,
+                                          capturable=self.capture_safe)
         self.bound = PackedVRBound([config.alpha for config in self.configs], self.device)
         members, device = len(self.configs), self.device
         # The step's static buffers (vae/step_graph.py): written in place, never rebound.
@@ -110,9 +143,24 @@ class PackedTrainer:
         self.fail_loss = torch.zeros(members, device=device)
         self.failures: dict[int, NonFiniteLossError] = {}
         self.epoch = 0
+        if graph_steps is None:
+            graph_steps = GRAPH_STEPS if configs[0].cuda_graphs == "auto" else 0
+        self.graph_steps = graph_steps if self.graphs is not None else 0
         full_batch = partial(self._step, configs[0].batch_size)
-        self.graphed = GraphedSteps(full_batch, self.generators, graph_steps) if on_gpu and graph_steps else None
+        self.graphed = (GraphedSteps(full_batch, self.generators, self.graph_steps, self.graphs)
+                        if self.graphs is not None and self.graph_steps else None)
         self.run_steps = self.graphed or partial(repeat_steps, full_batch)
+
+    @property
+    def step_mode(self) -> str:
+        """How the steps run, in words (a trial reports it; MLflow and ``vaesweep status`` show it)."""
+        if self.graphed is not None and self.graphed.fallback is not None:
+            return f"eager: {self.graphs.name} capture failed ({self.graphed.fallback})"
+        if self.graphed is not None:
+            return f"{self.graphs.name} of {self.graph_steps} steps"
+        if self.graphs is not None:
+            return "eager: cuda_graphs is off"
+        return f"eager on {self.device.type}"
 
     def train_epoch(self) -> dict[int, dict[str, float]]:
         """One pass over the training set for every member; the epoch's metrics of each member still
@@ -120,12 +168,10 @@ class PackedTrainer:
         start = time.perf_counter()
         epoch = self.epoch + 1
         images = self.train_x.shape[-2]
-        for row, generator in zip(self.order, self.generators):
-            torch.randperm(images, generator=generator, device=self.device, out=row)
-        self.step_index.zero_()
-        self.epoch_total.zero_()
+        self.start_epoch()
         full, rest = divmod(images, self.configs[0].batch_size)
-        with flushing_denormals(), training_matmuls(self.configs[0].matmul_precision, self.device):
+        with (flushing_denormals(), training_matmuls(self.configs[0].matmul_precision, self.device),
+              on_device(self.device)):
             for done in range(0, full, self.check_every):
                 self.run_steps(min(self.check_every, full - done))
                 self._collect_failures(epoch)
@@ -139,6 +185,14 @@ class PackedTrainer:
             for i in range(len(self.configs))
             if i not in self.failures
         }
+
+    def start_epoch(self) -> None:
+        """Draw each member's batch order of a new epoch and zero the step counter and the loss total:
+        what must precede any step (a step past the epoch's last batch reads outside ``order``)."""
+        for row, generator in zip(self.order, self.generators):
+            torch.randperm(row.numel(), generator=generator, device=self.device, out=row)
+        self.step_index.zero_()
+        self.epoch_total.zero_()
 
     def _step(self, size: int) -> None:
         """One step of every member on its next ``size`` images of the epoch's order: forward, backward
@@ -162,13 +216,19 @@ class PackedTrainer:
         self.alive.logical_and_(finite)
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        # A failed member's gradient (NaN, often) never reaches Adam. On CPU reading the flags costs
-        # nothing and skips a pass over every gradient while all members live (5% of a CPU step of a
-        # pack of one); a GPU step must not read them (no host sync in a graph), so it always masks.
-        if self.device.type != "cpu" or not bool(self.alive.all()):
+        # A failed member does not move from the step its loss turned non-finite: its gradient (NaN,
+        # often) and its Adam moments are zeroed, so Adam's update of its weights is 0. On CPU reading
+        # the flags costs nothing and skips passes over every gradient while all members live (5% of a
+        # CPU step of a pack of one); a GPU step must not read them (no host sync in a graph), so it
+        # always masks.
+        if self.capture_safe or not bool(self.alive.all()):
             frozen = ~self.alive
             for param in self.model.parameters():
-                param.grad.masked_fill_(frozen.view(-1, *[1] * (param.dim() - 1)), 0)
+                members = frozen.view(-1, *[1] * (param.dim() - 1))
+                param.grad.masked_fill_(members, 0)
+                for moment in ("exp_avg", "exp_avg_sq"):  # absent before Adam's first step
+                    if moment in (state := self.optimizer.state[param]):
+                        state[moment].masked_fill_(members, 0)
         self.optimizer.step()
         self.epoch_total.add_(values.double() * size)
         self.step_index.add_(1)
@@ -181,12 +241,7 @@ class PackedTrainer:
             return
         steps, values = self.fail_step.tolist(), self.fail_loss.tolist()
         for i in new:
-            cfg = self.configs[i]
-            self.failures[i] = divergence(cfg, epoch, steps[i], values[i])
-            for param in self.model.parameters():  # zero gradients and moments: Adam's update is 0
-                state = self.optimizer.state[param]
-                state["exp_avg"][i].zero_()
-                state["exp_avg_sq"][i].zero_()
+            self.failures[i] = divergence(self.configs[i], epoch, steps[i], values[i])
 
     def member_model(self, i: int) -> VAE:
         """Member ``i``'s current weights in a plain ``VAE`` (a copy; no random draws)."""
@@ -236,18 +291,21 @@ class PackedTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a ``state_dict()``; the configs must be the same members (epochs and device may change).
+        """Continue from a ``state_dict()``; the configs must be the same members (``RESUMABLE_CHANGES`` may differ).
         CheckpointError for the checkpoint of an earlier vaesweep (one trainer per model, no ``configs``)."""
         if "configs" not in state:
             raise CheckpointError("the checkpoint was written by an earlier vaesweep (one trainer per model, before "
                                   "packs of one), which this version does not resume")
         saved = [TrainConfig(**config).model_dump(exclude=RESUMABLE_CHANGES) for config in state["configs"]]
         if saved != [config.model_dump(exclude=RESUMABLE_CHANGES) for config in self.configs]:
-            raise ValueError("checkpoint was trained with different configs (only epochs and device may change)")
+            raise ValueError(f"checkpoint was trained with different configs (only {', '.join(sorted(RESUMABLE_CHANGES))} "
+                             "may change)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the checkpoint's flag is the device it was written on
+            group["capturable"] = self.capture_safe
         for generator, generator_state in zip(self.generators, state["generators"]):
-            generator.set_state(generator_state)
+            restore_generator(generator, generator_state)
         for name in ("alive", "fail_step", "fail_loss"):  # in place: the step's buffers keep their addresses
             getattr(self, name).copy_(state[name])
         self.failures = {i: NonFiniteLossError(message) for i, message in state["failures"].items()}

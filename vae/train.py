@@ -134,8 +134,8 @@ class Trainer:
         """Continue from a ``state_dict()``; the config must describe the same model."""
         saved = TrainConfig(**state["config"])
         if saved.model_dump(exclude=RESUMABLE_CHANGES) != self.config.model_dump(exclude=RESUMABLE_CHANGES):
-            raise ValueError("checkpoint was trained with a different config (only epochs, device, "
-                             "bf16_output_layer and matmul_precision may change)")
+            raise ValueError(f"checkpoint was trained with a different config (only "
+                             f"{', '.join(sorted(RESUMABLE_CHANGES))} may change)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])

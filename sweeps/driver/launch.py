@@ -71,13 +71,23 @@ def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
     return config.resolved(int(sum(node.get("GPU", 0.0) for node in node_resources(address))))
 
 
-def announce_resources(config: SweepConfig, resolved: SweepConfig, address: str | None) -> None:
-    """One line when ``auto`` resources gave trials a GPU (on CPU nothing changes, nothing is said)."""
-    if resolved.resources.gpu and "auto" in (config.resources.gpu, config.resources.pack):
-        why = f"a GPU {'in the cluster' if address else 'on this machine'}" if config.resources.gpu == "auto" else \
-            "trials get a GPU"
-        print(f"vaesweep: resources per trial: gpu {resolved.resources.gpu:g}, pack {resolved.resources.pack} "
-              f"(auto: {why})")
+def device_line(config: SweepConfig, resolved: SweepConfig, address: str | None) -> str:
+    """What torch sees on this machine and what the sweep will do with it, in one line: packs on GPUs, or a
+    trial per grid point on CPU (and why, when ``auto`` decided it)."""
+    from vae.devices import device_summary, probe_devices
+
+    res = resolved.resources
+    trials = len(resolved.packs())
+    if res.gpu:
+        plan = (f"{trials} trial{'s' * (trials > 1)} of up to {res.pack} grid points, {res.gpu:g} GPU each, steps "
+                f"{'as CUDA graphs' if resolved.train.cuda_graphs == 'auto' else 'eager (train.cuda_graphs: off)'}")
+    else:
+        size = f"packs of up to {res.pack} grid points" if res.pack > 1 else "a trial per grid point"
+        plan = f"{trials} trial{'s' * (trials > 1)}: {size} on CPU, {res.cpus:g} CPU each"
+    if config.resources.gpu == "auto":
+        plan += f" (resources.gpu auto: {'a GPU' if res.gpu else 'no GPU'} {'in the cluster' if address else 'here'})"
+    where = "this machine (the driver)" if address else "device"
+    return f"vaesweep: {where}: {device_summary(probe_devices())}; sweep: {plan}"
 
 
 def node_resources(address: str | None) -> list[dict[str, float]]:
@@ -391,7 +401,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
               "(mlflow/README.md)", file=sys.stderr)
     resolved = resolve_resources(config, address)
     check_resources(resolved, address, autoscaling)
-    announce_resources(config, resolved, address)
+    print(device_line(config, resolved, address))
     config = resolved
     sweep_dir = config.sweep_dir()
     interruption = Interruption()

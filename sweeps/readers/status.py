@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from analysis.metrics import FINAL_METRICS, GRID, MetricName
 from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import (ERROR_FILE, EXPERIMENT_STATE, PARAMS_FILE, RESULT_FILE, TUNE_DIR, experiment_path, read_json,
                            read_run_ids, read_tracking, saved_config)
-from sweeps.packs import PACK_KEY, label_of, member_failures, member_results, trial_points
+from sweeps.packs import PACK_KEY, STEP_MODE_KEY, label_of, member_failures, member_results, trial_points
 from sweeps.ray_files import error_line, last_results, ray_state_problem, trial_error
 
 UNKNOWN = "-"
@@ -95,6 +96,7 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
                                  or run_ids.get(trial.trial_id),
                 "num_failures": trial.run_metadata.num_failures,
                 "error": member_error or trial_error(trial),
+                "step_mode": own.get(STEP_MODE_KEY),
                 **{key: own[key] for key in FINAL_METRICS if key in own},
             })
     return entries
@@ -122,7 +124,8 @@ def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict
         trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
                  "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
                  "epochs_completed": done, "stopped_early": False, "mlflow_run_id": None, "num_failures": None,
-                 "error": error, **{key: own[key] for key in FINAL_METRICS if key in own}}
+                 "error": error, "step_mode": own.get(STEP_MODE_KEY),
+                 **{key: own[key] for key in FINAL_METRICS if key in own}}
         key = tuple(point.values())
         if key not in best or done > best[key]["epochs_completed"]:
             best[key] = trial
@@ -141,6 +144,10 @@ def format_status(status: dict[str, Any]) -> str:
     header = f"{'alpha':>7} {'k':>4} {'seed':>4} {'state':<11} {'epochs':>6} {'IS loglik':>10} {'active':>6} {'probe':>6}"
     lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}"]
     lines += [f"note: {note}" for note in status.get("notes", [])]
+    modes = Counter(trial["step_mode"] for trial in status["trials"] if trial.get("step_mode"))
+    if modes:
+        lines.append("steps: " + "; ".join(f"{mode} ({count} grid point{'s' * (count > 1)})"
+                                           for mode, count in modes.most_common()))
     lines.append(header)
 
     def order(trial: dict[str, Any]) -> tuple:

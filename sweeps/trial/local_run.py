@@ -20,14 +20,15 @@ from tqdm import tqdm
 from analysis.metrics import FINAL_METRICS, MetricName
 from analysis.settings import EvalConfig
 from analysis.aggregate import trial_label
-from sweeps.trial.engine import run_trial
+from sweeps.trial.engine import run_trial, trial_trainer
 from sweeps.layout import FINAL_METRICS_FILE
-from sweeps.packs import MEMBERS_KEY
+from sweeps.packs import MEMBERS_KEY, STEP_MODE_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data import images_of
 from vae.data_sets import load_data
+from vae.devices import device_summary, probe_devices
 from vae.errors import RunDirError
 from vae.packed_train import PackedTrainer
 
@@ -98,7 +99,8 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     checkpoint_path = out / CHECKPOINT_NAME
     metrics_path = out / FINAL_METRICS_FILE
     data = load_data(config.data, data_dir)
-    trainer = PackedTrainer([config], images_of(data, config.train_subset, config.test_subset))
+    trainer = trial_trainer([config], images_of(data, config.train_subset, config.test_subset))
+    log(f"vaesweep: device: {device_summary(probe_devices())}; training on {trainer.device} ({trainer.step_mode})")
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)  # an unreadable one: CheckpointError, its own one line
@@ -127,7 +129,7 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     finally:
         sink.close()
     final = last[MEMBERS_KEY][sink.label]
-    result = {**header, "history": history, "epochs_completed": trainer.epoch,
+    result = {**header, "history": history, "epochs_completed": trainer.epoch, STEP_MODE_KEY: trainer.step_mode,
               **{name: final[name] for name in FINAL_METRICS if name in final}}  # no probes without labels
     write_json(result, metrics_path)
     return result

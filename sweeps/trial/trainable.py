@@ -27,7 +27,7 @@ from ray import tune
 
 from analysis.metrics import NODE_KEY
 from sweeps.config import SweepConfig
-from sweeps.trial.engine import replay_final, run_trial
+from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
 from sweeps.packs import label_of, trial_points
 from vae.atomic import write_atomic
@@ -126,7 +126,7 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
     points = trial_points(sweep, params)
     labels = [label_of(point) for point in points]
     configs = [sweep.trial_config(point) for point in points]
-    trainer = PackedTrainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
+    trainer = trial_trainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
     loaded, history = None, []
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
