@@ -8,6 +8,7 @@ traceback. A trial that diverges exits with code 1 and a message naming epoch an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 from analysis.metrics import MetricName
 from analysis.settings import EvalConfig
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
+from sweeps.failures import failure_summary
 from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -306,9 +308,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
               f"{config.resources.gpu:g}, cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder "
               f"{config.sweep_dir()}")
         return 0
-    from sweeps.driver.launch import run_sweep
+    from sweeps.driver.local_ray import private_local_ray
 
-    outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
+    with private_local_ray() if args.address is None else contextlib.nullcontext():  # before Ray is imported
+        from sweeps.driver.launch import run_sweep
+
+        outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
     done = f"{outcome.finished} of {outcome.total} trials finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
@@ -321,6 +326,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
               f"resume with: {resume_command()}", file=sys.stderr)
         return outcome.exit_code
     print(f"sweep {config.name}: {done}, {outcome.failed} failed")
+    for line in failure_summary(outcome.failures, outcome.total, config.train.lr):
+        print(f"  {line}")
     print(f"  status:  {command_name()} status {config.name} --storage {config.storage}")
     if not config.tracking.uri:
         print(f"  MLflow:  {command_name()} ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")

@@ -43,6 +43,8 @@ def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str
 def member_results(points: list[dict[str, Any]], result: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict]]:
     """(point, its metrics) for each member with metrics in a trial's ``result`` (with the trial's step mode)."""
     members = result.get(MEMBERS_KEY) or {}
+    if not members:
+        return []
     shared = {"epoch": result["epoch"], **({STEP_MODE_KEY: result[STEP_MODE_KEY]} if STEP_MODE_KEY in result else {})}
     return [(point, {**members[label_of(point)], **shared}) for point in points if label_of(point) in members]
 

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 from analysis.aggregate import trial_label
 from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, NODE_KEY, SCHEMA, MetricName
 from sweeps.config import SweepConfig
+from sweeps.epoch_batches import EpochBatches
 from sweeps.layout import ANALYSIS_DIR, add_run_id
 from sweeps.packs import STEP_MODE_KEY
 from vae.checkpoint import CHECKPOINT_NAME
@@ -170,8 +171,11 @@ class TrialRuns:
     restores, rebuilds and replays, whether a point trains alone or in a pack. The driver's Tune
     callback and ``vaesweep sync`` write through it, by the key ``open`` returns."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, sweep: SweepConfig) -> None:
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, sweep: SweepConfig,
+                 batches: EpochBatches | None = None) -> None:
+        """``batches``: queue epoch records for a writer thread (the live driver) instead of sending each."""
         self.client, self.experiment_id, self.parent_run_id, self.sweep = client, experiment_id, parent_run_id, sweep
+        self.batches = batches
         self.run_ids: dict[str, str] = {}  # key -> run id
         self.logged: dict[str, set[int]] = {}  # epochs each run holds
         self.step_modes: dict[str, str] = {}  # the step mode each run's tag holds (as this writer set it)
@@ -182,10 +186,9 @@ class TrialRuns:
         first sight the run is adopted (set RUNNING again) or created. A grid point has one run whatever
         its Ray trial (a rebuilt sweep has new trial ids, a pack trains several points), so a grid
         sweep's runs are found by point and tagged with the current trial; a search's by trial id."""
-        config = self.sweep.trial_config(point)
-        name, tags, params = run_identity(self.sweep, config, node_id)
-        key = name if self.sweep.search == "grid" else trial_id
-        if key not in self.run_ids:
+        key = trial_label(point["alpha"], point["k"], point["seed"]) if self.sweep.search == "grid" else trial_id
+        if key not in self.run_ids:  # (validating the point's config per result would cost the driver P times)
+            name, tags, params = run_identity(self.sweep, self.sweep.trial_config(point), node_id)
             if self.sweep.search == "grid":
                 match = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in GRID}}
                 tags = {**tags, TRIAL_TAG: trial_id}
@@ -205,8 +208,12 @@ class TrialRuns:
         if epoch in self.logged[key]:
             return False
         mode = result.get(STEP_MODE_KEY)
-        tags = [RunTag(STEP_MODE_TAG, mode)] if mode and self.step_modes.get(key) != mode else []
-        self.client.log_batch(self.run_ids[key], metrics=epoch_metrics(epoch, result), tags=tags)
+        tags = {STEP_MODE_TAG: mode} if mode and self.step_modes.get(key) != mode else {}
+        if self.batches is not None:
+            self.batches.add(self.run_ids[key], epoch_metrics(epoch, result), tags)
+        else:
+            self.client.log_batch(self.run_ids[key], metrics=epoch_metrics(epoch, result),
+                                  tags=[RunTag(name, value) for name, value in tags.items()])
         if tags:
             self.step_modes[key] = mode
         self.logged[key].add(epoch)
@@ -217,8 +224,14 @@ class TrialRuns:
         analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / ANALYSIS_FILE).read_text())
         return log_final(self.client, self.run_ids[key], checkpoint_dir, analysis["eigenvalues"])
 
-    def close(self, key: str, status: str, error: str | None = None, stopped_at: int | None = None) -> None:
-        """End the run as ``status``, with the error's first line or the epoch a scheduler stopped it at."""
+    def close(self, key: str, status: str, error: str | None = None, stopped_at: int | None = None,
+              traceback: str | Path | None = None) -> None:
+        """End the run as ``status``, with the error's first line (and Ray's error file with its traceback,
+        as the artifact ``error.txt``) or the epoch a scheduler stopped it at (its queued epochs sent first)."""
+        if self.batches is not None:
+            self.batches.flush(self.run_ids[key])
+        if traceback is not None and Path(traceback).is_file():
+            self.client.log_artifact(self.run_ids[key], str(traceback))
         tags = [RunTag(ERROR_TAG, error.splitlines()[0][:500])] if error else []
         if stopped_at is not None:
             tags.append(RunTag(STOPPED_TAG, str(stopped_at)))

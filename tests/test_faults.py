@@ -200,10 +200,11 @@ def test_mlflow_unreachable_at_start_then_sync_creates_every_record(mnist_dir, t
 def test_a_diverging_trial_fails_naming_epoch_step_and_config_while_the_others_finish(mnist_dir, tmp_path):
     # at lr 0.08 VR-max (alpha=-inf) blows up within a few steps; alpha=1000 trains on
     config = write_config(tmp_path, "diverge", [1000.0, float("-inf")],
-                          train={"epochs": 2, "train_subset": 2000, "test_subset": 100, "lr": 0.08},
-                          max_failures=0)  # divergence on CPU is deterministic: a retry would diverge again
+                          train={"epochs": 2, "train_subset": 2000, "test_subset": 100, "lr": 0.08})
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 1 and "1 of 2 trials finished, 1 failed" in done.stdout, done.stdout[-2000:]
+    assert "  1 of 2 grid points diverged in epoch 1: non-finite loss" in done.stdout
+    assert "every grid point diverged" not in done.stdout, "one of two diverged: no hint about the learning rate"
     storage = str(tmp_path / "runs")
 
     trials = json.loads(vaesweep("status", "diverge", "--storage", storage, "--json").stdout)["trials"]
@@ -217,6 +218,56 @@ def test_a_diverging_trial_fails_naming_epoch_step_and_config_while_the_others_f
 
     report = vaesweep("report", "diverge", "--storage", storage)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert re.search(r"a-inf_k5_s0: no finished run \(run FAILED: NonFiniteLossError: " + pattern, report.stdout)
+    assert re.search(r"a-inf_k5_s0: no finished run \(run FAILED: " + pattern, report.stdout), report.stdout
     runs = {r.data.tags["alpha"]: r for r in children(tmp_path / "runs" / "diverge")}
     assert runs["1000"].info.status == "FINISHED" and runs["-inf"].info.status == "FAILED"
+
+
+def test_a_driver_killed_while_mlflow_lags_ray_loses_no_epoch_record(mnist_dir, tmp_path, monkeypatch):
+    """MLflow lags Ray by design (the driver's writer sends each run's epochs every VAESWEEP_MLFLOW_FLUSH_S
+    seconds): with the writer held back, SIGKILL the whole driver once Ray holds several epochs that MLflow
+    lacks; the resume writes every epoch of every run once."""
+    config = write_config(tmp_path, "lag", [0.0, 1.0], train={**FAULT_TRAIN, "epochs": 6, "train_subset": 3000})
+    sweep_dir = tmp_path / "runs" / "lag"
+    monkeypatch.setenv("VAESWEEP_MLFLOW_FLUSH_S", "3600")
+    driver = start_sweep(config, mnist_dir, tmp_path / "driver.log")
+    wait_for_epochs(sweep_dir, 3, driver)
+    in_ray = {len(results) for results in trial_results(sweep_dir).values()}
+    in_mlflow = {len(epoch_steps(sweep_dir, run.info.run_id)) for run in children(sweep_dir)}
+    assert max(in_ray) >= 3 and in_mlflow == {0}, (in_ray, in_mlflow)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    time.sleep(3)  # Ray's and MLflow's processes follow their driver
+    monkeypatch.delenv("VAESWEEP_MLFLOW_FLUSH_S")
+    resumed = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epoch records that Ray kept and MLflow lacked" in resumed.stderr
+    assert_every_run_finished_once(sweep_dir, 2, 6)
+
+
+def test_a_sweep_whose_every_point_diverges_fails_each_once_in_one_line_with_the_likely_fix(mnist_dir, tmp_path):
+    """A learning rate mistyped by orders of magnitude: every grid point diverges in its first epoch. Each
+    trial is tried once (the default max_failures would retry it twice), the console holds one line per
+    grid point and no traceback, the summary names the cause and the fix; status and MLflow agree."""
+    config = write_config(tmp_path, "div", [0.0, 1.0, 2.0], train={"epochs": 2, "train_subset": 500, "test_subset": 100,
+                                                                   "lr": 1e9})
+    done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    console = done.stdout + done.stderr
+    assert done.returncode == 1, console[-3000:]
+    assert "Traceback" not in console and "ERROR" not in console, console[-3000:]
+    failed = [line for line in done.stdout.splitlines() if line.startswith("  FAILED  ")]
+    assert len(failed) == 3, console[-3000:]
+    for line in failed:
+        assert re.fullmatch(r"  FAILED  a\d_k5_s0: non-finite loss \(nan\) at epoch 1, step \d+ \(alpha=\d\.0, k=5, "
+                            r"lr=1000000000\.0, seed=0\) \(traceback: .*/runs/div/tune/train_trial_.*/error\.txt\)", line), line
+        assert Path(line.split("(traceback: ")[1][:-1]).is_file()
+    assert "  3 of 3 grid points diverged in epoch 1: non-finite loss" in done.stdout
+    assert "every grid point diverged in its first epoch: the learning rate is likely too high (train.lr=1e+09" in done.stdout
+    status = json.loads(vaesweep("status", "div", "--storage", str(tmp_path / "runs"), "--json").stdout)["trials"]
+    assert {(t["state"], t["num_failures"], t["epochs_completed"]) for t in status} == {("ERROR", 1, 0)}, status
+    assert all("non-finite loss (nan) at epoch 1" in t["error"] for t in status)
+    sweep_dir = tmp_path / "runs" / "div"
+    for run in children(sweep_dir):
+        assert run.info.status == "FAILED" and run.data.tags["last_error"].startswith("non-finite loss (nan) at epoch 1")
+        kept = sweep_dir / "mlartifacts" / run.info.experiment_id / run.info.run_id / "artifacts" / "error.txt"
+        assert "NonFiniteLossError" in kept.read_text(), "the traceback, kept with the run"

@@ -73,6 +73,10 @@ def test_a_diverging_member_fails_alone_while_its_pack_mate_finishes(mnist_dir, 
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert done.returncode == 1 and "1 of 2 trials finished, 1 failed" in done.stdout, done.stdout + done.stderr[-2000:]
     assert len(trial_results(tmp_path / "runs" / "divpack")) == 1, "one Ray trial for the pack"
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("  FAILED  ")]
+    assert re.fullmatch(r"  FAILED  a-inf_k5_s0: non-finite loss \(\w+\) at epoch 1, step \d+ \(alpha=-inf, k=5, "
+                        r"lr=0\.08, seed=0\)", line), line
+    assert "done    a1000_k5_s0" in done.stdout and "Traceback" not in done.stdout + done.stderr
 
     rows = {t["config"]["alpha"]: t for t in status_of("divpack", tmp_path / "runs")}
     assert rows[1000.0]["state"] == "TERMINATED" and "test_log_likelihood" in rows[1000.0]

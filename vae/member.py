@@ -10,7 +10,6 @@ probes, the latent analysis and the export read; ``PackedTrainer.member(i)`` and
 
 from __future__ import annotations
 
-from analysis.metrics import MetricName
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from vae.bounds import dataset_bounds, log_likelihood
 from vae.config import TrainConfig
 from vae.data import Images, fixed_binarization
 from vae.errors import DataError
+from vae.metric_names import MetricName
 from vae.model import VAE
 
 # Every trial scores the same binarised test set, so log-likelihoods compare across seeds.

@@ -51,12 +51,12 @@ from typing import Any
 
 import torch
 
-from analysis.metrics import MetricName
 from vae.config import MAX_SEED, RESUMABLE_CHANGES, TrainConfig
 from vae.data import Images
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.errors import CheckpointError, NonFiniteLossError
 from vae.member import Member, ScoredImages
+from vae.metric_names import MetricName
 from vae.model import VAE
 from vae.packed import PackedVAE, PackedVRBound, binarize_members, member_noise
 from vae.precision import training_matmuls

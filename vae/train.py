@@ -10,7 +10,6 @@ one go on CPU (``tests/test_train.py``). On CUDA, kernels are not bitwise determ
 
 from __future__ import annotations
 
-from analysis.metrics import MetricName
 import math
 import random
 import time
@@ -26,6 +25,7 @@ from vae.errors import NonFiniteLossError
 from vae.data import Images, binarize
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.member import Member, ScoredImages
+from vae.metric_names import MetricName
 from vae.model import VAE
 from vae.precision import training_matmuls
 

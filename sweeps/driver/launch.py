@@ -16,30 +16,28 @@ sweep's own files (sweeps/driver/recovery.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from analysis.metrics import GRID, SELECTION_METRIC
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.disk import DiskFull, DiskFullLogFilter, DiskGuard, describe, free_bytes, is_disk_full, space_problem
-from sweeps.layout import (CHECKPOINTS_KEPT, DISK_FULL_EXIT, EXPERIMENT_STATE, TUNE_DIR, experiment_path, saved_config,
+from sweeps.layout import (CHECKPOINTS_KEPT, EXPERIMENT_STATE, TUNE_DIR, experiment_path, saved_config,
                            saved_settings, write_settings, write_tracking)
 from sweeps.driver.lock import sweep_lock
-from sweeps.mlflow_server import LocalMlflowServer, fail_fast_clients
+from sweeps.driver.outcome import SweepOutcome, outcome_of
+from sweeps.driver.tracking_target import RemoteTracking, open_tracking, tracking_server
+from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.packs import PACK_KEY
-from sweeps.driver.progress import VERBOSE_ENV, SweepProgress
+from sweeps.driver.progress import VERBOSE_ENV, SweepProgress, TrialErrorLogFilter
 from sweeps.ray_files import ray_state_problem
 from sweeps.driver.data_record import check_same_data, record_data
 from sweeps.driver.recovery import prune_superseded, rebuild, recovered_checkpoints
-from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
 if TYPE_CHECKING:
     from vae.data import DataSet
@@ -116,36 +114,6 @@ def check_resources(config: SweepConfig, address: str | None, autoscaling: bool)
     raise ConfigError(f"resources: a trial asks for {want['CPU']:g} CPUs and {want['GPU']:g} GPUs, but no node can "
                       f"give that ({where} {have}): lower resources.cpus or resources.gpu (gpu auto fits the "
                       f"machine){hint}")
-
-
-class RemoteTracking:
-    """A tracking server someone else runs: nothing to start or wait for."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-
-    def wait(self) -> str:
-        return self.uri
-
-
-@contextlib.contextmanager
-def tracking_server(config: SweepConfig) -> Iterator[LocalMlflowServer | RemoteTracking]:
-    """Where the driver writes: the configured server, or a local one on the sweep's store (starting)."""
-    if config.tracking.uri:
-        yield RemoteTracking(config.tracking.uri)
-        return
-    with LocalMlflowServer(config.sweep_dir()) as server:
-        yield server
-
-
-def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfig) -> tuple[str, str]:
-    """(experiment id, parent run id) of the sweep, created if missing (raises if MLflow is down)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(server.wait())
-    fail_fast_clients()
-    experiment_id = get_or_create_experiment(client, config.tracking.experiment)
-    return experiment_id, ensure_parent_run(client, experiment_id, config.name, config.to_dict())
 
 
 def param_space(config: SweepConfig) -> dict[str, Any]:
@@ -247,62 +215,12 @@ class Interruption:
         tune_stop(signum, frame)
 
 
-@dataclass(frozen=True)
-class SweepOutcome:
-    """What a driver run ended with, from Ray's saved experiment state (what `vaesweep status` shows)."""
-
-    total: int
-    finished: int
-    stopped_early: int
-    failed: int
-    signum: int | None
-    trial_states: dict[str, str]  # Ray trial id -> Ray's state (INTERRUPTED: stopped by a full disk)
-    disk_full: str | None = None  # 'disk full at PATH (N MB free)' when that stopped the sweep
-
-    @property
-    def parent_status(self) -> str:
-        """FINISHED only when every trial finished; KILLED when interrupted; FAILED when a trial failed."""
-        if self.signum is not None or self.disk_full:
-            return "KILLED"
-        if self.failed:
-            return "FAILED"
-        return "FINISHED" if self.finished >= self.total else "KILLED"
-
-    @property
-    def exit_code(self) -> int:
-        if self.signum is not None:
-            return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
-        if self.disk_full:
-            return DISK_FULL_EXIT
-        return 1 if self.failed or self.finished < self.total else 0
-
-
-def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = None) -> SweepOutcome:
-    """The outcome as Ray's saved state tells it; a trial that failed on a full disk was interrupted, not failed."""
-    from sweeps.readers.status import sweep_status
-
-    try:
-        trials = sweep_status(Path(config.storage), config.name)["trials"]
-    except ConfigError:  # stopped before Ray saved any state
-        trials = []
-    full = {t["trial_id"] for t in trials if t["state"] == "ERROR" and is_disk_full(t["error"])}
-    if full and disk_full is None:
-        disk_full = describe(config.sweep_dir(), free_bytes(config.sweep_dir()))
-    total = len(config.trials()) if config.search == "grid" else config.optuna.num_samples
-    return SweepOutcome(total=total, finished=sum(t["state"] == "TERMINATED" for t in trials),
-                        stopped_early=sum(t["stopped_early"] for t in trials),
-                        failed=sum(t["state"] == "ERROR" and t["trial_id"] not in full for t in trials), signum=signum,
-                        trial_states={t["trial_id"]: "INTERRUPTED" if t["trial_id"] in full else t["state"]
-                                      for t in trials}, disk_full=disk_full)
-
-
 def fit(config: SweepConfig, data: DataSet, server: LocalMlflowServer | RemoteTracking) -> None:
     """Run or restore the Tuner of the sweep until it ends or is interrupted (rebuilt first when Ray's
     state of it cannot be read)."""
     from ray import tune
 
     from sweeps.driver import mlflow_callback
-    from sweeps.driver.mlflow_callback import MlflowTrialCallback
     from sweeps.trial.trainable import train_trial
 
     # the callback starts the sweep's own server again if it dies (Tune may unpickle the callback)
@@ -319,14 +237,25 @@ def fit(config: SweepConfig, data: DataSet, server: LocalMlflowServer | RemoteTr
         print(f"resuming sweep {config.name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        run_config = tune.RunConfig(
-            name=TUNE_DIR, storage_path=str(sweep_dir),
-            callbacks=[MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config, data.pixels)],
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), verbose=0)
         tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
-                           run_config=run_config)
+                           run_config=sweep_run_config(config, data.pixels))
     tuner.fit()
+
+
+def sweep_run_config(config: SweepConfig, pixels: int):
+    """Tune's run config of a new sweep: where it lives, the driver's callbacks, retries, checkpoints kept."""
+    from ray import tune
+
+    from sweeps.driver.loggers import result_loggers
+    from sweeps.driver.mlflow_callback import MlflowTrialCallback
+    from sweeps.driver.retries import NoRetryOfFatal
+
+    return tune.RunConfig(
+        name=TUNE_DIR, storage_path=str(config.sweep_dir()),
+        callbacks=[NoRetryOfFatal(), MlflowTrialCallback(config), SweepProgress(config), DiskGuard(config, pixels),
+                   *result_loggers()],
+        failure_config=tune.FailureConfig(max_failures=config.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), verbose=0)
 
 
 def fill_before_resume(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,
@@ -425,7 +354,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
                 experiment_id = parent_run_id = None
                 try:
                     init_ray(address, verbose)  # while the server starts
-                    filter_ray_logs(DiskFullLogFilter, GoneCheckpointLogFilter)
+                    filter_ray_logs(DiskFullLogFilter, GoneCheckpointLogFilter, *(() if verbose else (TrialErrorLogFilter,)))
                     interruption.install()
                     try:
                         experiment_id, parent_run_id = open_tracking(server, config)

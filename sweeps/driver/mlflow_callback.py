@@ -27,6 +27,8 @@ from ray import tune
 from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.driver.disk import is_disk_full
+from sweeps.epoch_batches import EpochBatches
+from sweeps.failures import FATAL_KEY
 from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.mlflow_server import LocalMlflowServer
@@ -63,7 +65,9 @@ class MlflowTrialCallback(tune.Callback):
         client = MlflowClient()
         experiment_id = get_or_create_experiment(client, self.sweep.tracking.experiment)
         parent_run_id = ensure_parent_run(client, experiment_id, self.sweep.name, self.sweep.to_dict())
-        self.runs = TrialRuns(client, experiment_id, parent_run_id, self.sweep)
+        if self.runs is not None and self.runs.batches is not None:  # a revived server: Ray's records refill it
+            self.runs.batches.discard()
+        self.runs = TrialRuns(client, experiment_id, parent_run_id, self.sweep, EpochBatches(client))
 
     def _write(self, action: str, fn, *args: Any) -> Any:
         """``fn(*args)``, timed; when the sweep's own server died, it is started again and ``fn`` retried;
@@ -86,6 +90,8 @@ class MlflowTrialCallback(tune.Callback):
                   f"untracked; the results stay in Ray's trial results: run `vaesweep sync {self.sweep.name}` "
                   "once the server is back", file=sys.stderr)
             self.down = True
+            if self.runs is not None:  # its backlog is in Ray's records too
+                self.runs.batches.discard()
             return None
         finally:
             self.cost.setdefault(action, []).append(time.perf_counter() - start)
@@ -117,6 +123,8 @@ class MlflowTrialCallback(tune.Callback):
         self.trials = trials
         if "epoch" not in result:
             return
+        if self.runs is not None:  # what the writer thread could not send, handled as any failed write
+            self._write("send queued epochs", self.runs.batches.raise_failure)
         if trial.trial_id not in self.filled and self.runs is not None:
             from sweeps.driver.sync import fill_trial
 
@@ -129,6 +137,8 @@ class MlflowTrialCallback(tune.Callback):
         for point, metrics in member_results(points, result):
             if (key := self._open(trial, point, result.get(NODE_KEY, ""))) is not None:
                 self._write("log metrics", self.runs.log_epoch, key, metrics)
+        if FATAL_KEY in result:  # the trial ends for good: on_trial_error closes its runs, with the traceback
+            return
         for point in points:  # a pack member that diverged: FAILED now, its pack mates go on
             error = member_failures(result).get(label_of(point))
             if error and label_of(point) not in self.failed and (key := self._open(trial, point)) is not None:
@@ -165,10 +175,14 @@ class MlflowTrialCallback(tune.Callback):
         for point in trial_points(self.sweep, trial.config):
             if (key := self._open(trial, point)) is not None:
                 status = "KILLED" if is_disk_full(error) else "FAILED"
-                self._write("end run", self.runs.close, key, status, failed.get(label_of(point), error))
+                self._write("end run", self.runs.close, key, status, failed.get(label_of(point), error), None,
+                            trial.error_file)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """With --verbose, one line on what writing MLflow cost the driver (the price of being the only writer)."""
+        """The queued epochs sent (the sweep ended, or was stopped); with --verbose, one line on what writing
+        MLflow cost the driver (the price of being the only writer)."""
+        if self.runs is not None:
+            self._write("send queued epochs", self.runs.batches.close)
         epochs = self.cost.get("log metrics", [])
         if epochs and os.environ.get(VERBOSE_ENV) == "1":
             print(f"vaesweep: MLflow on the driver: {1000 * sum(epochs) / len(epochs):.1f} ms per epoch result "

@@ -1,16 +1,19 @@
 """What `vaesweep run` prints while it runs: one concise line every half minute and one per trial
 that ends, instead of Ray's tables (``--verbose`` brings those back).
 
-A line reads ``[02:31] 3/6 finished, 2 running, 0 failed; a0.5_k20_s0 epoch 3/5 bound -120.31;
-remaining ~01:10``: the remaining time is the epochs still to train over the rate of the epochs
+A line reads ``[02:31] 3/6 finished, 2 running, 0 failed, 0 retrying; a0.5_k20_s0 epoch 3/5 bound
+-120.31; remaining ~01:10`` (a packed sweep counts packs finished and grid points failed); a grid
+point that fails gets one line, ``FAILED label: cause`` (and where its traceback is kept): the remaining time is the epochs still to train over the rate of the epochs
 trained so far in this run. Tune pickles callbacks with the experiment, so whether to be verbose is
 read from the environment at ``setup`` (the driver sets it from the flag on every run).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -18,7 +21,9 @@ from ray.tune import CLIReporter
 
 from analysis.metrics import MetricName
 from sweeps.config import SweepConfig
+from sweeps.failures import FATAL_KEY
 from sweeps.packs import label_of, member_failures, member_results, trial_points
+from sweeps.ray_files import error_line
 
 VERBOSE_ENV = "VAESWEEP_VERBOSE"
 INTERVAL_S = 30.0
@@ -32,6 +37,15 @@ def clock(seconds: float) -> str:
 
 
 
+class TrialErrorLogFilter(logging.Filter):
+    """Drops Ray's ERROR records of a failed trial (each with its traceback) and its closing list of the
+    trials that did not complete: ``SweepProgress`` says each failed grid point in one line, with where
+    the traceback is kept (``--verbose`` keeps Ray's records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Trial task failed for trial", "Trials did not complete:"))
+
+
 class SweepProgress(tune.Callback):
     """The driver's progress lines (or Ray's own tables when ``VAESWEEP_VERBOSE=1``)."""
 
@@ -41,13 +55,19 @@ class SweepProgress(tune.Callback):
         self.epochs: dict[str, int] = {}  # newest epoch of each trial
         self.trained = 0  # epochs trained by this run (the rate of the remaining-time estimate)
         self.newest = ""
+        self.failed: set[str] = set()  # grid points said to have failed (in this driver run)
         self.reporter: CLIReporter | None = None
 
     def setup(self, **info: Any) -> None:
+        """Each driver run (a resumed sweep's callback is unpickled from the run that started it)."""
         self.start = self.last = time.monotonic()
+        self.failed = set()
         self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if os.environ.get(VERBOSE_ENV) == "1" else None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        if FATAL_KEY not in result:  # a pack member that diverged while its mates go on (a fatal end: on_trial_error)
+            for label, cause in member_failures(result).items():
+                self.say_failed(label, cause)
         members = member_results(trial_points(self.sweep, trial.config), result)
         if "epoch" not in result or not members:
             return
@@ -69,12 +89,22 @@ class SweepProgress(tune.Callback):
             if MetricName.test_log_likelihood in metrics:
                 print(f"  done    {label_of(point)}: test IS log-likelihood {metrics[MetricName.test_log_likelihood]:.2f}, "
                       f"{metrics.get(MetricName.active_components, '?')} active components", flush=True)
-        for failed in member_failures(last):
-            print(f"  FAILED  {failed} (see `vaesweep status {self.sweep.name}`)", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        points = trial_points(self.sweep, trial.config)
-        print(f"  FAILED  {', '.join(map(label_of, points))} (see `vaesweep status {self.sweep.name}`)", flush=True)
+        """Each grid point of the trial not yet said failed: its own cause (a diverged member's message),
+        else the trial's error line, and where the traceback is."""
+        error = error_line(trial.error_file) or "unknown error"
+        own = member_failures(trial.last_result or {})
+        name = trial.run_metadata.error_filename  # in the trial's folder of the sweep, where it is kept
+        kept = f" (traceback: {Path(trial.storage.trial_fs_path) / name})" if name else ""
+        for point in trial_points(self.sweep, trial.config):
+            self.say_failed(label_of(point), own.get(label_of(point), error), kept)
+
+    def say_failed(self, label: str, cause: str, where: str = "") -> None:
+        """``FAILED label: cause``, once per grid point."""
+        if label not in self.failed:
+            self.failed.add(label)
+            print(f"  FAILED  {label}: {cause}{where}", flush=True)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if self.reporter is not None:
@@ -97,6 +127,9 @@ class SweepProgress(tune.Callback):
         rate = self.trained / (now - self.start)
         remaining = f"remaining ~{clock(left / rate)}" if rate > 0 else "remaining: after the first epoch"
         unit = "packs " if self.sweep.packed else ""
+        retrying = sum(t.status in ("RUNNING", "PENDING") and t.run_metadata.num_failures > 0 for t in trials)
+        failed = f"{len(self.failed)} grid point{'s' * (len(self.failed) != 1)} failed" if self.sweep.packed else \
+            f"{len(self.failed)} failed"
         return (f"[{clock(now - self.start)}] {states.count('TERMINATED')}/{total} {unit}finished, "
-                f"{states.count('RUNNING')} running, {states.count('ERROR')} failed; {self.newest or 'starting'}; "
+                f"{states.count('RUNNING')} running, {failed}, {retrying} retrying; {self.newest or 'starting'}; "
                 f"{remaining}")

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import ConfigError, SweepConfig
-from sweeps.driver.launch import RemoteTracking, open_tracking, outcome_of
+from sweeps.driver.outcome import outcome_of
+from sweeps.driver.tracking_target import RemoteTracking, open_tracking
 from sweeps.layout import (ANALYSIS_DIR, CHECKPOINTS, MEMBERS_DIR, RESULT_FILE, STORE_FILE, epoch_history, existing_sweep,
                            experiment_path, read_json, saved_config, write_tracking)
 from sweeps.driver.lock import sweep_lock

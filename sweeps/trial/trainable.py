@@ -26,10 +26,11 @@ import torch
 from ray import tune
 
 from analysis.metrics import NODE_KEY
-from sweeps.config import SweepConfig
+from sweeps.config import SweepConfig, one_line
 from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
-from sweeps.packs import label_of, trial_points
+from sweeps.failures import FATAL_KEY, NOT_RETRIED
+from sweeps.packs import FAILED_KEY, MEMBERS_KEY, label_of, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import DataSet, images_of
@@ -125,20 +126,38 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
         torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
     points = trial_points(sweep, params)
     labels = [label_of(point) for point in points]
-    configs = [sweep.trial_config(point) for point in points]
-    trainer = trial_trainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
-    loaded, history = None, []
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            loaded, history = restore(trainer, Path(folder))
-    elif (folder := recovered_folder(recovered, labels)) is not None:
-        loaded, history = restore(trainer, folder)
-    sink = TuneSink(history)
-    if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, labels):
-        replay_final(loaded, labels, sink)  # finished before its sweep was rebuilt: nothing to train
-        return
-    run_trial(trainer, labels, sweep.eval, sink, sweep.checkpoint_every)
+    trainer = None
+    try:
+        configs = [sweep.trial_config(point) for point in points]
+        trainer = trial_trainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
+        loaded, history = None, []
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                loaded, history = restore(trainer, Path(folder))
+        elif (folder := recovered_folder(recovered, labels)) is not None:
+            loaded, history = restore(trainer, folder)
+        sink = TuneSink(history)
+        if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, labels):
+            replay_final(loaded, labels, sink)  # finished before its sweep was rebuilt: nothing to train
+            return
+        run_trial(trainer, labels, sweep.eval, sink, sweep.checkpoint_every)
+    except tuple(NOT_RETRIED) as err:
+        report_fatal(err, labels, trainer)
+        raise
+
+
+def report_fatal(err: Exception, labels: list[str], trainer: PackedTrainer | None) -> None:
+    """Tell the driver, before raising ``err``, that a retry would raise it again (sweeps/failures.py):
+    a last result with no metrics, each grid point's cause under ``failed`` (a diverged member's own
+    message), the error under ``FATAL_KEY``; its epoch is the last one some member completed."""
+    error = one_line(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    members = dict(zip(labels, [error] * len(labels)))
+    if trainer is not None:
+        members.update({labels[i]: str(failure) for i, failure in trainer.failures.items()})
+    epoch = trainer.epoch - (len(trainer.failures) == len(trainer.configs)) if trainer is not None else 0
+    tune.report({"epoch": epoch, MEMBERS_KEY: {}, FAILED_KEY: members,
+                 FATAL_KEY: error, NODE_KEY: ray.get_runtime_context().get_node_id()})
 
 
 def recovered_folder(recovered: dict[str, str], labels: list[str]) -> Path | None:
