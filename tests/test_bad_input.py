@@ -137,7 +137,7 @@ BAD_INPUT = [
     ("run-max-failures-below-minus-1", ["run", "c.yaml"], {"c.yaml": smoke_with("max_failures: -2")}, "max_failures"),
     ("run-non-string-top-level-key", ["run", "c.yaml"], {"c.yaml": smoke_with("{1: 2}")}, "1"),
     ("run-top-level-list", ["run", "c.yaml"], {"c.yaml": "- a\n- b\n"}, "expected a mapping"),
-    ("run-yaml-syntax-error", ["run", "c.yaml"], {"c.yaml": "grid: [unclosed\n"}, "not readable YAML"),
+    ("run-yaml-syntax-error", ["run", "c.yaml"], {"c.yaml": "grid: [unclosed\n"}, "c.yaml:2:1: not valid YAML"),
     ("run-binary-file", ["run", "c.yaml"], {"c.yaml": b"\xff\xfe\x00\x81 binary \x00\xc3"}, "not readable YAML"),
     ("run-missing-config-file", ["run", "missing.yaml"], {}, "config file missing.yaml does not exist"),
     ("run-unknown-preset", ["run", "nope"], {}, "unknown preset 'nope'"),

@@ -81,7 +81,7 @@ def test_unknown_preset_and_unreadable_files(tmp_path):
         load_sweep("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid: [unclosed\n")
-    with pytest.raises(ConfigError, match="not readable YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2:1: not valid YAML \(expected ',' or '\]'"):
         load_sweep(str(bad))
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")

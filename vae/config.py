@@ -33,7 +33,7 @@ class TrainConfig(BaseModel):
     alpha: float = Field(1.0, description="Rényi alpha: 1 = ELBO, 0 = IWAE, -inf = VR-max")
     k: int = Field(30, gt=0, description="latent dimension")
     hidden: tuple[int, ...] = Field((200, 200), min_length=1, description="hidden widths of each MLP")
-    activation: Literal["relu", "tanh", "softplus"] = Field("relu", description="hidden activation (vae.model.ACTIVATIONS)")
+    activation: Literal["relu", "tanh", "softplus"] = Field("relu", description="hidden activation")
     epochs: int = Field(1000, gt=0, description="training epochs")
     batch_size: int = Field(100, gt=0, description="images per step")
     lr: float = Field(1e-3, gt=0, allow_inf_nan=False, description="Adam learning rate")
@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
     matmul_precision: Literal["highest", "high"] = Field(
         "highest", description="CUDA training only: highest = float32 matrix products; high = TF32 products "
         "(NOT VALIDATED yet: the k=30, alpha 0 and 1, 3-seed, 100-epoch comparison against highest has not been "
-        "run on a GPU; see the README); evaluation stays float32; on CPU it changes nothing"
+        "run on a GPU; docs/benchmarks.md); evaluation stays float32; on CPU it changes nothing"
     )
 
     cuda_graphs: Literal["auto", "off"] = Field(

@@ -85,6 +85,9 @@ def torchvision_set(spec: str) -> DataSet:
 
 def idx_folder_set(spec: str, folder: Path, labels_required: bool = False) -> DataSet:
     """A folder of idx files named as MNIST's; labels optional unless ``labels_required``."""
+    if folder.is_file():
+        hint = f"; for an .npz archive write npz:{folder}" if folder.suffix == ".npz" else ""
+        raise DataError(f"data idx:{folder} is a file, not a folder of idx files{hint} (data: idx:DIR)")
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; give a folder of idx files (data: idx:DIR)")
     arrays: dict[str, np.ndarray | None] = {}

@@ -41,6 +41,10 @@ def normalized_spec(spec: str) -> str:
         return spec
     kind, sep, path = spec.partition(":")
     if not sep or kind not in OWN_KINDS or not path.strip():
+        if (bare := Path(spec).expanduser()).is_dir() or (bare.is_file() and bare.suffix == ".npz"):
+            form = "idx" if bare.is_dir() else "npz"  # the user's own files, named without their form
+            raise ValueError(f"data {spec!r} is a {'folder' if form == 'idx' else '.npz file'}: write "
+                             f"{form}:{bare.absolute()} (data: {form}:PATH)")
         raise ValueError(f"unknown data set {spec!r}: use {SPEC_HELP}")
     if "\0" in path:
         raise ValueError("a data path must not contain a NUL character")

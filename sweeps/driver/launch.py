@@ -314,13 +314,33 @@ def quiet_console(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
 
 
+def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
+              autoscaling: bool) -> tuple[SweepConfig, DataSet]:
+    """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
+    resources against this machine or the cluster (the device line printed), a sweep of that name with
+    another config or data, the data read and checked against the config, the disk space (unless
+    ``force``). Returns the config with its resources resolved and the data; ConfigError or DataError
+    says what is refused."""
+    from vae.data_sets import load_data
+
+    resolved = resolve_resources(config, address)
+    check_resources(resolved, address, autoscaling)
+    print(device_line(config, resolved, address))
+    check_same_sweep(resolved)  # before the lock: a refused config leaves no file behind
+    data = load_data(resolved.data, data_dir)  # verified once, before anything is written; trials get it from the object store
+    if problem := resolved.data_problem(len(data.train_images), len(data.test_images)):
+        raise ConfigError(problem)
+    check_same_data(resolved.sweep_dir(), data)
+    if not force and (problem := space_problem(resolved, data.pixels)):
+        raise ConfigError(problem)
+    return resolved, data
+
+
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
               verbose: bool = False, force: bool = False, autoscaling: bool = False) -> SweepOutcome:
     """Run or resume the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
     the disk cannot hold what it will write, unless ``force``."""
     import ray
-
-    from vae.data_sets import load_data
 
     quiet_console(verbose)
 
@@ -328,20 +348,10 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
         print("vaesweep: note: the sweep's MLflow server listens on 127.0.0.1 of this machine; only this driver "
               "writes to it, but to browse the runs from elsewhere pass --tracking-uri of a shared server "
               "(mlflow/README.md)", file=sys.stderr)
-    resolved = resolve_resources(config, address)
-    check_resources(resolved, address, autoscaling)
-    print(device_line(config, resolved, address))
-    config = resolved
+    config, data = preflight(config, address, data_dir, force, autoscaling)
     sweep_dir = config.sweep_dir()
-    interruption = Interruption()
-    check_same_sweep(config)  # before the lock: a refused config leaves no file behind
-    data = load_data(config.data, data_dir)  # verified once here, before anything is written; trials get it from the object store
-    if problem := config.data_problem(len(data.train_images), len(data.test_images)):
-        raise ConfigError(problem)
-    check_same_data(sweep_dir, data)
     pixels = data.pixels
-    if not force and (problem := space_problem(config, pixels)):
-        raise ConfigError(problem)
+    interruption = Interruption()
     with sweep_lock(sweep_dir, config.name, "run"):
         check_same_sweep(config)  # again: another driver may have started the sweep meanwhile
         check_same_data(sweep_dir, data)
