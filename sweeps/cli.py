@@ -320,10 +320,10 @@ def dry_run(config, args: argparse.Namespace) -> int:
     config's trials, packs and device plan; writes nothing, starts no server."""
     from sweeps.driver.launch import preflight
 
-    if args.address is not None and "auto" in (config.resources.gpu, config.resources.pack):
-        print("vaesweep: resources 'auto' resolve against the cluster when the sweep starts; listed here as on "
-              "this machine")
-    config, data = preflight(config, None, args.data_dir, args.force, args.autoscaling)
+    if args.address is not None:
+        print("vaesweep: the cluster's nodes are checked when the sweep starts; resources 'auto' are listed here as "
+              "on this machine")
+    config, data = preflight(config, None, args.data_dir, args.force, args.autoscaling, check_nodes=args.address is None)
     packs = config.packs()
     pack_of = {(p["alpha"], p["k"], p["seed"]): number for number, pack in enumerate(packs) for p in pack}
     for index, trial in enumerate(config.trials()):

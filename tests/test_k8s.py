@@ -30,7 +30,7 @@ OVERLAYS = ["small", "paper"]
 TRIALS = {"small": 24, "paper": 240}  # the small first try; the study's full grid
 PACKS = {"small": 3, "paper": 15}  # one k per pack: 8 points x 3 k at one seed; 80 per k in packs of 16
 GPU_WORKERS = {"base": (1, 16), "overlays/small": (1, 1), "overlays/paper": (8, 16)}  # maxReplicas bounds
-CORE_KINDS = {"Namespace", "PersistentVolumeClaim", "StatefulSet", "Service", "Deployment"}
+CORE_KINDS = {"Namespace", "PersistentVolumeClaim", "StatefulSet", "Service", "Deployment", "NetworkPolicy"}
 CREDENTIAL_ENV = re.compile(r"PASSWORD|USER|TOKEN|SECRET|KEY", re.IGNORECASE)
 
 Doc = dict[str, Any]
@@ -252,9 +252,10 @@ def test_entrypoint_is_a_single_vaesweep_command(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_real_cli_accepts_every_vaesweep_command(overlay: str, tmp_path: Path) -> None:
+def test_real_cli_accepts_every_vaesweep_command(overlay: str, tmp_path: Path, mnist_dir: Path) -> None:
     """A bad flag, preset or override would otherwise only show on the cluster: each command must
-    parse, `run` must pass --dry-run (preset + overrides validated, trials listed)."""
+    parse, `run` must pass --dry-run (preset + overrides validated, the data read, trials listed; the
+    cluster's volume path for MNIST replaced by this machine's cache)."""
     from sweeps.cli import build_parser
 
     commands = vaesweep_commands(render(f"overlays/{overlay}"))
@@ -262,7 +263,8 @@ def test_real_cli_accepts_every_vaesweep_command(overlay: str, tmp_path: Path) -
     for argv in commands:
         build_parser().parse_args(argv[1:])  # raises UsageError on an unknown flag
         if argv[1] == "run":
-            done = cli(*argv[1:], "--dry-run", cwd=tmp_path)
+            here = [str(mnist_dir) if previous == "--data-dir" else arg for previous, arg in zip(["", *argv], argv)]
+            done = cli(*here[1:], "--dry-run", cwd=tmp_path)
             assert done.returncode == 0, done.stderr
             summary = re.search(r"^(\d+) trials in (\d+) packs", done.stdout, re.MULTILINE)
             assert summary is not None, done.stdout[-500:]
@@ -354,3 +356,57 @@ def test_ray_and_mlflow_pods_run_one_pinned_image(target: str) -> None:
     assert len(images) == 1, images
     (image,) = images
     assert re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), image
+
+
+def admitting(policies: list[Doc], pod_labels: dict[str, str], port: int) -> list[Doc]:
+    """The ingress rules of the policies selecting a pod with these labels that let clients reach ``port``."""
+    rules = []
+    for policy in policies:
+        wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+        if not wanted.items() <= pod_labels.items():
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if not ports or port in ports:
+                rules.append(rule)
+    return rules
+
+
+HEAD = {"ray.io/cluster": "vaesweep", "ray.io/node-type": "head"}
+RAY_WORKER = {"ray.io/cluster": "vaesweep", "ray.io/node-type": "worker"}
+SUBMITTER = {"app.kubernetes.io/component": "sweep-submitter"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_policies_deny_by_default_and_name_the_clients_of_every_port(target: str) -> None:
+    docs = render(target)
+    policies = of_kind(docs, "NetworkPolicy")
+    assert any(p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"] and not p["spec"].get("ingress")
+               for p in policies), "default deny of ingress in the namespace"
+    for rule in (r for p in policies for r in p["spec"].get("ingress", [])):
+        assert rule.get("from"), "every rule names its clients"
+    # every Service port: admitted only from named clients, and the right ones
+    pods = {deployment["metadata"]["name"]: deployment["spec"]["template"]["metadata"]["labels"]
+            for deployment in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet")}
+    for service in of_kind(docs, "Service"):
+        labels = next(labels for labels in pods.values() if service["spec"]["selector"].items() <= labels.items())
+        for port in service["spec"]["ports"]:
+            number = port["port"]
+            clients = [peer.get("podSelector", {}).get("matchLabels", {})
+                       for rule in admitting(policies, labels, number) for peer in rule["from"]]
+            assert clients, f"{service['metadata']['name']}:{number} has no policy naming its clients"
+            if service["metadata"]["name"] == "mlflow":
+                assert {"ray.io/cluster": "vaesweep"} in clients and SUBMITTER in clients
+            if service["metadata"]["name"] == "mlflow-postgres":
+                assert clients == [pods["mlflow"]] or clients == [{"app.kubernetes.io/name": "mlflow"}], clients
+    # the Ray head: its GCS and client ports from Ray's pods only; its job API from the submitter and the operator
+    head_ports = [p["containerPort"] for p in only(docs, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+                  ["containers"][0]["ports"]]
+    for port in head_ports:
+        clients = [peer for rule in admitting(policies, HEAD, port) for peer in rule["from"]]
+        assert {"podSelector": {"matchLabels": {"ray.io/cluster": "vaesweep"}}} in clients, port
+        outside = [peer for peer in clients if peer != {"podSelector": {"matchLabels": {"ray.io/cluster": "vaesweep"}}}]
+        assert not outside or port == 8265, f"head port {port} open to {outside}"
+    assert admitting(policies, RAY_WORKER, 6379), "workers reach each other"
+    submitter_labels = only(docs, "RayJob")["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert SUBMITTER.items() <= submitter_labels.items()

@@ -315,16 +315,17 @@ def quiet_console(verbose: bool) -> None:
 
 
 def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
-              autoscaling: bool) -> tuple[SweepConfig, DataSet]:
+              autoscaling: bool, check_nodes: bool = True) -> tuple[SweepConfig, DataSet]:
     """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
     resources against this machine or the cluster (the device line printed), a sweep of that name with
     another config or data, the data read and checked against the config, the disk space (unless
     ``force``). Returns the config with its resources resolved and the data; ConfigError or DataError
-    says what is refused."""
+    says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep)."""
     from vae.data_sets import load_data
 
     resolved = resolve_resources(config, address)
-    check_resources(resolved, address, autoscaling)
+    if check_nodes:
+        check_resources(resolved, address, autoscaling)
     print(device_line(config, resolved, address))
     check_same_sweep(resolved)  # before the lock: a refused config leaves no file behind
     data = load_data(resolved.data, data_dir)  # verified once, before anything is written; trials get it from the object store
