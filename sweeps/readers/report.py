@@ -195,8 +195,19 @@ figure{{margin:1.5em 0}} figcaption{{max-width:1100px;font-size:14px}} figcaptio
 <h2>Figures</h2>{images}
 <h2>Summary over seeds: mean ± std (number of seeds)</h2>{summary_html(config, summary)}
 <h2>Trials</h2>{trials[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")}
-<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(config.to_dict(), sort_keys=False))}</pre>
+<h2>Configuration</h2><pre>{html.escape(yaml.safe_dump(shareable(config), sort_keys=False))}</pre>
 </body></html>"""
+
+
+def shareable(config: SweepConfig) -> dict:
+    """The config as a report shows it: the storage folder by its name, not the machine's path (a report
+    is shared); an own data set's file by its name too."""
+    shown = config.to_dict()
+    shown["storage"] = Path(shown["storage"]).name or shown["storage"]
+    kind, sep, path = shown["data"].partition(":")
+    if sep and kind in ("idx", "npz"):
+        shown["data"] = f"{kind}:{Path(path).name}"
+    return shown
 
 
 def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = None,

@@ -1,0 +1,35 @@
+"""The user documentation's own rules: a README read in minutes, and README.md and docs/ written for
+readers of the project alone (no words about how or when it was made, no development machine's
+paths), every page linked from the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+HISTORY = re.compile(r"\b(this|the|next|previous|earlier|a) sessions?\b|\b(this|previous|last) round\b|\bissues? #?\d+|"
+                     r"(?<![\w/])#\d+\b|\.\./shared|\bthe issue\b|\bagreed\b|/work/|/tmp/pytest", re.IGNORECASE)
+
+
+def test_the_readme_is_short_and_links_every_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 220
+    for page in PAGES[1:]:
+        assert f"docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
+    for name in ("LICENSE", "CITATION.cff"):
+        assert (ROOT / name).is_file() and name in readme
+
+
+def test_no_page_speaks_of_how_the_project_was_made():
+    found = [f"{page.relative_to(ROOT)}:{number}: {line.strip()[:100]}" for page in PAGES
+             for number, line in enumerate(page.read_text().splitlines(), 1) if HISTORY.search(line)]
+    assert not found, "\n".join(found)
+
+
+def test_generated_study_files_hold_no_absolute_path_of_the_machine_that_made_them():
+    for path in (ROOT / "docs").rglob("*"):
+        if path.suffix in (".yaml", ".json", ".csv", ".html", ".md"):
+            text = path.read_text(errors="replace")
+            assert not re.search(r"(?<![\w.])/(tmp|work|home|root|Users)/", text), path.relative_to(ROOT)
