@@ -1,7 +1,7 @@
 """The sweep driver's cost per trial result, against the epoch it is added to.
 
-    .venv/bin/python bench/driver_cost.py                       # (a) only: about 4 minutes
-    .venv/bin/python bench/driver_cost.py --digits-epochs 20    # (a) and (b): about 8 minutes
+    .venv/bin/python bench/driver_cost.py                       # (a) only: about 10 minutes
+    .venv/bin/python bench/driver_cost.py --trials '' --digits-epochs 40   # (b) only: about 3 minutes
 
 A function trainable's ``tune.report`` returns only once the driver has processed the result, so
 whatever the driver spends per result is added to every epoch of every trial.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -50,6 +51,7 @@ def synthetic_trial(params: dict[str, Any], sweep, epochs: int, epoch_seconds: f
 
     from sweeps.trial.engine import pack_result
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every result
     labels = [label_of(point) for point in trial_points(sweep, params)]
     node = ray.get_runtime_context().get_node_id()
     wait = 0.0
@@ -136,7 +138,8 @@ def digits_pack(epochs: int, root: Path) -> tuple[float, float]:
     """(sweep seconds per epoch, the pack's median epoch_seconds) of the digits preset's pack of 24."""
     name = "driver-digits"
     command = [str(Path(sys.executable).with_name("vaesweep")), "run", "digits", "--name", name, "--storage", str(root),
-               "--set", f"train.epochs={epochs}", "--set", "resources.pack=24", "--set", "eval.probe_epochs=[1]",
+               "--set", f"train.epochs={epochs}", "--set", "grid.k=[30]", "--set", "resources.pack=24",
+               "--set", "eval.probe_epochs=[1]",
                "--set", "eval.is_samples=20"]
     subprocess.run(command, check=True, capture_output=True, text=True)
     (result_file,) = (root / name / "tune").glob("*/result.json")
@@ -164,8 +167,8 @@ def main() -> None:
         print(f"(a) driver per result, synthetic packs, one result every {args.epoch_seconds:g} s per trial, "
               f"{args.epochs} results each (medians after the first {WARM_RESULTS})")
         print(f"{'P':>5} {'trials':>6} {'driver ms':>10} {'(mean)':>8} {'report wait ms':>15} {'MLflow req/result':>18}")
-        for trials in map(int, args.trials.split(",")):
-            for members in map(int, args.members.split(",")):
+        for trials in map(int, filter(None, args.trials.split(","))):
+            for members in map(int, filter(None, args.members.split(","))):
                 cost = driver_run(members, trials, args.epochs, args.epoch_seconds, Path(tmp), args.tune_loggers)
                 print(f"{members:>5} {trials:>6} {cost['driver_ms']:>10.1f} {cost['driver_mean_ms']:>8.1f} "
                       f"{cost['wait_ms']:>15.1f} {cost['requests']:>18.2f}", flush=True)
