@@ -40,5 +40,19 @@ def test_a_dry_run_and_a_run_start_with_the_device_line():
         assert first.endswith("sweep: 6 trials: a trial per grid point on CPU, 1 CPU each")
         auto = vaesweep("run", "smoke", "--dry-run", "--set", "resources.gpu=auto").stdout.splitlines()[0]
         assert auto.endswith("on CPU, 1 CPU each (resources.gpu auto: no GPU here)")
-    packed = vaesweep("run", "smoke", "--dry-run", "--set", "resources.gpu=1", "--set", "train.cuda_graphs=off")
-    assert "sweep: 2 trials of up to 3 grid points, 1 GPU each, steps eager (train.cuda_graphs: off)" in packed.stdout
+    packed = vaesweep("run", "smoke", "--dry-run", "--set", "resources.pack=3")
+    assert "sweep: 2 trials: packs of up to 3 grid points on CPU, 1 CPU each" in packed.stdout
+
+
+def test_the_device_line_says_what_a_sweep_does_with_gpus():
+    """On a GPU: packs per trial and how their steps run (the config as resources auto resolves it there)."""
+    from sweeps.config import load_sweep
+    from sweeps.driver.launch import device_line
+
+    config = load_sweep("smoke", ["resources.gpu=1", "train.cuda_graphs=off"])
+    line = device_line(config, config.resolved(gpus=1), None)
+    assert line.endswith("sweep: 2 trials of up to 3 grid points, 1 GPU each, steps eager (train.cuda_graphs: off)")
+    graphed = load_sweep("paper")
+    assert device_line(graphed, graphed.resolved(gpus=1), "auto").endswith(
+        "sweep: 3 trials of up to 80 grid points, 1 GPU each, steps as CUDA graphs (resources.gpu auto: a GPU in the "
+        "cluster)")

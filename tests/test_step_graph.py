@@ -322,6 +322,12 @@ def test_a_sweep_records_a_failed_capture_in_status_and_mlflow(mnist_dir, tmp_pa
     assert "steps: eager: EagerGraphs (CUDA graphs' CPU twin) capture failed" in status.stdout
     (run,) = children(tmp_path / "runs" / "fallback")
     assert run.info.status == "FINISHED" and "capture failed" in run.data.tags["step_mode"]
+    # train.cuda_graphs: off reaches a sweep's trainer (the GPU path's twin on, as on a GPU)
+    off = vaesweep("run", str(config), "--name", "off", "--set", "train.cuda_graphs=off", "--data-dir", str(mnist_dir),
+                   env={"VAESWEEP_EAGER_GRAPHS": "1"})
+    assert off.returncode == 0, off.stderr[-3000:]
+    (run,) = children(tmp_path / "runs" / "off")
+    assert run.data.tags["step_mode"] == "eager: cuda_graphs is off"
 
 
 # --- divergence and checkpoints across devices --------------------------------------------------------
