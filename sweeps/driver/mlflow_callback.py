@@ -124,7 +124,7 @@ class MlflowTrialCallback(tune.Callback):
         if "epoch" not in result:
             return
         if self.runs is not None:  # what the writer thread could not send, handled as any failed write
-            self._write("send queued epochs", self.runs.batches.raise_failure)
+            self._write("send queued epochs", lambda: self.runs.batches.raise_failure())
         if trial.trial_id not in self.filled and self.runs is not None:
             from sweeps.driver.sync import fill_trial
 
@@ -181,8 +181,8 @@ class MlflowTrialCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The queued epochs sent (the sweep ended, or was stopped); with --verbose, one line on what writing
         MLflow cost the driver (the price of being the only writer)."""
-        if self.runs is not None:
-            self._write("send queued epochs", self.runs.batches.close)
+        if self.runs is not None:  # (self.runs read at the call: a revived server's runs when retried)
+            self._write("send queued epochs", lambda: self.runs.batches.close())
         epochs = self.cost.get("log metrics", [])
         if epochs and os.environ.get(VERBOSE_ENV) == "1":
             print(f"vaesweep: MLflow on the driver: {1000 * sum(epochs) / len(epochs):.1f} ms per epoch result "
