@@ -41,7 +41,7 @@ PARENT_TAG = "mlflow.parentRunId"
 HISTORY_KEY = MetricName.train_vr_bound_alpha  # logged every epoch: its steps say which epochs a run holds
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
 STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
-STEP_MODE_TAG = "step_mode"  # how the run's training steps ran: CUDA graphs, or eager and why
+STEP_MODE_TAG = STEP_MODE_KEY  # how the run's training steps ran (the result's key names the run's tag)
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

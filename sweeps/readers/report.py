@@ -36,7 +36,7 @@ from sweeps.layout import SWEEP_FILE, data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
 from sweeps.tracking import EIGENVALUE_KEY, child_runs
-from vae.data_spec import spec_title
+from vae.data_spec import OWN_KINDS, spec_title
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
@@ -205,7 +205,7 @@ def shareable(config: SweepConfig) -> dict:
     shown = config.to_dict()
     shown["storage"] = Path(shown["storage"]).name or shown["storage"]
     kind, sep, path = shown["data"].partition(":")
-    if sep and kind in ("idx", "npz"):
+    if sep and kind in OWN_KINDS:
         shown["data"] = f"{kind}:{Path(path).name}"
     return shown
 
