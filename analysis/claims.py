@@ -1,240 +1,271 @@
-"""The report's figure captions: what each figure shows, the study's claim it tests, and whether this
-sweep supports it, computed from the trials (paper.md 2.1-2.3, science.md 3-5).
+"""The study's four claims judged on a sweep's trials (paper.md 2.1-2.3, science.md 3-5), each verdict
+from a test whose error rates are measured by simulation (tests/test_verdict_calibration.py):
 
-A verdict compares means over seeds: a difference counts only beyond ``Z`` standard errors, and a
-grid point with fewer than ``MIN_SEEDS`` seeds gives no verdict ("cannot be judged") rather than a
-guess. Verdicts say what the data show, whichever way; the study's answer is never assumed.
+- (a) the active components do not depend on k: equivalence within a margin (TOST on every pair of
+  latent sizes at every alpha), a difference after Holm's correction, or undecided;
+- (b) they grow as alpha falls from 1 and level off towards 0: the fitted rise and the curvature
+  over alpha in [0, 1], per k;
+- (c) the gap between the IS log-likelihood and the VR bound shrinks as alpha falls: its fitted change
+  over alpha >= 0, per k;
+- (d) adding the posterior variances raises probe accuracy: the paired gain per trial, per k.
+
+Every contrast takes each grid point's own spread over its seeds (Welch-Satterthwaite t), a count's
+never below its rounding. A claim judged per k corrects over its latent sizes with Holm. Absence of
+evidence is "undecided", with the seeds that would decide it.
 """
 
 from __future__ import annotations
 
-from analysis.metrics import MetricName
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 
-from analysis.aggregate import trial_label
-from analysis.geodesics import fisher_rao_geodesic
+from analysis.contrasts import (LEVEL, Cells, Estimate, cells_of, curvature_weights, holm, slope_weights)
+from analysis.metrics import MetricName
+from analysis.settings import EQUIVALENCE_MARGIN as MARGIN
 
-MIN_SEEDS = 2  # below this a mean has no standard error
-Z = 2.0  # a difference of means counts beyond this many standard errors
-STUDY_EPOCHS = 1000  # the study trains every model this long (paper.md 2.1)
-CANNOT = "Cannot be judged"
+Outcome = Literal["supported", "not supported", "undecided", "mixed"]
+CLAIMS = {
+    "a": "The number of components carrying information does not depend on k (the study: the same for "
+         "k = 30, 40 and 50).",
+    "b": "Active components saturate as alpha -> 0: the count grows as alpha falls from 1, then levels off.",
+    "c": "As alpha -> 0 the bound gets closer to the log-likelihood (the gap between the two lines shrinks).",
+    "d": "Adding the posterior variances to the means raises probe accuracy.",
+}
+COUNT_FLOOR = 1 / math.sqrt(12)  # an integer count's rounding spread: the least a point's spread may be
 
 
 @dataclass(frozen=True)
-class Caption:
-    shows: str  # what the figure draws
-    claim: str  # the study's claim it tests
-    verdict: str  # whether this sweep supports it, with the numbers behind the answer
+class Effect:
+    """What a verdict measured: a value with its 95% interval (None when the spread is unknown)."""
+
+    name: str
+    value: float
+    interval: tuple[float, float] | None
+    unit: str
+
+    def text(self) -> str:
+        inside = f" (95% interval {self.interval[0]:+.3g} to {self.interval[1]:+.3g})" if self.interval else ""
+        return f"{self.name} {self.value:+.3g} {self.unit}{inside}"
 
 
-def significant(diff: float, se: float) -> int:
-    """+1 or -1 when ``diff`` is beyond Z standard errors, else 0."""
-    return int(np.sign(diff)) if abs(diff) > Z * se else 0
+@dataclass(frozen=True)
+class Verdict:
+    """One claim's answer on one sweep. ``p_values`` are those of the tests that decide it, adjusted for
+    the claim's family (Holm); ``seeds`` the fewest and most seeds at a grid point used; a claim judged
+    per latent size keeps each k's verdict in ``per_k`` and is "mixed" when they differ."""
+
+    claim: str
+    outcome: Outcome
+    text: str
+    test: str
+    effect: Effect | None = None
+    also: tuple[Effect, ...] = ()
+    p_values: dict[str, float] = field(default_factory=dict)
+    seeds: tuple[int, int] = (0, 0)
+    seeds_to_decide: int | None = None
+    per_k: dict[int, Verdict] = field(default_factory=dict)
+    settings: dict[str, float | None] = field(default_factory=dict)  # what the rule was given: margin, probe alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``per_k`` keyed by str(k)."""
+        data = asdict(self)
+        data["per_k"] = {str(k): v.to_dict() for k, v in self.per_k.items()}
+        return data
 
 
-def contrast(terms: list[tuple[float, pd.Series]]) -> tuple[int, float, float]:
-    """(significant sign, value, standard error) of sum(weight * mean(sample)) over independent samples."""
-    value = float(sum(w * sample.mean() for w, sample in terms))
-    se = math.sqrt(sum(w ** 2 * sample.var(ddof=1) / len(sample) for w, sample in terms))
-    return significant(value, se), value, se
+def undecided(claim: str, why: str, test: str, seeds: tuple[int, int] = (0, 0)) -> Verdict:
+    return Verdict(claim, "undecided", f"undecided: {why}", test, seeds=seeds)
 
 
-def difference(a: pd.Series, b: pd.Series) -> tuple[int, float, float]:
-    """``contrast`` of mean(a) - mean(b)."""
-    return contrast([(1.0, a), (-1.0, b)])
+def effect(name: str, estimate: Estimate, unit: str) -> Effect:
+    return Effect(name, estimate.value, estimate.interval(), unit)
 
 
-def by_point(trials: pd.DataFrame, values: pd.Series) -> dict[tuple[float, int], pd.Series]:
-    """Finished trials' ``values`` (indexed like ``trials``) per (alpha, k), NaNs left out."""
-    finished = trials["status"] == "FINISHED"
-    frame = trials.loc[finished, ["alpha", "k"]].assign(value=values[finished]).dropna(subset=["value"])
-    return {(float(a), int(k)): group["value"] for (a, k), group in frame.groupby(["alpha", "k"])}
+def components(count: float) -> str:
+    return "component" if count == 1 else "components"
 
 
-def too_few_seeds(points: dict[tuple[float, int], pd.Series]) -> str | None:
-    """Why these points cannot be compared, or None."""
-    if not points:
-        return f"{CANNOT}: no finished trial has the metric."
-    thin = sorted(p for p, values in points.items() if len(values) < MIN_SEEDS)
-    if thin:
-        fewest = min(len(points[p]) for p in thin)
-        return (f"{CANNOT}: {len(thin)} of {len(points)} grid points have fewer than {MIN_SEEDS} finished seeds "
-                f"(as few as {fewest}), so there is no spread to tell a trend from noise.")
-    return None
+def seeds_phrase(needed: int | None, seeds: tuple[int, int]) -> str:
+    if needed is None:
+        return ""
+    if needed <= seeds[1]:
+        needed = seeds[1] + 1
+    return f"; about {needed} seeds per grid point would decide it at this spread"
 
 
-def combine(outcomes: list[str], details: list[str]) -> str:
-    """The outcome every k shares ('Supported', 'Not supported'...), else 'Mixed', with the per-k numbers."""
-    overall = outcomes[0] if len(set(outcomes)) == 1 else "Mixed"
-    return f"{overall}: " + "; ".join(details) + "."
-
-
-def saturation_verdict(trials: pd.DataFrame) -> str:
-    """Figure 2 left, over the alphas in [0, 1] of each k: more active components at the smallest alpha
-    than at the largest (a rise), and a slope between the two smallest alphas below the average slope
-    (levelling off; a straight rise has equal slopes)."""
-    points = by_point(trials, trials[MetricName.active_components])
-    if reason := too_few_seeds(points):
-        return reason
-    outcomes, details = [], []
-    for k in sorted({k for _, k in points}):
-        alphas = sorted(a for a, kk in points if kk == k and 0 <= a <= 1)
-        if len(alphas) < 3:
-            return f"{CANNOT}: k={k} has {len(alphas)} alphas in [0, 1]; a rise and a plateau need at least 3."
-        low, near, high = alphas[0], alphas[1], alphas[-1]
-        rise, gain, gain_se = difference(points[low, k], points[high, k])
-        # average slope minus the slope at the low end, both in components per unit of alpha towards 0
-        bend, _, _ = contrast([(1 / (high - low) - 1 / (near - low), points[low, k]),
-                               (1 / (near - low), points[near, k]), (-1 / (high - low), points[high, k])])
-        end_slope = (points[low, k].mean() - points[near, k].mean()) / (near - low)
-        outcomes.append("Supported" if rise > 0 and bend > 0 else "Partly supported" if rise > 0 else "Not supported")
-        shape = ("rises, then levels off" if rise > 0 and bend > 0 else
-                 "rises without levelling off" if rise > 0 else "does not rise")
-        details.append(f"k={k} {shape}: {points[high, k].mean():.1f} at alpha={high:g}, {points[low, k].mean():.1f} at "
-                       f"alpha={low:g} ({gain:+.1f} ± {gain_se:.1f}); {end_slope:.1f} components per unit alpha "
-                       f"between alpha={near:g} and {low:g} against {gain / (high - low):.1f} on average")
-    return combine(outcomes, details)
-
-
-def same_count_verdict(trials: pd.DataFrame) -> str:
-    """Figure 1: at each alpha the active components of every k agree with the smallest k's."""
-    points = by_point(trials, trials[MetricName.active_components])
-    if reason := too_few_seeds(points):
-        return reason
-    ks = sorted({k for _, k in points})
+def same_count(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
+    """(a): at every alpha, every pair of latent sizes has its difference of mean active components inside
+    ±margin (90% intervals: supported, needing no correction), or one pair differs after Holm's correction
+    over all pairs (not supported); else undecided."""
+    test = (f"mean active components per grid point, Welch t; TOST within ±{margin:g} on every pair of latent "
+            "sizes at every alpha; two-sided tests of the same pairs with Holm's correction")
+    cells = cells_of(trials, trials[MetricName.active_components], COUNT_FLOOR)
+    seeds = cells.seeds()
+    ks = sorted({k for _, k in cells.points})
     if len(ks) < 2:
-        return f"{CANNOT}: the sweep has one latent size (k={ks[0]})."
-    differing, largest = [], 0.0
-    for alpha in sorted({a for a, _ in points}):
-        sizes = sorted(k for a, k in points if a == alpha)
-        for k in sizes[1:]:
-            sign, diff, se = difference(points[alpha, k], points[alpha, sizes[0]])
-            largest = max(largest, abs(diff))
-            if sign:
-                differing.append(f"alpha={alpha:g}: k={k} has {diff:+.1f} ± {se:.1f} components vs k={sizes[0]}")
-    if differing:
-        return "Not supported: " + "; ".join(differing) + "."
-    return (f"Supported: at every alpha the counts for k={', '.join(map(str, ks))} agree within {Z:g} standard "
-            f"errors (largest difference {largest:.1f} components).")
+        return undecided("a", f"the sweep has {len(ks)} latent size{'s' * (len(ks) != 1)}; the claim compares several",
+                         test, seeds)
+    if seeds[0] < 2:
+        return undecided("a", "a grid point has one seed: its spread is unknown", test, seeds)
+    pairs = [(alpha, small, large) for alpha in sorted({a for a, _ in cells.points})
+             for small in ks for large in ks if small < large and {(alpha, small), (alpha, large)} <= set(cells.points)]
+    estimates = [cells.contrast({(a, large): 1.0, (a, small): -1.0}) for a, small, large in pairs]
+    adjusted = holm([e.p_differs() for e in estimates])
+    within = max(e.p_within(margin) for e in estimates)
+    worst = max(range(len(pairs)), key=lambda i: abs(estimates[i].value))
+    label = "difference k={2} - k={1} at alpha={0:g}"
+    biggest = effect(label.format(*pairs[worst]), estimates[worst], "components")
+    p_values = {"difference (Holm, smallest)": min(adjusted), "equivalence (TOST, largest)": within}
+    common = dict(test=test, effect=biggest, p_values=p_values, seeds=seeds)
+    if min(adjusted) < LEVEL:
+        found = [f"k={large} vs k={small} at alpha={a:g}: {e.value:+.1f}"
+                 for (a, small, large), e, p in zip(pairs, estimates, adjusted) if p < LEVEL]
+        return Verdict("a", "not supported", f"not supported: {len(found)} of {len(pairs)} differences between latent "
+                       f"sizes are significant after Holm's correction ({'; '.join(found[:3])}"
+                       f"{'; ...' if len(found) > 3 else ''} components)", **common)
+    if within < LEVEL:
+        return Verdict("a", "supported", f"supported: at every alpha every pair of latent sizes ({len(pairs)} "
+                       f"differences) agrees within ±{margin:g} {components(margin)} (90% intervals; largest "
+                       f"difference {biggest.value:+.2f})", **common)
+    distance = margin - abs(estimates[worst].value)  # equivalence needs the true difference inside the margin
+    needed = (estimates[worst].seeds_to_show(distance, LEVEL) if distance > 0 else
+              estimates[worst].seeds_to_show(abs(estimates[worst].value), LEVEL / (2 * len(pairs))))
+    return Verdict("a", "undecided", f"undecided: no difference between latent sizes is significant after Holm's "
+                   f"correction over {len(pairs)}, nor is every one shown within ±{margin:g} {components(margin)} (largest: "
+                   f"{biggest.text()}){seeds_phrase(needed, seeds)}", seeds_to_decide=needed, **common)
 
 
-def gap_verdict(trials: pd.DataFrame) -> str:
-    """Figure 2 right: the gap IS log-likelihood - VR bound is smaller at the smallest alpha >= 0 than at
-    the largest (for alpha < 0 the bound need not stay below the log-likelihood)."""
-    points = by_point(trials, trials[MetricName.test_log_likelihood] - trials[MetricName.test_vr_bound_alpha])
-    points = {(a, k): v for (a, k), v in points.items() if a >= 0}
-    if reason := too_few_seeds(points):
-        return reason
-    outcomes, details = [], []
-    for k in sorted({k for _, k in points}):
-        alphas = sorted(a for a, kk in points if kk == k)
+def per_k_verdict(claim: str, test: str, judged: dict[int, tuple[Estimate, float, float, str, tuple[Effect, ...]]],
+                  seeds: tuple[int, int], unit: str, effect_name: str) -> Verdict:
+    """Combine per-k tests: ``judged[k]`` = (the main estimate, p of the claim, p against it, what the
+    estimate says, further effects). Each family (for, against) is Holm-corrected over the latent sizes."""
+    ks = sorted(judged)
+    p_for = dict(zip(ks, holm([judged[k][1] for k in ks])))
+    p_against = dict(zip(ks, holm([judged[k][2] for k in ks])))
+    per_k = {}
+    for k in ks:
+        estimate, _, _, shape, also = judged[k]
+        main = effect(effect_name, estimate, unit)
+        p_values = {"for the claim (Holm over k)": p_for[k], "against it (Holm over k)": p_against[k]}
+        measured = "; ".join(e.text() for e in (main, *also))
+        if p_for[k] < LEVEL:
+            outcome, needed, why = "supported", None, ""
+        elif p_against[k] < LEVEL:
+            outcome, needed, why = "not supported", None, ""
+        elif not estimate.decides:
+            outcome, needed, why = "undecided", None, "; its seeds agree exactly, so there is no spread to judge by"
+        else:
+            outcome = "undecided"
+            needed = estimate.seeds_to_show(abs(estimate.value), LEVEL / len(ks))
+            why = seeds_phrase(needed, seeds)
+        text = f"k={k}: {outcome}: {shape}; {measured}{why}"
+        per_k[k] = Verdict(claim, outcome, text, test, main, also, p_values, seeds, needed)
+    outcomes = {v.outcome for v in per_k.values()}
+    overall: Outcome = outcomes.pop() if len(outcomes) == 1 else "mixed"
+    needed = max((v.seeds_to_decide for v in per_k.values() if v.seeds_to_decide), default=None)
+    text = f"{overall}: " + "; ".join(v.text.replace(f": {v.outcome}:", f" {v.outcome}:", 1) for v in per_k.values())
+    return Verdict(claim, overall, text, test, seeds=seeds, seeds_to_decide=needed, per_k=per_k)
+
+
+def saturation(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
+    """(b), per k over the alphas in [0, 1]: the least-squares line's rise from the largest alpha to the
+    smallest is positive and the least-squares parabola is concave (levels off towards 0): both one-sided,
+    an intersection-union test. Against: a rise shown below ``margin`` (no growth worth a component) or a
+    parabola shown convex (steepening towards 0), Bonferroni over the two."""
+    test = ("least-squares rise and curvature of mean active components over alpha in [0, 1], Welch t; "
+            "one-sided tests (both needed for the claim), Holm over k")
+    cells = cells_of(trials, trials[MetricName.active_components], COUNT_FLOOR)
+    cells = Cells({p: v for p, v in cells.values.items() if 0 <= p[0] <= 1}, COUNT_FLOOR)
+    seeds = cells.seeds()
+    if not cells.values:
+        return undecided("b", "no finished trial with active components at an alpha in [0, 1]", test, seeds)
+    if seeds[0] < 2:
+        return undecided("b", "a grid point has one seed: its spread is unknown", test, seeds)
+    judged = {}
+    for k in sorted({k for _, k in cells.points}):
+        alphas = sorted(a for a, kk in cells.points if kk == k)
+        if len(alphas) < 3:
+            return undecided("b", f"k={k} has {len(alphas)} alphas in [0, 1]; a rise and a levelling off need 3",
+                             test, seeds)
+        rise = cells.contrast({(a, k): -w for a, w in slope_weights(alphas).items()})
+        bend = cells.contrast({(a, k): -w for a, w in curvature_weights(alphas).items()})
+        p_for = max(rise.p_greater(), bend.p_greater())
+        p_against = min(1.0, 2 * min(rise.p_less(margin), bend.p_less()))
+        shape = ("rises and levels off" if rise.value > 0 and bend.value > 0 else
+                 "rises without levelling off" if rise.value > 0 else "does not rise")
+        also = (effect("concavity", bend, "components"),)  # minus the parabola's alpha^2 coefficient
+        judged[k] = (rise, p_for, p_against, f"{shape} from alpha={alphas[-1]:g} to {alphas[0]:g}", also)
+    return per_k_verdict("b", test, judged, seeds, "components", "rise")
+
+
+def gap_shrinks(trials: pd.DataFrame) -> Verdict:
+    """(c), per k over the alphas >= 0 (below 0 the bound need not stay under the log-likelihood): the
+    least-squares change of the gap log-likelihood - bound from the smallest alpha to the largest is
+    positive (for), or negative (against); one-sided Welch t tests, Holm over k."""
+    test = ("least-squares change of the gap (IS log-likelihood - VR bound) over alpha >= 0, Welch t; "
+            "one-sided tests, Holm over k")
+    gap = trials[MetricName.test_log_likelihood] - trials[MetricName.test_vr_bound_alpha]
+    cells = cells_of(trials, gap)
+    cells = Cells({p: v for p, v in cells.values.items() if p[0] >= 0})
+    seeds = cells.seeds()
+    if not cells.values:
+        return undecided("c", "no finished trial with both the log-likelihood and the bound at an alpha >= 0", test, seeds)
+    if seeds[0] < 2:
+        return undecided("c", "a grid point has one seed: its spread is unknown", test, seeds)
+    judged = {}
+    for k in sorted({k for _, k in cells.points}):
+        alphas = sorted(a for a, kk in cells.points if kk == k)
         if len(alphas) < 2:
-            return f"{CANNOT}: k={k} has one alpha >= 0."
-        low, high = alphas[0], alphas[-1]
-        sign, diff, se = difference(points[high, k], points[low, k])
-        outcomes.append("Supported" if sign > 0 else "Not supported")
-        details.append(f"k={k}: gap {points[high, k].mean():.2f} nats at alpha={high:g}, {points[low, k].mean():.2f} "
-                       f"at alpha={low:g} ({-diff:+.2f} ± {se:.2f})")
-    return combine(outcomes, details)
+            return undecided("c", f"k={k} has one alpha >= 0", test, seeds)
+        change = cells.contrast({(a, k): w for a, w in slope_weights(alphas).items()})
+        shape = (f"gap {cells.mean((alphas[-1], k)):.2f} nats at alpha={alphas[-1]:g}, "
+                 f"{cells.mean((alphas[0], k)):.2f} at alpha={alphas[0]:g}")
+        judged[k] = (change, change.p_greater(), change.p_less(), shape, ())
+    return per_k_verdict("c", test, judged, seeds, "nats", f"fitted change of the gap from the smallest alpha to the largest")
 
 
-def variances_verdict(trials: pd.DataFrame, alpha: float) -> str:
-    """Figure 3: the means + variances probe beats the means probe, paired per trial of ``alpha``."""
-    shown = trials[trials["alpha"] == alpha]
+def variances_help(trials: pd.DataFrame, probe_alpha: float | None) -> Verdict:
+    """(d), per k at ``probe_alpha``: the paired gain (means + variances probe - means probe of one trial)
+    has a positive mean (for) or a negative one (against); one-sample t tests, Holm over k."""
+    test = "paired gain in probe accuracy per trial; one-sample one-sided t tests, Holm over k"
+    if probe_alpha is None:
+        return undecided("d", "no trial has probe accuracies (no labels, or no probes yet)", test)
+    shown = trials[trials["alpha"] == probe_alpha]
     gains = shown[MetricName.final_probe_means_variances] - shown[MetricName.final_probe_means]
-    points = by_point(shown, gains)
-    if reason := too_few_seeds(points):
-        return reason
-    outcomes, details = [], []
-    for (_, k), gain in sorted(points.items()):
-        se = gain.std(ddof=1) / math.sqrt(len(gain))
-        outcomes.append("Supported" if significant(gain.mean(), se) > 0 else "Not supported")
-        details.append(f"k={k}: {gain.mean():+.3f} ± {se:.3f} accuracy over {len(gain)} seeds")
-    return combine(outcomes, details)
+    cells = cells_of(shown, gains)
+    seeds = cells.seeds()
+    if not cells.values:
+        return undecided("d", f"no finished trial at alpha={probe_alpha:g} has both final probes", test, seeds)
+    if seeds[0] < 2:
+        return undecided("d", "a grid point has one seed: its spread is unknown", test, seeds)
+    judged = {}
+    for point in cells.points:
+        gain = cells.contrast({point: 1.0})
+        judged[point[1]] = (gain, gain.p_greater(), gain.p_less(),
+                            f"{len(cells.values[point])} seeds at alpha={probe_alpha:g}", ())
+    return per_k_verdict("d", test, judged, seeds, "accuracy", "mean gain")
 
 
-def bulge_verdict(pairs: np.ndarray) -> str:
-    """Figure 4: for each drawn pair (mu1, sigma1, mu2, sigma2) with mu1 != mu2, the geodesic passes above
-    the straight segment in the (mu, sigma) plane: its sigma exceeds the segment's at the same mu."""
-    mu, sigma = fisher_rao_geodesic(*pairs.T, np.linspace(0, 1, 101))
-    mu1, sigma1, mu2, sigma2 = pairs.T
-    segment = sigma1 + (sigma2 - sigma1) * (mu - mu1) / (mu2 - mu1)
-    bulge = (sigma - segment).max(axis=0)
-    holds = int((bulge > 0).sum())
-    return (f"{'Shown' if holds == len(pairs) else 'Not shown'} for {holds} of {len(pairs)} pairs drawn (the "
-            f"geodesic's sigma up to {bulge.max():.2f} above the segment's at the same mu). This is geometry of "
-            "the Gaussian family; the sweep's data do not enter.")
+def nearest_to_one(alphas: Iterable[float]) -> float | None:
+    """Figure 3's alpha: the study's Figure 3 is the KL VAE (alpha = 1); else the alpha nearest it."""
+    values = sorted(set(alphas), key=lambda a: (abs(a - 1.0), a))
+    return float(values[0]) if values else None
 
 
-def sharpness(row: np.ndarray) -> float:
-    """Largest single step of an interpolation row as a share of its total change (1/(steps-1) if even)."""
-    steps = np.linalg.norm(np.diff(row.reshape(len(row), -1), axis=0), axis=1)
-    return float(steps.max() / steps.sum()) if steps.sum() > 0 else 0.0
+def probe_alpha_of(trials: pd.DataFrame) -> float | None:
+    """``nearest_to_one`` of the finished trials that have final probe accuracies."""
+    return nearest_to_one(trials[trials["status"] == "FINISHED"].dropna(subset=[MetricName.final_probe_means])["alpha"])
 
 
-def transition_verdict(rows: np.ndarray) -> str:
-    """Figure 5: one image pair measures, but cannot establish, a sharper geodesic transition."""
-    line, geodesic = sharpness(rows[1]), sharpness(rows[4])
-    return (f"{CANNOT} from one image pair of one run. Measured: the largest step is {geodesic:.0%} of the "
-            f"geodesic row's total change and {line:.0%} of the means line's ({1 / (rows.shape[1] - 1):.0%} if even).")
-
-
-def with_epochs(verdict: str, epochs: int) -> str:
-    if epochs >= STUDY_EPOCHS or verdict.startswith(CANNOT):
-        return verdict
-    return f"{verdict} After {epochs} epochs; the study trains {STUDY_EPOCHS}."
-
-
-def figure_captions(trials: pd.DataFrame, epochs: int, epsilon: float, bound_samples: int, is_samples: int,
-                    probe_alpha: float | None, pairs: np.ndarray, interpolations: tuple[np.ndarray, pd.Series] | None,
-                    data: str = "MNIST") -> dict[str, Caption]:
-    """A caption per figure stem of the report; ``interpolations`` = (rows, the trial's row) of Figure 5;
-    ``data`` names the data set in the captions of the figures drawn from it."""
-    captions = {
-        "fig1_spectrum": Caption(
-            f"Figure 1. PCA eigenvalues of the test-set posterior means, mean over seeds: a curve per alpha, a panel "
-            f"per latent size k, log scale; the dashed line is epsilon = {epsilon:g}, above which a component "
-            "carries information.",
-            "The number of components carrying information does not depend on k (the study: the same for "
-            "k = 30, 40 and 50).",
-            with_epochs(same_count_verdict(trials), epochs)),
-        "fig2_active_components": Caption(
-            f"Figure 2, left. Active components (PCA eigenvalues > {epsilon:g}) vs alpha, a line per k, error bars = "
-            "std over seeds. alpha = 1 is the ELBO, alpha = 0 the IWAE bound.",
-            "Active components saturate as alpha -> 0: the count grows as alpha falls from 1, then levels off.",
-            with_epochs(saturation_verdict(trials), epochs)),
-        "fig2_bounds": Caption(
-            f"Figure 2, right. Test VR bound at the trial's own alpha ({bound_samples} samples) and the importance-"
-            f"sampling estimate of the log-likelihood ({is_samples} samples) vs alpha, on one axis per k, error "
-            "bars = std over seeds.",
-            "As alpha -> 0 the bound gets closer to the log-likelihood (the gap between the two lines shrinks).",
-            with_epochs(gap_verdict(trials), epochs)),
-    }
-    if probe_alpha is not None:
-        captions["fig3_probes"] = Caption(
-            f"Figure 3. Test accuracy of logistic-regression probes fit during training on the posterior means, "
-            f"means + variances, and sampled latents, for the alpha = {probe_alpha:g} trials (the study shows the "
-            "KL VAE, alpha = 1), a line per k, mean over seeds; dotted: the same probe on binarised pixels.",
-            "Adding the posterior variances to the means raises probe accuracy.",
-            with_epochs(variances_verdict(trials, probe_alpha), epochs))
-    captions = {stem: Caption(f"{caption.shows} Data: {data}.", caption.claim, caption.verdict)
-                for stem, caption in captions.items()}
-    captions["fig4_geodesics"] = Caption(
-        "Figure 4. Fisher-Rao geodesics (solid) and straight segments (dotted) between pairs of univariate "
-        "Gaussians in the (mu, sigma) half-plane: illustrative pairs, not data of this sweep.",
-        "Along the geodesic the standard deviation rises above the straight line's (more variance mid-way).",
-        bulge_verdict(pairs))
-    if interpolations is not None:
-        rows, trial = interpolations
-        captions["fig5_interpolations"] = Caption(
-            f"Figure 5. Interpolations between two {data} test images ({rows.shape[2]}x{rows.shape[3]}) by trial "
-            f"{trial_label(trial.alpha, trial.k, trial.seed)} (rows: pixels; line between means; line between "
-            "samples; geodesic, sampled; geodesic at its mean).",
-            "Decoding along the geodesic without sampling gives a slightly sharper transition than the line "
-            "between the means.",
-            transition_verdict(rows))
-    return captions
+def verdicts(trials: pd.DataFrame, probe_alpha: float | None = None, margin: float = MARGIN) -> dict[str, Verdict]:
+    """The four claims' verdicts, keyed "a" to "d", from the report's trials frame (status, alpha, k, seed
+    and the final metrics by MetricName); ``probe_alpha`` defaults to ``probe_alpha_of(trials)``."""
+    alpha = probe_alpha if probe_alpha is not None else probe_alpha_of(trials)
+    judged = {"a": same_count(trials, margin), "b": saturation(trials, margin), "c": gap_shrinks(trials),
+              "d": variances_help(trials, alpha)}
+    settings = {"a": {"margin": margin}, "b": {"margin": margin}, "c": {}, "d": {"probe_alpha": alpha}}
+    return {claim: replace(verdict, settings=settings[claim]) for claim, verdict in judged.items()}

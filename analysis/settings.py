@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 EPSILON = 0.01
 PROBE_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+EQUIVALENCE_MARGIN = 1.0  # components: a count's own resolution (analysis/claims.py)
 
 
 class EvalConfig(BaseModel):
@@ -29,3 +30,6 @@ class EvalConfig(BaseModel):
     pair: tuple[int, int] = Field((0, 1), description="test images interpolated between (Figure 5)")
     geodesic_curves: int = Field(4, gt=0, description="coordinates drawn in the geodesic figure")
     seed: int = Field(0, ge=0, description="seed of the sampled latents of the analysis")
+    equivalence_margin: float = Field(EQUIVALENCE_MARGIN, gt=0, allow_inf_nan=False,
+                                      description="active components within which the report calls latent sizes "
+                                                  "equivalent (claims a and b)")

@@ -63,6 +63,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -243,11 +250,21 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     status.set_defaults(func=run_status)
 
-    report = commands.add_parser("report", help="the study's figures, summary.csv and report.html from a sweep's runs")
-    report.add_argument("name", help="sweep name")
+    report = commands.add_parser("report", help="the study's figures, verdicts, summary.csv and report.html from a "
+                                                "sweep's runs, or the verdicts alone from a trials.csv (--trials)")
+    report.add_argument("name", nargs="?", default=None, help="sweep name (omit with --trials)")
     report.add_argument("--storage", type=user_path, default=Path("runs"), help="folder of all sweeps (default: ./runs)")
-    report.add_argument("--out", type=Path, default=None, help="output folder (default: STORAGE/NAME/report)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: STORAGE/NAME/report; with --trials: print only)")
     report.add_argument("--run", default=None, help="MLflow run id for Figure 5 (default: best IS log-likelihood)")
+    report.add_argument("--trials", type=user_path, default=None,
+                        help="judge the claims from this trials.csv (a report writes one) without MLflow; "
+                             "--out DIR writes DIR/verdicts.json")
+    report.add_argument("--margin", type=positive_float, default=None,
+                        help="active components within which latent sizes count as equivalent (default: the "
+                             f"sweep's eval.equivalence_margin; with --trials {EvalConfig().equivalence_margin:g})")
+    report.add_argument("--probe-alpha", type=float, default=None,
+                        help="alpha of claim (d)'s probes (default: the alpha nearest 1 with probes)")
     report.set_defaults(func=run_report)
 
     sync = commands.add_parser("sync", help="write into MLflow what it lacks of a sweep (after a tracking outage)")
@@ -362,19 +379,54 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_verdicts(judged: dict) -> None:
+    for claim, verdict in judged.items():
+        print(f"  claim ({claim}): {verdict.text}")
+
+
 def run_report(args: argparse.Namespace) -> int:
+    if args.trials is not None:
+        return report_from_trials(args)
+    if args.name is None:
+        raise UsageError("report: give a sweep name, or --trials FILE to judge a trials.csv (see `vaesweep report --help`)")
+    if args.probe_alpha is not None:
+        raise UsageError("report: --probe-alpha goes with --trials; a sweep's report judges the alpha of its Figure 3")
     existing_sweep(args.storage, args.name)  # before report's imports: a mistyped name is answered at once
     from sweeps.readers.report import write_report
 
     out = args.out or args.storage / args.name / "report"
     check_creatable(out, f"--out {out}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read: noise
-    written = write_report(args.name, args.storage, out, args.run, say=note)
+    written = write_report(args.name, args.storage, out, args.run, say=note, margin=args.margin)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:
         print(f"  note: {problem}")
-    print(f"wrote {out}/report.html (open it in a browser), {written['figures']} figures as PNG + PDF, summary.csv; "
-          f"logged under report/ in the sweep's parent run")
+    print_verdicts(written["verdicts"])
+    print(f"wrote {out}/report.html (open it in a browser), {written['figures']} figures as PNG + PDF, summary.csv, "
+          f"trials.csv, verdicts.json; logged under report/ in the sweep's parent run")
+    return 0
+
+
+def report_from_trials(args: argparse.Namespace) -> int:
+    """The claims' verdicts from a trials.csv alone: no sweep folder, no MLflow."""
+    if args.name is not None or args.run is not None:
+        raise UsageError("report: --trials judges a file on its own; drop the sweep name and --run")
+    from analysis.claims import verdicts
+    from analysis.verdict_record import VERDICTS_FILE, TrialsFileError, read_trials, verdicts_json
+
+    try:
+        trials = read_trials(args.trials)
+    except TrialsFileError as err:
+        raise ConfigError(str(err)) from None
+    margin = EvalConfig().equivalence_margin if args.margin is None else args.margin
+    judged = verdicts(trials, args.probe_alpha, margin)
+    print(f"verdicts of {args.trials}: {len(trials)} grid points, {int((trials['status'] == 'FINISHED').sum())} finished")
+    print_verdicts(judged)
+    if args.out is not None:
+        check_creatable(args.out, f"--out {args.out}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / VERDICTS_FILE).write_text(verdicts_json(judged))
+        print(f"wrote {args.out / VERDICTS_FILE}")
     return 0
 
 

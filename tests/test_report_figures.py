@@ -3,6 +3,7 @@ hand-built frames with known answers."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,8 +11,9 @@ import pandas as pd
 import pytest
 
 from analysis.aggregate import history_frame, missing_metrics, pivot_summary, summarize, trials_frame, with_grid
-from analysis.claims import (Caption, bulge_verdict, figure_captions, gap_verdict, same_count_verdict,
-                             saturation_verdict, transition_verdict, variances_verdict)
+from analysis.captions import Caption, bulge_verdict, figure_captions, transition_verdict
+from analysis.claims import gap_shrinks, same_count, saturation, variances_help, verdicts
+from analysis.verdict_record import read_trials, verdicts_json, write_verdict_record
 from analysis.figures import (active_components_figure, bounds_figure, interpolation_figure, probes_figure,
                               spectrum_figure)
 
@@ -129,38 +131,71 @@ NOISE = (-0.2, 0.1, 0.2, -0.1)  # per seed: mean 0, std 0.18
 
 def test_saturation_verdict_follows_the_data():
     saturating = grid(lambda a, k, s: {"active_components": 17 - 4 * a ** 2 + NOISE[s]}, alphas=(0, 0.2, 0.6, 1.0))
-    assert saturation_verdict(saturating).startswith("Supported: k=10 rises, then levels off")
-    straight = grid(lambda a, k, s: {"active_components": 17 - 4 * a + NOISE[s]})
-    assert saturation_verdict(straight).startswith("Partly supported: k=10 rises without levelling off")
-    falling = grid(lambda a, k, s: {"active_components": 13 + 4 * a + NOISE[s]})
-    assert saturation_verdict(falling).startswith("Not supported")
-    assert saturation_verdict(grid(lambda a, k, s: {"active_components": 17 - 4 * a}, seeds=(0,))).startswith(
-        "Cannot be judged: 6 of 6 grid points have fewer than 2 finished seeds")
+    verdict = saturation(saturating)
+    assert verdict.outcome == "supported" and set(verdict.per_k) == {10, 20}
+    assert verdict.per_k[10].text.startswith("k=10: supported: rises and levels off from alpha=1 to 0; rise +")
+    assert verdict.per_k[10].effect.value == pytest.approx(4.0 * 1.1 / 1.0, rel=0.2)  # the fitted line's rise
+    straight = saturation(grid(lambda a, k, s: {"active_components": 17 - 4 * a + NOISE[s]}))
+    assert straight.outcome == "undecided" and "rises without levelling off" in straight.text  # not "partly"
+    assert saturation(grid(lambda a, k, s: {"active_components": 13 + 4 * a + NOISE[s]})).outcome == "not supported"
+    one_seed = saturation(grid(lambda a, k, s: {"active_components": 17 - 4 * a}, seeds=(0,)))
+    assert one_seed.outcome == "undecided" and "one seed" in one_seed.text
 
 
 def test_same_count_verdict_compares_latent_sizes():
-    same = grid(lambda a, k, s: {"active_components": 15 + NOISE[s]})
-    assert same_count_verdict(same).startswith("Supported")
-    grows = grid(lambda a, k, s: {"active_components": k + NOISE[s]})
-    assert same_count_verdict(grows).startswith("Not supported: alpha=0: k=20 has +10.0")
-    assert same_count_verdict(grid(lambda a, k, s: {"active_components": 15 + NOISE[s]}, ks=(30,))).startswith(
-        "Cannot be judged: the sweep has one latent size")
+    same = same_count(grid(lambda a, k, s: {"active_components": 15 + NOISE[s]}))
+    assert same.outcome == "supported" and "within ±1 component (90% intervals" in same.text
+    grows = same_count(grid(lambda a, k, s: {"active_components": k + NOISE[s]}))
+    assert grows.outcome == "not supported" and "k=20 vs k=10 at alpha=0: +10.0" in grows.text
+    assert grows.effect.value == pytest.approx(10.0) and grows.effect.interval[0] > 9
+    assert grows.p_values["difference (Holm, smallest)"] < 0.05
+    single = same_count(grid(lambda a, k, s: {"active_components": 15 + NOISE[s]}, ks=(30,)))
+    assert single.outcome == "undecided" and "1 latent size" in single.text
+
+
+def test_a_count_with_no_spread_decides_nothing_by_itself():
+    """6, 6, 6 against 5, 5, 5 at one of 24 pairs: a standard error of 0 would call that difference
+    certain; the count's rounding spread and Holm's correction keep it undecided with 3 seeds, and the
+    verdict says how many seeds would decide it."""
+    flat = grid(lambda a, k, s: {"active_components": 5.0 + (a == 0 and k == 20)}, alphas=(0, 0.2, 0.4, 0.6, 0.8, 1, 1.5, 2),
+                ks=(20, 30, 40), seeds=(0, 1, 2))
+    verdict = same_count(flat)
+    assert verdict.outcome == "undecided" and verdict.seeds_to_decide > 3
+    assert f"about {verdict.seeds_to_decide} seeds per grid point would decide it" in verdict.text
 
 
 def test_gap_verdict_reads_the_gap_between_bound_and_log_likelihood():
-    closing = grid(lambda a, k, s: {"test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -94 - 3 * a})
-    assert gap_verdict(closing).startswith("Supported: k=10: gap 6.00 nats at alpha=1, 3.00 at alpha=0")
+    closing = gap_shrinks(grid(lambda a, k, s: {"test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -94 - 3 * a}))
+    assert closing.outcome == "supported"
+    assert closing.per_k[10].text.startswith("k=10: supported: gap 6.00 nats at alpha=1, 3.00 at alpha=0")
+    assert closing.per_k[10].effect.value == pytest.approx(3.0)
     widening = grid(lambda a, k, s: {"test_log_likelihood": -91 + NOISE[s], "test_vr_bound_alpha": -97 + 3 * a})
-    assert gap_verdict(widening).startswith("Not supported")
+    assert gap_shrinks(widening).outcome == "not supported"
 
 
 def test_variances_verdict_pairs_the_probes_of_each_trial():
     helps = grid(lambda a, k, s: {"final_probe_means": 0.90 + NOISE[s] / 10,
-                                  "final_probe_means_variances": 0.92 + NOISE[s] / 10})
-    assert variances_verdict(helps, 1.0) == ("Supported: k=10: +0.020 ± 0.000 accuracy over 4 seeds; "
-                                             "k=20: +0.020 ± 0.000 accuracy over 4 seeds.")
+                                  "final_probe_means_variances": 0.92 + NOISE[s] / 10 + NOISE[(s + 1) % 4] / 100})
+    verdict = variances_help(helps, 1.0)
+    assert verdict.outcome == "supported" and verdict.per_k[10].effect.value == pytest.approx(0.02)
     hurts = grid(lambda a, k, s: {"final_probe_means": 0.92, "final_probe_means_variances": 0.90 + NOISE[s] / 100})
-    assert variances_verdict(hurts, 1.0).startswith("Not supported")
+    assert variances_help(hurts, 1.0).outcome == "not supported"
+    exact = grid(lambda a, k, s: {"final_probe_means": 0.90 + NOISE[s] / 10, "final_probe_means_variances": 0.92 + NOISE[s] / 10})
+    assert variances_help(exact, 1.0).outcome == "undecided"  # every seed gains exactly 0.02: no spread
+    assert variances_help(helps, None).outcome == "undecided"
+
+
+def test_verdicts_are_keyed_by_claim_and_read_back_from_trials_csv(tmp_path):
+    trials = grid(lambda a, k, s: {"active_components": 17 - 4 * a ** 2 + NOISE[s], "test_log_likelihood": -91 + NOISE[s],
+                                   "test_vr_bound_alpha": -94 - 3 * a, "final_probe_means": 0.9 + NOISE[s] / 10,
+                                   "final_probe_means_variances": 0.92 + NOISE[s] / 10 + NOISE[(s + 1) % 4] / 100})
+    judged = verdicts(trials)
+    assert list(judged) == ["a", "b", "c", "d"] and judged["d"].settings == {"probe_alpha": 1.0}
+    write_verdict_record(trials, judged, tmp_path)
+    assert list(pd.read_csv(tmp_path / "trials.csv").columns[:4]) == ["status", "alpha", "k", "seed"]
+    again = verdicts(read_trials(tmp_path / "trials.csv"))
+    assert verdicts_json(again) == (tmp_path / "verdicts.json").read_text()
+    assert json.loads(verdicts_json(again))["b"]["per_k"]["10"]["outcome"] == judged["b"].per_k[10].outcome
 
 
 def test_geometry_and_interpolation_verdicts():
@@ -179,7 +214,7 @@ def test_every_figure_gets_a_caption_with_its_claim_and_the_sweeps_epochs():
                                    "final_probe_means": 0.9 + NOISE[s] / 10,
                                    "final_probe_means_variances": 0.92 + NOISE[s] / 10})
     rows = np.random.default_rng(0).random((5, 10, 28, 28))
-    captions = figure_captions(trials, epochs=30, epsilon=0.01, bound_samples=10, is_samples=2000, probe_alpha=1.0,
+    captions = figure_captions(verdicts(trials), epochs=30, epsilon=0.01, bound_samples=10, is_samples=2000, probe_alpha=1.0,
                                pairs=np.array([[-2.0, 0.5, 2.0, 0.5]]), interpolations=(rows, trials.iloc[-1]))
     assert list(captions) == ["fig1_spectrum", "fig2_active_components", "fig2_bounds", "fig3_probes", "fig4_geodesics",
                               "fig5_interpolations"]
@@ -189,7 +224,7 @@ def test_every_figure_gets_a_caption_with_its_claim_and_the_sweeps_epochs():
     assert "a1_k20_s3" in captions["fig5_interpolations"].shows
     assert captions["fig2_bounds"].verdict.endswith("After 30 epochs; the study trains 1000.")
     assert "After" not in captions["fig4_geodesics"].verdict  # geometry: no epochs involved
-    no_probes = figure_captions(trials, 1000, 0.01, 10, 2000, None, np.array([[-2.0, 0.5, 2.0, 0.5]]), None)
+    no_probes = figure_captions(verdicts(trials), 1000, 0.01, 10, 2000, None, np.array([[-2.0, 0.5, 2.0, 0.5]]), None)
     assert set(no_probes) == {"fig1_spectrum", "fig2_active_components", "fig2_bounds", "fig4_geodesics"}
     assert "After" not in no_probes["fig2_bounds"].verdict  # the study's length: nothing to add
 
@@ -202,13 +237,15 @@ def test_report_page_shows_captions_a_table_per_k_and_no_red_when_nothing_is_mis
     data = {"spec": "digits", "title": "UCI digits", "sha256": "7ec527b6dfdd" + "0" * 52, "side": [8, 8],
             "train_images": 1497, "test_images": 300, "labels": True}
     caption = Caption("Figure 2, left. what it draws", "Active components saturate as alpha -> 0.", "Supported: k=5 ...")
+    judged = verdicts(trials)
     page = render_html(config, data, {"fig2_active_components": b"png"}, {"fig2_active_components": caption},
-                       summarize(trials), trials, problems=[])
+                       judged, summarize(trials), trials, problems=[])
     assert "<p><b>Claim tested:</b> Active components saturate as alpha -&gt; 0.</p>" in page
     assert "<p><b>This sweep:</b> Supported: k=5 ...</p>" in page
     assert page.index("<h3>k = 5</h3>") < page.index("<h3>k = 10</h3>")
     assert "<td>-79.0 ± 1.0 (3)</td>" in page and "<th>alpha = 1</th>" in page
     assert "<ul><li>none</li></ul>" in page and 'class="problems"' not in page
     assert "<b>Data:</b> UCI digits (digits): 1497 training and 300 test images of 8x8, labelled" in page
-    failing = render_html(config, data, {}, {}, summarize(trials), trials, problems=["a0_k5_s0: no finished run"])
+    assert f"<tr><th>(a)</th><td><b>{judged['a'].outcome}</b></td>" in page and "<th>(c) k=5</th>" in page
+    failing = render_html(config, data, {}, {}, judged, summarize(trials), trials, problems=["a0_k5_s0: no finished run"])
     assert '<ul class="problems"><li>a0_k5_s0: no finished run</li></ul>' in failing

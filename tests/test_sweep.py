@@ -116,7 +116,16 @@ def test_report_of_the_tiny_sweep(tiny):
         assert row["mean"] == pytest.approx(np.mean(values)) and row["std"] == pytest.approx(np.std(values, ddof=1))
     info = tracking(root / "runs" / "tiny")
     logged = root / "runs" / "tiny" / "mlartifacts" / info["experiment_id"] / info["parent_run_id"] / "artifacts"
-    assert (logged / "report" / "report.html").is_file()
+    assert (logged / "report" / "report.html").is_file() and (logged / "report" / "verdicts.json").is_file()
+
+    # the verdicts, recomputed from trials.csv alone (no sweep folder, no MLflow), are the report's
+    table = pd.read_csv(out / "trials.csv")
+    assert len(table) == len(runs) and {"status", "alpha", "k", "seed", "test_log_likelihood"} <= set(table.columns)
+    written = json.loads((out / "verdicts.json").read_text())
+    assert sorted(written) == ["a", "b", "c", "d"] and f"claim (a): {written['a']['text']}" in report.stdout
+    redo = vaesweep("report", "--trials", str(out / "trials.csv"), "--out", str(root / "redo"))
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert (root / "redo" / "verdicts.json").read_text() == (out / "verdicts.json").read_text()
 
     # a partial sweep: one more grid point than was run is listed as missing, the rest still drawn
     partial = root / "partial"

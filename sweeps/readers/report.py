@@ -2,10 +2,11 @@
 
 Writes ``fig1_spectrum``, ``fig2_active_components``, ``fig2_bounds``, ``fig3_probes``,
 ``fig4_geodesics``, ``fig5_interpolations`` (PNG and PDF), ``summary.csv`` (mean / std / count over
-seeds per alpha, k and metric) and a self-contained ``report.html``, and logs them under
-``report/`` in the sweep's parent run. Each figure's caption says what the study's figure shows,
-the claim it tests and whether this sweep supports it (analysis/claims.py). Works on a partial sweep:
-grid points without a finished run and finished runs missing a metric are listed, not fatal.
+seeds per alpha, k and metric), ``trials.csv`` and ``verdicts.json`` (analysis/verdict_record.py) and a
+self-contained ``report.html``, and logs them under ``report/`` in the sweep's parent run. Each figure's
+caption says what the study's figure shows, the claim it tests and this sweep's verdict on it
+(analysis/claims.py). Works on a partial sweep: grid points without a finished run and finished runs
+missing a metric are listed, not fatal.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, summarize, trial_label, with_grid
-from analysis.claims import Caption, figure_captions
+from analysis.captions import Caption, figure_captions
+from analysis.claims import Verdict, nearest_to_one, verdicts
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
 from analysis.metrics import FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
+from analysis.verdict_record import write_verdict_record
 from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import SWEEP_FILE, data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
@@ -72,12 +75,6 @@ def expected_points(config: SweepConfig) -> list[str]:
     return [trial_label(t.alpha, t.k, t.seed) for t in config.trials()] if config.search == "grid" else []
 
 
-def closest_to_one(alphas: pd.Series) -> float | None:
-    """Figure 3's alpha: the study's Figure 3 is the KL VAE (alpha = 1); else the sweep's alpha nearest it."""
-    values = sorted(set(alphas), key=lambda a: (abs(a - 1.0), a))
-    return values[0] if values else None
-
-
 def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | None, workdir: Path,
                    notes: list[str]) -> tuple[np.ndarray, pd.Series] | None:
     """Figure 5's rows and trial: ``chosen`` or the best finished trial by IS log-likelihood; None (with a
@@ -97,15 +94,16 @@ def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | Non
 
 
 def build_figures(client: MlflowClient, config: SweepConfig, data: dict[str, Any], trials: pd.DataFrame,
-                  history: pd.DataFrame, chosen: str | None, workdir: Path
-                  ) -> tuple[dict[str, Any], dict[str, Caption], list[str]]:
-    """The figures and their captions by file stem, and notes on what could not be drawn."""
+                  history: pd.DataFrame, chosen: str | None, workdir: Path, margin: float | None
+                  ) -> tuple[dict[str, Any], dict[str, Caption], dict[str, Verdict], list[str]]:
+    """The figures and their captions by file stem, the claims' verdicts (``margin``: None for the sweep's
+    eval.equivalence_margin), and notes on what could not be drawn."""
     notes: list[str] = []
     summary = summarize(trials)
     finished = trials[trials["status"] == "FINISHED"]
     spectra = with_grid(history[history["key"] == EIGENVALUE_KEY], trials)
     probes = with_grid(history[history["key"].isin(list(PROBE_PANELS))], trials)
-    probe_alpha = closest_to_one(probes["alpha"])
+    probe_alpha = nearest_to_one(probes["alpha"])
     pixels = finished[MetricName.final_probe_pixels].dropna()
     figures = {
         "fig1_spectrum": spectrum_figure(spectra, config.eval.epsilon),
@@ -128,9 +126,10 @@ def build_figures(client: MlflowClient, config: SweepConfig, data: dict[str, Any
         rows, trial = shown
         title = f"{data['title']}, {run_name_of(trial)} (run {trial.run_id[:8]}, IS log-lik {trial.test_log_likelihood:.2f})"
         figures["fig5_interpolations"] = interpolation_figure(rows, title)
-    captions = figure_captions(trials, config.train.epochs, config.eval.epsilon, config.eval.bound_samples,
+    judged = verdicts(trials, probe_alpha, config.eval.equivalence_margin if margin is None else margin)
+    captions = figure_captions(judged, config.train.epochs, config.eval.epsilon, config.eval.bound_samples,
                                config.eval.is_samples, probe_alpha, GEODESIC_PAIRS, shown, data["title"])
-    return figures, captions, notes
+    return figures, captions, judged, notes
 
 
 def metric_labels(config: SweepConfig) -> dict[str, str]:
@@ -175,8 +174,30 @@ def describe_data(config: SweepConfig, data: dict[str, Any]) -> str:
             f"of {data['side'][0]}x{data['side'][1]}, {labels}; sha256 {data['sha256'][:12]}...")
 
 
+def verdict_rows(claim: str, verdict: Verdict) -> list[str]:
+    """Table rows of one claim: the claim's own, then one per latent size for a claim judged per k."""
+    def row(label: str, v: Verdict) -> str:
+        measured = html.escape(v.effect.text()) if v.effect else "-"
+        p_values = "; ".join(f"{html.escape(name)} {p:.3g}" for name, p in v.p_values.items()) or "-"
+        seeds = f"{v.seeds[0]}" if v.seeds[0] == v.seeds[1] else f"{v.seeds[0]}-{v.seeds[1]}"
+        return (f"<tr><th>{label}</th><td><b>{v.outcome}</b></td><td>{measured}</td><td>{p_values}</td>"
+                f"<td>{seeds}</td><td>{v.seeds_to_decide or '-'}</td></tr>")
+    return [row(f"({claim})", verdict)] + [row(f"({claim}) k={k}", v) for k, v in verdict.per_k.items()]
+
+
+def verdicts_html(judged: dict[str, Verdict]) -> str:
+    """The claims' verdicts as one table, with the tests used and the rule's calibration."""
+    rows = "".join(line for claim, verdict in judged.items() for line in verdict_rows(claim, verdict))
+    tests = "".join(f"<li>({claim}) {html.escape(v.test)}</li>" for claim, v in judged.items())
+    return (f"<table><tr><th>claim</th><th>outcome</th><th>effect (95% interval)</th><th>p-values</th><th>seeds</th>"
+            f"<th>seeds to decide</th></tr>{rows}</table><p>Tests:</p><ul>{tests}</ul>"
+            "<p>Each rule errs at most 5% of the time under its claim's null, measured on simulated sweeps "
+            "(docs/results.md, \"How a verdict is decided\"). trials.csv and verdicts.json beside this page "
+            "let anyone recompute them: <code>vaesweep report --trials trials.csv</code>.</p>")
+
+
 def render_html(config: SweepConfig, data: dict[str, Any], figures: dict[str, bytes], captions: dict[str, Caption],
-                summary: pd.DataFrame, trials: pd.DataFrame, problems: list[str]) -> str:
+                judged: dict[str, Verdict], summary: pd.DataFrame, trials: pd.DataFrame, problems: list[str]) -> str:
     """One self-contained page: figures inlined as base64 PNG with captions, the config, the tables, the problems."""
     images = "\n".join(
         f'<figure><img alt="{stem}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -192,6 +213,7 @@ figure{{margin:1.5em 0}} figcaption{{max-width:1100px;font-size:14px}} figcaptio
 <h1>Sweep {html.escape(config.name)}</h1>
 <p><b>Data:</b> {html.escape(describe_data(config, data))}</p>
 <h2>Missing, failed or incomplete</h2>{problem_list}
+<h2>The study's claims on this sweep</h2>{verdicts_html(judged)}
 <h2>Figures</h2>{images}
 <h2>Summary over seeds: mean ± std (number of seeds)</h2>{summary_html(config, summary)}
 <h2>Trials</h2>{trials[columns].to_html(index=False, float_format=lambda v: f"{v:.4g}")}
@@ -211,9 +233,10 @@ def shareable(config: SweepConfig) -> dict:
 
 
 def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = None,
-                 say: Callable[[str], None] = print) -> dict[str, Any]:
+                 say: Callable[[str], None] = print, margin: float | None = None) -> dict[str, Any]:
     """Build every output of the report into ``out`` (replacing an earlier report only once the new one
-    is complete); returns a small summary of what was written. ``say`` gets notes on the way."""
+    is complete); returns a small summary of what was written. ``say`` gets notes on the way; ``margin``
+    overrides the sweep's eval.equivalence_margin."""
     sweep_dir = sweep_path(storage, name)
     tracking = read_tracking(sweep_dir)
     if not tracking or not (sweep_dir / SWEEP_FILE).is_file():
@@ -231,7 +254,7 @@ def write_report(name: str, storage: Path, out: Path, chosen_run: str | None = N
         def build(store: MlflowClient, connect: Callable[[], MlflowClient]) -> dict[str, Any]:
             for leftover in staging.iterdir():  # a first attempt's files, if the server died under it
                 leftover.unlink()
-            return build_report(store, connect, config, tracking, staging, chosen_run)
+            return build_report(store, connect, config, tracking, staging, chosen_run, margin)
 
         written = with_sweep_clients(sweep_dir, tracking, build, say)
         replace_folder(staging, out)
@@ -253,14 +276,15 @@ def replace_folder(new: Path, old: Path) -> None:
 
 
 def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], config: SweepConfig,
-                 tracking: dict[str, Any], out: Path, chosen_run: str | None) -> dict[str, Any]:
+                 tracking: dict[str, Any], out: Path, chosen_run: str | None, margin: float | None) -> dict[str, Any]:
     """Every output of the report into ``out``, logged under report/ in the parent run; returns counts."""
     with tempfile.TemporaryDirectory() as tmp:
         children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
         client = connect()
         trials, history = run_frames(client, children, HISTORY_KEYS)
         data = data_record(config.sweep_dir()) or {"title": spec_title(config.data), "labels": True}
-        figures, captions, notes = build_figures(client, config, data, trials, history, chosen_run, Path(tmp))
+        figures, captions, judged, notes = build_figures(client, config, data, trials, history, chosen_run, Path(tmp),
+                                                         margin)
         pngs = {}
         for stem, fig in figures.items():
             fig.savefig(out / f"{stem}.pdf")
@@ -269,6 +293,7 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
             plt.close(fig)
         summary = summarize(trials)
         summary.to_csv(out / "summary.csv", index=False)
+        write_verdict_record(trials, judged, out)
         finished = set(trials.loc[trials["status"] == "FINISHED", "run_id"])
         runs = {run_name_of(r): r for r in trials.itertuples()}
         expected = expected_points(config)
@@ -280,9 +305,10 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         metrics = FINAL_METRICS if data["labels"] else UNLABELLED_FINAL_METRICS
         problems += [f"missing metric in {line}" for line in missing_metrics(trials, metrics)]
         problems += stopped_early(trials) + notes
-        (out / "report.html").write_text(render_html(config, data, pngs, captions, summary, trials, problems))
+        (out / "report.html").write_text(render_html(config, data, pngs, captions, judged, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
-    return {"trials": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs)}
+    return {"trials": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs),
+            "verdicts": judged}
 
 
 def run_state(row) -> str:
