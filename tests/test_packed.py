@@ -18,7 +18,7 @@ from vae.errors import CheckpointError, NonFiniteLossError
 from vae.model import VAE
 from vae.packed import PackedVAE, member_noise
 from vae.packed_train import PackedTrainer, check_packable
-from vae.train import Trainer
+from reference_trainer import Trainer
 
 ALPHAS = [1.0, 0.0, 0.5, math.inf, -math.inf]  # the ELBO, IWAE, a power mean, and both limits
 

@@ -25,7 +25,7 @@ from vae.data import Images
 from vae.mnist import load_mnist
 from vae.packed_train import GRAPH_STEPS, PackedTrainer
 from vae.step_graph import EXPLICIT_GENERATOR_REGISTRATION, WARMUP_STEPS, CudaGraphs, EagerGraphs, GraphedSteps
-from vae.train import Trainer
+from reference_trainer import Trainer
 
 CPU = torch.device("cpu")
 

@@ -6,8 +6,9 @@ pack trains P grid points at once: every Linear of the P members is one batched 
 ``torch.func.vmap`` over the plain module). Members share nothing but the kernels: member i's
 outputs depend only on member i's weights, batch and noise, so the sum of the members' losses
 gives each member its own gradient. With one member the products give the plain ``VAE``'s bits
-(a pack of one is bit-identical to ``vae.train.Trainer`` on CPU); with more, a batched product
-may round differently from the single one (an ulp), so members match to float tolerance.
+(a pack of one is bit-identical on CPU to the tests' one-model reference trainer,
+``tests/reference_trainer.py``); with more, a batched product may round differently from the single
+one (an ulp), so members match to float tolerance.
 
 Shapes: P members, B images, K samples, D pixels, k latent units.
 """

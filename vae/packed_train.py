@@ -1,6 +1,6 @@
 """Trains a pack of grid points at once: P configs that differ only in alpha and seed, one process.
 
-Each member is the unpacked ``vae.train.Trainer`` of its config, vectorised: its initial weights
+Each member is the tests' one-model reference trainer (``tests/reference_trainer.py``) vectorised: its initial weights
 and its ``torch.Generator`` are those of ``Trainer(config, data)`` (``initial_model``, the generator
 seeded with the member's seed), and the generator draws in the trainer's order (the epoch's
 permutation, then per batch the binarisation and the reparameterisation noise), so a member sees
