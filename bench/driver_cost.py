@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
 import subprocess
 import sys
@@ -93,9 +92,11 @@ def driver_run(members: int, trials: int, epochs: int, epoch_seconds: float, roo
     from ray import tune
     from ray.tune.execution.tune_controller import TuneController
 
-    from sweeps.driver.launch import param_space, quiet_console, sweep_run_config
-    from sweeps.driver.tracking_target import open_tracking
+    from sweeps.driver.context import DriverContext, running
+    from sweeps.driver.launch import quiet_console
     from sweeps.driver.loggers import WritesNothing
+    from sweeps.driver.tracking_target import open_tracking
+    from sweeps.driver.tune_setup import param_space, sweep_run_config
     from sweeps.mlflow_server import LocalMlflowServer
 
     quiet_console(verbose=False)
@@ -106,8 +107,7 @@ def driver_run(members: int, trials: int, epochs: int, epoch_seconds: float, roo
                                  "resources.gpu=0", f"train.epochs={epochs}", "eval.probe_epochs=[1]"],
                        name=f"p{members}x{trials}", storage=str(root))
     assert len(sweep.packs()) == trials and all(len(pack) == members for pack in sweep.packs())
-    with LocalMlflowServer(sweep.sweep_dir()) as server:
-        os.environ["MLFLOW_TRACKING_URI"] = server.wait()
+    with LocalMlflowServer(sweep.sweep_dir()) as server, running(DriverContext(server)):
         open_tracking(server, sweep)
         ray.init(num_cpus=trials + 1, include_dashboard=False, logging_level="ERROR")
         originals = (TuneController._process_trial_result, rest.http_request)

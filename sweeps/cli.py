@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from analysis.metrics import MetricName
 from analysis.settings import EvalConfig
+from sweeps import environment
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
 from sweeps.failures import failure_summary
 from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
@@ -335,7 +336,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 def dry_run(config, args: argparse.Namespace) -> int:
     """Every check of a real run (``preflight``: resources, data, an existing sweep, disk), then the resolved
     config's trials, packs and device plan; writes nothing, starts no server."""
-    from sweeps.driver.launch import preflight
+    from sweeps.driver.preflight import preflight
 
     if args.address is not None:
         print("vaesweep: the cluster's nodes are checked when the sweep starts; resources 'auto' are listed here as "
@@ -396,7 +397,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     out = args.out or args.storage / args.name / "report"
     check_creatable(out, f"--out {out}")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read: noise
+    environment.no_artifact_progress_bars()
     written = write_report(args.name, args.storage, out, args.run, say=note, margin=args.margin)
     print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
     for problem in written["problems"]:

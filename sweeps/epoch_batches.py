@@ -14,15 +14,14 @@ the checkpoints' histories.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-# Seconds between the writer's rounds (VAESWEEP_MLFLOW_FLUSH_S): MLflow's lag behind Ray at most.
-FLUSH_SECONDS = float(os.environ.get("VAESWEEP_MLFLOW_FLUSH_S", "10"))
+from sweeps import hooks
+
 MAX_METRICS = 1000  # per log_batch request (mlflow/utils/validation.py)
 MAX_TAGS = 100
 
@@ -31,9 +30,9 @@ class EpochBatches:
     """Each run's unsent metrics and tags, sent by a daemon thread every ``interval`` seconds; a failed
     send keeps its records queued and is raised by the next ``raise_failure``."""
 
-    def __init__(self, client: MlflowClient, interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, client: MlflowClient, interval: float | None = None) -> None:
         self.client = client
-        self.interval = interval
+        self.interval = hooks.flush_seconds() if interval is None else interval  # MLflow's lag behind Ray at most
         self.pending: dict[str, tuple[list[Metric], dict[str, str]]] = {}
         self.queued = threading.Lock()  # guards pending
         self.sending = threading.Lock()  # one sender at a time: a run's records reach MLflow in order

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TypeVar
 
+from sweeps.environment import fail_fast_mlflow_clients
 from sweeps.layout import STORE_FILE, artifacts_dir, backend_uri
 
 STARTUP_TIMEOUT_S = 120
@@ -175,17 +176,6 @@ def forget_artifact_locations() -> None:
     utils._artifact_repos_cache.clear()
 
 
-# Fail fast when the server is down: MLflow's client would otherwise retry for minutes per call (7
-# retries with a doubling backoff: a report whose own server was killed mid-read waited 514 s).
-CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-
-
-def fail_fast_clients() -> None:
-    """MLflow clients of this process give up on a dead server within seconds (a user's own settings win)."""
-    os.environ.update({k: v for k, v in CLIENT_ENV.items() if k not in os.environ})
-
-
 class LocalMlflowServer:
     """Context manager: starts the server on enter, ``wait()`` until it answers, stops it on exit.
 
@@ -199,7 +189,7 @@ class LocalMlflowServer:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "LocalMlflowServer":
-        fail_fast_clients()  # the server is our child: when it dies, every call to it must fail at once
+        fail_fast_mlflow_clients()  # the server is our child: when it dies, every call to it must fail at once
         forget_artifact_locations()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with open(self.sweep_dir / "mlflow-server.log", "ab") as log:  # the child keeps its own copy

@@ -33,7 +33,7 @@ from sweep_helpers import (
 )
 
 from sweeps.mlflow_server import free_port
-from sweeps.mlflow_server import CLIENT_ENV
+from sweeps.environment import FAIL_FAST_MLFLOW as CLIENT_ENV
 
 pytestmark = pytest.mark.slow
 RAY = Path(sys.executable).with_name("ray")

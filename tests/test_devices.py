@@ -47,7 +47,7 @@ def test_a_dry_run_and_a_run_start_with_the_device_line():
 def test_the_device_line_says_what_a_sweep_does_with_gpus():
     """On a GPU: packs per trial and how their steps run (the config as resources auto resolves it there)."""
     from sweeps.config import load_sweep
-    from sweeps.driver.launch import device_line
+    from sweeps.driver.preflight import device_line
 
     config = load_sweep("smoke", ["resources.gpu=1", "train.cuda_graphs=off"])
     line = device_line(config, config.resolved(gpus=1), None)

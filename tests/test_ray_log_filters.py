@@ -7,8 +7,7 @@ import errno
 import logging
 import sys
 
-from sweeps.driver.disk import DiskFullLogFilter
-from sweeps.driver.launch import GoneCheckpointLogFilter
+from sweeps.driver.ray_logs import DiskFullLogFilter, GoneCheckpointLogFilter
 
 GONE = "/tmp/runs/a sweep/tune/train_trial_1/checkpoint_000001"
 

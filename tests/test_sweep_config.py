@@ -133,7 +133,7 @@ def test_settings_once_of_the_unpacked_trainer_pack_too(setting, field):
 
 
 def test_a_resumed_sweep_packs_as_it_started_whatever_the_machine(tmp_path):
-    from sweeps.driver.launch import resolve_resources
+    from sweeps.driver.preflight import resolve_resources
     from sweeps.layout import write_settings
 
     overrides = ["grid.k=[30]", "grid.seed=[0,1,2]"]

@@ -8,13 +8,12 @@ again as artifacts; plus one checkpoint in flight per running trial (written bef
 deleted) and the stores' own records; in the temp folder, the checkpoints trials stage there and
 Ray's session. A full disk mid-sweep would tear whatever was being written
 (Ray's experiment state, a result, an artifact), so the driver stops the sweep while there is still
-room to save its state (``DiskGuard``), as Ctrl-C does, and the same command resumes it.
+room to save its state (``sweeps/driver/disk_guard.py``), as Ctrl-C does, and the same command resumes it.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import signal
@@ -22,13 +21,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from ray import tune
 
 from sweeps.config import SweepConfig
 from sweeps.layout import CHECKPOINTS_KEPT
-from sweeps.ray_files import error_line
 
 ANALYSIS_BYTES = 1 << 20  # a final analysis folder: interpolations, figures, tables (about 0.3 MB measured)
 RECORD_BYTES = 8 << 20  # Ray's experiment state, per-epoch results, the MLflow database (about 1 MB on smoke)
@@ -142,66 +137,36 @@ def is_disk_full(error: BaseException | str | None) -> bool:
     return error is not None and any(mark in str(error) for mark in (DISK_FULL_TEXT, "[Errno 28]", "ENOSPC"))
 
 
-class DiskFullLogFilter(logging.Filter):
-    """Drops Ray's log records (with their tracebacks) about a full disk: the driver says it in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.exc_info and record.exc_info[1] is not None:
-            text += str(record.exc_info[1])
-        return not (DISK_FULL_TEXT in text or "[Errno 28]" in text)
+def describe(path: Path, free: int) -> str:
+    return f"disk full at {path} ({free / MB:.0f} MB free)"
 
 
-class DiskFull:
-    """Where and when the driver stopped a sweep for want of space (one per driver process)."""
+class DiskVerdict:
+    """Whether, where and with how much space left this driver run stopped its sweep for want of space:
+    the disk guard's verdict, owned by the run (``sweeps.driver.context.DriverContext``)."""
 
-    path: Path | None = None
-    free: int = 0
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.free = 0
 
-    @classmethod
-    def stop(cls, path: Path, free: int) -> None:
+    def stop(self, path: Path, free: int) -> None:
         """Record it, say it, and ask Tune to stop gracefully (its SIGUSR1 handler, as Ctrl-C does)."""
-        if cls.path is not None:
+        if self.path is not None:
             return
-        cls.path, cls.free = path, free
+        self.path, self.free = path, free
         print(f"vaesweep: {describe(path, free)}: stopping the sweep and saving its state", file=sys.stderr)
         tune_stop = signal.getsignal(signal.SIGUSR1)
         if callable(tune_stop):
             tune_stop(signal.SIGUSR1, None)
 
+    def explains(self, error: BaseException, sweep_dir: Path, reserve: int) -> bool:
+        """Whether ``error``, ending the fit, is the full disk: after one, Tune's own ending may trip over what
+        it could not write (a cut-off error pickle), which is the full disk too, said in one line."""
+        if not (self.path or is_disk_full(error) or free_bytes(sweep_dir) < reserve):
+            return False
+        self.path = self.path or sweep_dir
+        self.free = free_bytes(sweep_dir)
+        return True
 
-def describe(path: Path, free: int) -> str:
-    return f"disk full at {path} ({free / MB:.0f} MB free)"
-
-
-class DiskGuard(tune.Callback):
-    """Stops the sweep while its state can still be saved: when the free space of the sweep's
-    filesystem falls below what the running trials write next (a checkpoint and a final analysis
-    each, twice with the embedded store's artifacts) plus room for the records; and when a trial
-    fails on a full disk anyway (another program filled it). Holds only the sweep's config and the
-    largest checkpoint's size (estimated once, not per result), so it pickles with the experiment (as
-    Tune does on restore)."""
-
-    def __init__(self, sweep: SweepConfig, pixels: int) -> None:
-        self.sweep = sweep
-        self.checkpoint = estimate(sweep, pixels).checkpoint * sweep.pack_size  # a trial's: its pack's members
-
-    def reserve(self, running: int) -> int:
-        return max(1, running) * 2 * (self.checkpoint + ANALYSIS_BYTES) + RECORD_BYTES
-
-    def check(self, trials: list) -> None:
-        sweep_dir = self.sweep.sweep_dir()
-        free = free_bytes(sweep_dir)
-        running = sum(t.status == "RUNNING" for t in trials)
-        if free < self.reserve(running):
-            DiskFull.stop(sweep_dir, free)
-
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
-        self.check(trials)
-
-    def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        self.on_trial_error(iteration, trials, trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
-        if is_disk_full(error_line(trial.error_file)):
-            DiskFull.stop(self.sweep.sweep_dir(), free_bytes(self.sweep.sweep_dir()))
+    def description(self) -> str | None:
+        return describe(self.path, self.free) if self.path else None

@@ -4,18 +4,17 @@ and retries never duplicate a run).
 
 Trials need no route to MLflow: every result reaches the driver anyway, and the driver writes it,
 so the sweep's embedded store on 127.0.0.1 serves a multi-node cluster too. Tune pickles the
-callback with the experiment and unpickles it on ``Tuner.restore``, so it holds only the sweep's
-config: at ``setup`` it makes its client from ``MLFLOW_TRACKING_URI`` (which the driver sets to this
-run's server) and finds the experiment and parent run by name and tag. When the sweep's own server
-(``DRIVER_SERVER``, the driver's child) dies, the callback starts it again, once per death, says so,
-and writes into it what Ray recorded and it lacks, then goes on. Any other tracking outage (a
+callback with the experiment and unpickles it on ``Tuner.restore``, so only the sweep's config travels
+with it: at ``setup`` it makes its client for the driver run's tracking server (sweeps/driver/context.py)
+and finds the experiment and parent run by name and tag. When the sweep's own server (the driver's
+child) dies, the callback starts it again, once per death, says so, and writes into it what Ray
+recorded and it lacks, then goes on. Any other tracking outage (a
 remote server, or ours failing to start again) prints one warning and training goes on untracked;
 Ray's trial results keep everything and ``vaesweep sync`` replays them through the same ``TrialRuns``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,20 +25,14 @@ from ray import tune
 
 from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import SweepConfig
+from sweeps.driver.context import current
 from sweeps.driver.disk import is_disk_full
 from sweeps.epoch_batches import EpochBatches
 from sweeps.failures import FATAL_KEY
 from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
-from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.driver.progress import VERBOSE_ENV
 from sweeps.ray_files import error_line, trial_error
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
-
-
-# The sweep's own MLflow server, which the driver started (None with --tracking-uri): set by the driver
-# (sweeps/driver/launch.py) for the callback Tune unpickles on a restore, which holds only the sweep's config.
-DRIVER_SERVER: LocalMlflowServer | None = None
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -55,14 +48,18 @@ class MlflowTrialCallback(tune.Callback):
         self.trials: list = []  # the experiment's trials, as Tune last passed them
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sweep": self.sweep, "runs": None, "down": False, "cost": {}, "failed": set(), "filled": set(),
-                "trials": []}
+        """Only the sweep's config is pickled: everything else belongs to one driver run and starts afresh
+        in the next (a restore unpickles this callback)."""
+        return {"sweep": self.sweep}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["sweep"])
 
     def setup(self, **info: Any) -> None:
         self._write("open the sweep's runs", self._connect)
 
     def _connect(self) -> None:
-        client = MlflowClient()
+        client = MlflowClient(current().tracking_uri)
         experiment_id = get_or_create_experiment(client, self.sweep.tracking.experiment)
         parent_run_id = ensure_parent_run(client, experiment_id, self.sweep.name, self.sweep.to_dict())
         if self.runs is not None and self.runs.batches is not None:  # a revived server: Ray's records refill it
@@ -101,12 +98,12 @@ class MlflowTrialCallback(tune.Callback):
         meanwhile; False when there is no such server to revive (a remote one, or ours still alive)."""
         from sweeps.driver.sync import fill_trial  # sync's replay: the same TrialRuns, each epoch once
 
-        server = DRIVER_SERVER
+        server = current().own_server
         if server is None or server.alive():
             return False
         print(f"vaesweep: the sweep's MLflow server stopped (its log: {server.log}); starting it again",
               file=sys.stderr)
-        os.environ["MLFLOW_TRACKING_URI"] = server.restart()
+        server.restart()
         self._connect()
         filled = sum(fill_trial(self.runs, self.sweep, trial)[1]["epochs"] for trial in self.trials)
         print(f"vaesweep: MLflow server back at {server.uri}; wrote the {filled} epoch records it had missed",
@@ -184,6 +181,6 @@ class MlflowTrialCallback(tune.Callback):
         if self.runs is not None:  # (self.runs read at the call: a revived server's runs when retried)
             self._write("send queued epochs", lambda: self.runs.batches.close())
         epochs = self.cost.get("log metrics", [])
-        if epochs and os.environ.get(VERBOSE_ENV) == "1":
+        if epochs and current().verbose:
             print(f"vaesweep: MLflow on the driver: {1000 * sum(epochs) / len(epochs):.1f} ms per epoch result "
                   f"({len(epochs)} results), {sum(map(sum, self.cost.values())):.1f} s in all", file=sys.stderr)

@@ -5,13 +5,11 @@ A line reads ``[02:31] 3/6 finished, 2 running, 0 failed, 0 retrying; a0.5_k20_s
 -120.31; remaining ~01:10`` (a packed sweep counts packs finished and grid points failed); a grid
 point that fails gets one line, ``FAILED label: cause`` (and where its traceback is kept): the remaining time is the epochs still to train over the rate of the epochs
 trained so far in this run. Tune pickles callbacks with the experiment, so whether to be verbose is
-read from the environment at ``setup`` (the driver sets it from the flag on every run).
+read from the driver run's context at ``setup`` (sweeps/driver/context.py).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,11 @@ from ray.tune import CLIReporter
 
 from analysis.metrics import MetricName
 from sweeps.config import SweepConfig
+from sweeps.driver.context import current
 from sweeps.failures import FATAL_KEY
 from sweeps.packs import label_of, member_failures, member_results, trial_points
 from sweeps.ray_files import error_line
 
-VERBOSE_ENV = "VAESWEEP_VERBOSE"
 INTERVAL_S = 30.0
 
 
@@ -37,17 +35,8 @@ def clock(seconds: float) -> str:
 
 
 
-class TrialErrorLogFilter(logging.Filter):
-    """Drops Ray's ERROR records of a failed trial (each with its traceback) and its closing list of the
-    trials that did not complete: ``SweepProgress`` says each failed grid point in one line, with where
-    the traceback is kept (``--verbose`` keeps Ray's records)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("Trial task failed for trial", "Trials did not complete:"))
-
-
 class SweepProgress(tune.Callback):
-    """The driver's progress lines (or Ray's own tables when ``VAESWEEP_VERBOSE=1``)."""
+    """The driver's progress lines (or Ray's own tables with ``--verbose``)."""
 
     def __init__(self, sweep: SweepConfig) -> None:
         self.sweep = sweep
@@ -62,7 +51,7 @@ class SweepProgress(tune.Callback):
         """Each driver run (a resumed sweep's callback is unpickled from the run that started it)."""
         self.start = self.last = time.monotonic()
         self.failed = set()
-        self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if os.environ.get(VERBOSE_ENV) == "1" else None
+        self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if current().verbose else None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         if FATAL_KEY not in result:  # a pack member that diverged while its mates go on (a fatal end: on_trial_error)

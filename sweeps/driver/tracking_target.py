@@ -6,7 +6,8 @@ import contextlib
 from collections.abc import Iterator
 
 from sweeps.config import SweepConfig
-from sweeps.mlflow_server import LocalMlflowServer, fail_fast_clients
+from sweeps.environment import fail_fast_mlflow_clients
+from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import ensure_parent_run, get_or_create_experiment
 
 
@@ -35,6 +36,6 @@ def open_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConfi
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(server.wait())
-    fail_fast_clients()
+    fail_fast_mlflow_clients()
     experiment_id = get_or_create_experiment(client, config.tracking.experiment)
     return experiment_id, ensure_parent_run(client, experiment_id, config.name, config.to_dict())

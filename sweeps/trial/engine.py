@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from analysis.metrics import MetricName, SELECTION_METRIC, check_metrics
 from analysis.model_analysis import analyze_member
 from analysis.probes import add_probes
 from analysis.settings import EvalConfig
+from sweeps import hooks
 from sweeps.layout import ANALYSIS_DIR, FINAL_METRICS_FILE
 from sweeps.packs import FAILED_KEY, MEMBERS_KEY, STEP_MODE_KEY
 from vae.atomic import write_atomic
@@ -34,15 +34,11 @@ from vae.packed_train import PackedTrainer
 from vae.step_graph import EagerGraphs
 from vae.train import resolve_device
 
-# Test hook: "1" runs a CPU trial's steps through EagerGraphs (the GPU path's calls, each step eager), "fail"
-# makes its first capture raise as well, so the sweep tests see graphs, and their fallback, without a GPU.
-EAGER_GRAPHS_ENV = "VAESWEEP_EAGER_GRAPHS"
-
 
 def trial_trainer(configs: list[TrainConfig], images: Images) -> PackedTrainer:
     """The trainer of a trial's grid points (``vaesweep train``'s one, or a sweep trial's pack)."""
-    hook, device = os.environ.get(EAGER_GRAPHS_ENV), resolve_device(configs[0].device)
-    graphs = EagerGraphs(device, fail_capture=hook == "fail") if hook in ("1", "fail") and device.type == "cpu" else None
+    hook, device = hooks.eager_graphs(), resolve_device(configs[0].device)
+    graphs = EagerGraphs(device, fail_capture=hook == "fail") if hook and device.type == "cpu" else None
     return PackedTrainer(configs, images, graphs=graphs)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ import torch
 from ray import tune
 
 from analysis.metrics import NODE_KEY
+from sweeps import hooks
 from sweeps.config import SweepConfig, one_line
 from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
@@ -36,10 +36,6 @@ from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import DataSet, images_of
 from vae.errors import CheckpointError
 from vae.packed_train import PackedTrainer
-
-# Test hook for the fault-tolerance tests: the first attempt of every trial raises after this
-# epoch (a marker file in the trial directory makes the retry pass). Unset in normal use.
-FAIL_ONCE_ENV = "VAESWEEP_FAIL_ONCE_AT_EPOCH"
 
 
 def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dict[str, Any]]]:
@@ -60,13 +56,13 @@ def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dic
 
 
 def maybe_inject_failure(epoch: int) -> None:
-    """Raise once per trial at the epoch named by ``VAESWEEP_FAIL_ONCE_AT_EPOCH`` (tests only)."""
-    if os.environ.get(FAIL_ONCE_ENV) != str(epoch):
+    """Raise once per trial at the epoch named by the test hook ``hooks.FAIL_ONCE_ENV``."""
+    if hooks.fail_once_at() != epoch:
         return
     marker = Path(tune.get_context().get_trial_dir()) / "injected_failure"
     if not marker.exists():
         marker.touch()
-        raise RuntimeError(f"injected failure at epoch {epoch} ({FAIL_ONCE_ENV})")
+        raise RuntimeError(f"injected failure at epoch {epoch} ({hooks.FAIL_ONCE_ENV})")
 
 
 class TuneSink:

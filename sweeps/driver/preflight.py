@@ -1,0 +1,114 @@
+"""Every check a run makes before it writes anything or starts Ray (the dry run makes them too): the
+resources against this machine or the cluster, the device line, a sweep of that name with another
+config or data, the data read and checked against the config, and the disk space."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweeps.config import ConfigError, SweepConfig
+from sweeps.driver.data_record import check_same_data
+from sweeps.driver.disk import space_problem
+from sweeps.driver.local_ray import init_ray
+from sweeps.layout import saved_config, saved_settings
+
+if TYPE_CHECKING:
+    from vae.data import DataSet
+
+
+def check_same_sweep(config: SweepConfig) -> None:
+    """Refuse to resume a sweep under a changed config (Ray cannot change a restored search space)."""
+    if saved_settings(config.sweep_dir()) is None:
+        return
+    saved = saved_config(config.sweep_dir()).to_dict()  # validated: settings added since then take their defaults
+    current = config.to_dict()
+    ignore = {"storage", "tracking"}
+    if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
+        changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
+        raise ConfigError(f"sweep {config.name!r} already exists in {config.sweep_dir()} with different "
+                          f"{', '.join(changed)}; choose another --name to start a new sweep")
+
+
+def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
+    """``auto`` resources made concrete: as the sweep was started (its ``sweep.yaml``: a resume packs as
+    the start did, whatever machine it runs on), else for the GPUs the driver sees."""
+    if "auto" not in (config.resources.gpu, config.resources.pack):
+        return config
+    if saved_settings(config.sweep_dir()) is not None:
+        started = saved_config(config.sweep_dir()).resources
+        update = {name: getattr(started, name) for name in ("gpu", "pack") if getattr(config.resources, name) == "auto"}
+        config = config.model_copy(update={"resources": config.resources.model_copy(update=update)})
+    # GPUs the trials can get now: an autoscaled cluster may have none yet (set resources.gpu there, as k8s/ does)
+    return config.resolved(int(sum(node.get("GPU", 0.0) for node in node_resources(address))))
+
+
+def device_line(config: SweepConfig, resolved: SweepConfig, address: str | None) -> str:
+    """What torch sees on this machine and what the sweep will do with it, in one line: packs on GPUs, or a
+    trial per grid point on CPU (and why, when ``auto`` decided it)."""
+    from vae.devices import device_summary, probe_devices
+
+    res = resolved.resources
+    trials = len(resolved.packs())
+    if res.gpu:
+        plan = (f"{trials} trial{'s' * (trials > 1)} of up to {res.pack} grid points, {res.gpu:g} GPU each, steps "
+                f"{'as CUDA graphs' if resolved.train.cuda_graphs == 'auto' else 'eager (train.cuda_graphs: off)'}")
+    else:
+        size = f"packs of up to {res.pack} grid points" if res.pack > 1 else "a trial per grid point"
+        plan = f"{trials} trial{'s' * (trials > 1)}: {size} on CPU, {res.cpus:g} CPU each"
+    if config.resources.gpu == "auto":
+        plan += f" (resources.gpu auto: {'a GPU' if res.gpu else 'no GPU'} {'in the cluster' if address else 'here'})"
+    where = "this machine (the driver)" if address else "device"
+    return f"vaesweep: {where}: {device_summary(probe_devices())}; sweep: {plan}"
+
+
+def node_resources(address: str | None) -> list[dict[str, float]]:
+    """CPUs and GPUs of each node a trial could run on: this machine, or the cluster's live nodes."""
+    if address is None:
+        import torch
+
+        return [{"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}]
+    import ray
+
+    init_ray(address, verbose=False)
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def check_resources(config: SweepConfig, address: str | None, autoscaling: bool) -> None:
+    """Refuse a trial's request that no node can satisfy: Ray would keep such trials pending forever,
+    silently. An autoscaled cluster (``--autoscaling``) may add the node later, so it is let through."""
+    want = {"CPU": config.resources.cpus, "GPU": config.resources.gpu}
+    nodes = node_resources(address)
+    if any(all(node.get(kind, 0.0) >= amount for kind, amount in want.items()) for node in nodes) or (
+            address and autoscaling):
+        return
+    where = "the cluster's nodes have" if address else "this machine has"
+    have = "; ".join(f"{node.get('CPU', 0.0):g} CPUs and {node.get('GPU', 0.0):g} GPUs" for node in nodes) or "none"
+    hint = ", or pass --autoscaling if the cluster adds nodes on demand" if address else ""
+    raise ConfigError(f"resources: a trial asks for {want['CPU']:g} CPUs and {want['GPU']:g} GPUs, but no node can "
+                      f"give that ({where} {have}): lower resources.cpus or resources.gpu (gpu auto fits the "
+                      f"machine){hint}")
+
+
+def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
+              autoscaling: bool, check_nodes: bool = True) -> tuple[SweepConfig, DataSet]:
+    """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
+    resources against this machine or the cluster (the device line printed), a sweep of that name with
+    another config or data, the data read and checked against the config, the disk space (unless
+    ``force``). Returns the config with its resources resolved and the data; ConfigError or DataError
+    says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep)."""
+    from vae.data_sets import load_data
+
+    resolved = resolve_resources(config, address)
+    if check_nodes:
+        check_resources(resolved, address, autoscaling)
+    print(device_line(config, resolved, address))
+    check_same_sweep(resolved)  # before the lock: a refused config leaves no file behind
+    data = load_data(resolved.data, data_dir)  # verified once, before anything is written; trials get it from the object store
+    if problem := resolved.data_problem(len(data.train_images), len(data.test_images)):
+        raise ConfigError(problem)
+    check_same_data(resolved.sweep_dir(), data)
+    if not force and (problem := space_problem(resolved, data.pixels)):
+        raise ConfigError(problem)
+    return resolved, data
