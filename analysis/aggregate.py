@@ -19,12 +19,8 @@ from collections.abc import Iterable
 import pandas as pd
 
 from analysis.metrics import FINAL_METRICS, GRID, check_metrics
+from vae.config import grid_point_label
 
-
-
-def trial_label(alpha: float, k: int, seed: int) -> str:
-    """The name of a trial everywhere (MLflow run name, reports): a0.5_k30_s1."""
-    return f"a{alpha:g}_k{k}_s{seed}"
 
 
 def trials_frame(records: Iterable[dict]) -> pd.DataFrame:
@@ -80,7 +76,7 @@ def missing_metrics(trials: pd.DataFrame, metrics: list[str] = FINAL_METRICS) ->
     for row in trials.itertuples(index=False):
         absent = [m for m in metrics if pd.isna(getattr(row, m))]
         if absent and row.status == "FINISHED" and pd.isna(getattr(row, "stopped_early", None)):
-            lines.append(f"{trial_label(row.alpha, row.k, row.seed)}: {', '.join(absent)}")
+            lines.append(f"{grid_point_label(row.alpha, row.k, row.seed)}: {', '.join(absent)}")
     return lines
 
 
@@ -89,7 +85,7 @@ def stopped_early(trials: pd.DataFrame) -> list[str]:
     if "stopped_early" not in trials:
         return []
     stopped = trials.dropna(subset=["stopped_early"])
-    return [f"{trial_label(r.alpha, r.k, r.seed)}: stopped early by the scheduler after epoch {int(r.stopped_early)} "
+    return [f"{grid_point_label(r.alpha, r.k, r.seed)}: stopped early by the scheduler after epoch {int(r.stopped_early)} "
             "(a valid, shorter run: no final evaluation)" for r in stopped.itertuples(index=False)]
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.aggregate import trial_label
 from analysis.claims import CLAIMS, Verdict
 from analysis.geodesics import fisher_rao_geodesic
+from vae.config import grid_point_label
 
 STUDY_EPOCHS = 1000  # the study trains every model this long (paper.md 2.1)
 FIGURE_CLAIMS = {"fig1_spectrum": "a", "fig2_active_components": "b", "fig2_bounds": "c", "fig3_probes": "d"}
@@ -92,7 +92,7 @@ def figure_captions(verdicts: dict[str, Verdict], epochs: int, epsilon: float, b
         rows, trial = interpolations
         captions["fig5_interpolations"] = Caption(
             f"Figure 5. Interpolations between two {data} test images ({rows.shape[2]}x{rows.shape[3]}) by trial "
-            f"{trial_label(trial.alpha, trial.k, trial.seed)} (rows: pixels; line between means; line between "
+            f"{grid_point_label(trial.alpha, trial.k, trial.seed)} (rows: pixels; line between means; line between "
             "samples; geodesic, sampled; geodesic at its mean).",
             "Decoding along the geodesic without sampling gives a slightly sharper transition than the line "
             "between the means.",

@@ -225,7 +225,7 @@ def gap_shrinks(trials: pd.DataFrame) -> Verdict:
         shape = (f"gap {cells.mean((alphas[-1], k)):.2f} nats at alpha={alphas[-1]:g}, "
                  f"{cells.mean((alphas[0], k)):.2f} at alpha={alphas[0]:g}")
         judged[k] = (change, change.p_greater(), change.p_less(), shape, ())
-    return per_k_verdict("c", test, judged, seeds, "nats", f"fitted change of the gap from the smallest alpha to the largest")
+    return per_k_verdict("c", test, judged, seeds, "nats", "fitted change of the gap from the smallest alpha to the largest")
 
 
 def variances_help(trials: pd.DataFrame, probe_alpha: float | None) -> Verdict:

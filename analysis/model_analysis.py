@@ -27,24 +27,24 @@ from analysis.spectrum import spectrum
 from vae.member import Member
 
 
-def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig()) -> dict[str, Any]:
+def analyze_member(member: Member, out: Path, evaluation: EvalConfig = EvalConfig()) -> dict[str, Any]:
     """Measure ``member.model`` and write the artifacts into ``out``; returns the analysis dict."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    test = encode_dataset(member.model, member.test_x, seed=settings.seed)
-    spec = spectrum(test.means, settings.epsilon)
+    test = encode_dataset(member.model, member.test_x, seed=evaluation.seed)
+    spec = spectrum(test.means, evaluation.epsilon)
     # a data set without labels has no probes (and says so: probe_accuracy is empty)
-    probes = member_probes(member, settings.probe_train_size, settings.seed, pixels=True) if member.labelled else {}
+    probes = member_probes(member, evaluation.probe_train_size, evaluation.seed, pixels=True) if member.labelled else {}
 
-    first, second = settings.pair
+    first, second = evaluation.pair
     rows = interpolation_rows(member.model, member.test_x[first], member.test_x[second], member.images.side,
-                              settings.interpolation_steps, settings.seed)
+                              evaluation.interpolation_steps, evaluation.seed)
     save_interpolation_grid(rows, out / "interpolations.png")
     np.save(out / "interpolations.npy", rows)
 
     # Figure 4 from this model: the coordinates where the two posteriors are furthest apart.
     mu, sigma = test.means[[first, second]], np.sqrt(test.variances[[first, second]])
-    far = np.argsort(fisher_rao_distance_1d(mu[0], sigma[0], mu[1], sigma[1]))[::-1][: settings.geodesic_curves]
+    far = np.argsort(fisher_rao_distance_1d(mu[0], sigma[0], mu[1], sigma[1]))[::-1][: evaluation.geodesic_curves]
     figure = geodesic_figure(mu[0, far], sigma[0, far], mu[1, far], sigma[1, far])
     figure.savefig(out / "fig4_geodesics.png", dpi=120)
     plt.close(figure)
@@ -52,7 +52,7 @@ def analyze_member(member: Member, out: Path, settings: EvalConfig = EvalConfig(
     result = {
         **spec.as_dict(),
         "probe_accuracy": probes,
-        "probe_train_size": settings.probe_train_size,
+        "probe_train_size": evaluation.probe_train_size,
         "interpolation_pair": [first, second],
         "interpolation_labels": [int(member.test_y[first]), int(member.test_y[second])] if member.labelled else None,
         "geodesic_coordinates": far.tolist(),

@@ -37,7 +37,8 @@ from typing import Any
 
 from analysis.metrics import NODE_KEY, MetricName
 from sweeps.config import load_sweep
-from sweeps.packs import STEP_MODE_KEY, label_of, trial_points
+from sweeps.packs import STEP_MODE_KEY, trial_points
+from vae.config import grid_point_label
 
 WARM_RESULTS = 5  # results left out of each median: Tune's and the server's first requests
 
@@ -51,7 +52,7 @@ def synthetic_trial(params: dict[str, Any], sweep, epochs: int, epoch_seconds: f
     from sweeps.trial.engine import pack_result
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every result
-    labels = [label_of(point) for point in trial_points(sweep, params)]
+    labels = [grid_point_label(**point) for point in trial_points(sweep, params)]
     node = ray.get_runtime_context().get_node_id()
     wait = 0.0
     for epoch in range(1, epochs + 1):

@@ -96,7 +96,7 @@ def grid_configs(members: int, device: str) -> list[TrainConfig]:
     """``members`` points of the paper grid at k = 30: its alphas in turn, then the next seed."""
     paper = load_sweep("paper")
     alphas = paper.grid.alpha
-    return [paper.trial_config({"alpha": alphas[j % len(alphas)], "k": 30, "seed": j // len(alphas)})
+    return [paper.point_config({"alpha": alphas[j % len(alphas)], "k": 30, "seed": j // len(alphas)})
             .model_copy(update={"device": device}) for j in range(members)]
 
 
@@ -252,7 +252,7 @@ def preset_targets(args: argparse.Namespace, device: torch.device, data: Images,
 
 def smoke_targets(args: argparse.Namespace, device: torch.device) -> None:
     smoke = load_sweep("smoke")
-    trials = [trial.model_copy(update={"device": str(device)}) for trial in smoke.trials()]
+    trials = [trial.model_copy(update={"device": str(device)}) for trial in smoke.grid_points()]
     data = load_mnist(args.data_dir, trials[0].train_subset, trials[0].test_subset)
     samples = (smoke.eval.bound_samples, smoke.eval.is_samples)
     print(f"(e) smoke preset: {len(trials)} grid points, {trials[0].epochs} epochs on {trials[0].train_subset} images, "

@@ -48,7 +48,7 @@ WEIGHT_FILE_BYTES = 15 * 2**20  # what one file may hold (the device tool return
 def column_trainer(paper: SweepConfig, k: int, seeds: int, device: str, data_dir: Path | None,
                    train_images: int | None) -> PackedTrainer:
     """Every paper-grid alpha x seeds 0..seeds-1 at latent size k, as one pack."""
-    configs = [config.model_copy(update={"device": device}) for config in paper.trials()
+    configs = [config.model_copy(update={"device": device}) for config in paper.grid_points()
                if config.k == k and config.seed < seeds]
     return PackedTrainer(configs, load_mnist(data_dir, train_subset=train_images))
 

@@ -33,7 +33,6 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.aggregate import trial_label
 from analysis.metrics import MetricName
 from sweeps.config import SweepConfig, load_sweep
 from sweeps.layout import SWEEP_FILE, read_tracking, write_tracking
@@ -41,6 +40,7 @@ from sweeps.layout import artifacts_dir, backend_uri
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.tracking import SEARCH_PAGE
 from sweeps.tracking import EIGENVALUE_KEY, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, flatten
+from vae.config import grid_point_label
 
 EPOCHS = 30
 PROBE_EPOCHS = [1, 2, 5, 10, 20, 30]
@@ -86,8 +86,8 @@ def build_sweep(storage: Path, seeds: int) -> SweepConfig:
     rng = np.random.default_rng(0)
     now = int(time.time() * 1000)
     best = (-math.inf, "")
-    for index, trial in enumerate(config.trials()):
-        name = trial_label(trial.alpha, trial.k, trial.seed)
+    for index, trial in enumerate(config.grid_points()):
+        name = grid_point_label(trial.alpha, trial.k, trial.seed)
         tags = {PARENT_TAG: parent, "sweep": config.name, "alpha": f"{trial.alpha:g}", "k": str(trial.k),
                 "seed": str(trial.seed), TRIAL_TAG: f"t{index:05d}", "ray_node_id": "node0"}
         run = client.create_run(experiment_id, start_time=now + index, run_name=name, tags=tags)
@@ -140,7 +140,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         config = build_sweep(Path(tmp), args.seeds)
-        n = len(config.trials())
+        n = len(config.grid_points())
         print(f"built a synthetic sweep of {n} finished runs in {time.perf_counter() - start:.1f} s")
 
         server_log = config.sweep_dir() / "mlflow-server.log"

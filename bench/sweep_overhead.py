@@ -49,7 +49,7 @@ class DiscardingSink:
 def bare(config, data_dir: Path | None, workdir: Path) -> float:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    for trial in config.trials():
+    for trial in config.grid_points():
         trainer = PackedTrainer([trial], load_mnist(data_dir, trial.train_subset, trial.test_subset))
         run_trial(trainer, ["trial"], config.eval, DiscardingSink(workdir), checkpoint_every=trial.epochs)
     return time.perf_counter() - start
@@ -67,7 +67,7 @@ def main() -> None:
         swept = time.perf_counter() - start
         assert outcome.exit_code == 0, f"the sweep did not finish every trial: {outcome}"
         plain = bare(config, args.data_dir, Path(tmp) / "bare")
-    n = len(config.trials())
+    n = len(config.grid_points())
     print(f"\n{args.preset}: {n} trials")
     print(f"(a) Ray Tune + MLflow sweep: {swept:.1f} s")
     print(f"(b) bare trainer, same trials in one process: {plain:.1f} s")

@@ -30,7 +30,7 @@ from sweeps.failures import failure_summary
 from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from vae.config import TrainConfig
+from vae.config import TrainConfig, grid_point_label
 from vae.data_sets import load_data, load_images
 from vae.mnist import default_data_dir
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
@@ -131,7 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
                             probe_train_size=args.probe_train_size,
                             probe_epochs=tuple(e for e in args.probe_epochs if 0 < e <= config.epochs))
     prefix = "" if config.data == "mnist" else f"{Path(config.data.partition(':')[2] or config.data).stem}_"
-    out = args.out or Path("runs") / "train" / f"{prefix}a{config.alpha:g}_k{config.k}_s{config.seed}"
+    out = args.out or Path("runs") / "train" / f"{prefix}{grid_point_label(config.alpha, config.k, config.seed)}"
     result = train_to_directory(config, out, args.data_dir, evaluation, args.checkpoint_every)
     print(f"test VR bound alpha={config.alpha:g} ({args.bound_samples} samples): {result[MetricName.test_vr_bound_alpha]:.3f} nats")
     print(f"test VR bound alpha=0 ({args.bound_samples} samples): {result[MetricName.test_vr_bound_0]:.3f} nats")
@@ -208,12 +208,12 @@ def run_analyze(args: argparse.Namespace) -> int:
         raise UsageError(f"--pair {args.pair[0]} {args.pair[1]}: indices must be in [0, {len(data.test_x)})")
     trainer = PackedTrainer([config], data)
     trainer.load_state_dict(state)
-    settings = EvalConfig(epsilon=args.epsilon, probe_train_size=args.probe_train_size, interpolation_steps=args.steps,
+    evaluation = EvalConfig(epsilon=args.epsilon, probe_train_size=args.probe_train_size, interpolation_steps=args.steps,
                           pair=tuple(args.pair), seed=args.seed)
     out = args.out or path.parent / "analysis"
     prepare_out_dir(out)
     print(f"analyzing {path} (alpha={config.alpha:g}, k={config.k}, epoch {trainer.epoch}) ...")
-    result = analyze_member(trainer.member(0), out, settings)
+    result = analyze_member(trainer.member(0), out, evaluation)
     eigen = ", ".join(f"{v:.3g}" for v in result["eigenvalues"][:10])
     print(f"PCA eigenvalues of the test posterior means (first 10): {eigen}")
     print(f"active components (eigenvalue > {args.epsilon:g}): {result[MetricName.active_components]} of {config.k}; "
@@ -344,11 +344,11 @@ def dry_run(config, args: argparse.Namespace) -> int:
     config, data = preflight(config, None, args.data_dir, args.force, args.autoscaling, check_nodes=args.address is None)
     packs = config.packs()
     pack_of = {(p["alpha"], p["k"], p["seed"]): number for number, pack in enumerate(packs) for p in pack}
-    for index, trial in enumerate(config.trials()):
+    for index, trial in enumerate(config.grid_points()):
         where = f"  pack {pack_of[(trial.alpha, trial.k, trial.seed)]}" if config.packed else ""
         print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
     packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
-    print(f"{len(config.trials())} trials{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
+    print(f"{len(config.grid_points())} trials{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
           f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
           "all checks of a run passed, nothing was written")
     return 0

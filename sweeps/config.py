@@ -2,7 +2,7 @@
 
 Loaded from a YAML preset (``sweeps/presets/NAME.yaml``) or file, then ``--set key=value``
 overrides (dotted keys, YAML values: ``--set grid.alpha=[0,1] --set train.epochs=3``). Every model
-forbids unknown keys, so a typo fails naming its field. ``SweepConfig.trials()`` lists the grid in a
+forbids unknown keys, so a typo fails naming its field. ``SweepConfig.grid_points()`` lists the grid in a
 fixed order (alpha, then k, then seed), the same order Ray Tune's grid_search expands.
 """
 
@@ -256,15 +256,15 @@ class SweepConfig(Strict):
         size = self.pack_size
         return [points[i:i + size] for points in by_k.values() for i in range(0, len(points), size)]
 
-    def trial_config(self, point: dict[str, Any]) -> TrainConfig:
+    def point_config(self, point: dict[str, Any]) -> TrainConfig:
         """The validated trainer config of one point {alpha, k, seed}: the only way a trial's config
         is made (the dry run, every trial, and sync all call it)."""
         return TrainConfig.model_validate({**self.train.model_dump(exclude=set(GRID)),
                                            "alpha": point["alpha"], "k": point["k"], "seed": point["seed"]})
 
-    def trials(self) -> list[TrainConfig]:
+    def grid_points(self) -> list[TrainConfig]:
         """Every grid point as a full TrainConfig, in grid order."""
-        return [self.trial_config({"alpha": alpha, "k": k, "seed": seed})
+        return [self.point_config({"alpha": alpha, "k": k, "seed": seed})
                 for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)]
 
     def to_dict(self) -> dict[str, Any]:

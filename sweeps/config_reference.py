@@ -1,6 +1,6 @@
 """The configuration reference (docs/config.md), generated from the sweep config's pydantic models:
 every field of every section with its type, default and meaning, so the reference cannot drift from
-the code (``tests/test_config_reference.py`` regenerates it and compares)."""
+the code (``tests/test_cli_conventions.py`` regenerates it and compares)."""
 
 from __future__ import annotations
 

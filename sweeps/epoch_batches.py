@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import hooks
 
-MAX_METRICS = 1000  # per log_batch request (mlflow/utils/validation.py)
+MAX_METRICS = 1000  # per log_batch request (MLflow's ``mlflow.utils.validation``)
 MAX_TAGS = 100
 
 

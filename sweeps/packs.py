@@ -18,19 +18,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.aggregate import trial_label
 from analysis.metrics import GRID
 from sweeps.config import SweepConfig
 from sweeps.layout import MEMBERS_DIR
+from vae.config import grid_point_label
 
 PACK_KEY = "pack"  # a pack trial's only config key: its index in SweepConfig.packs()
 MEMBERS_KEY = "members"  # in a pack's result: label -> that member's metrics
 FAILED_KEY = "failed"  # in a pack's result: label -> the diverged member's message
 STEP_MODE_KEY = "step_mode"  # in a trial's result: how its steps ran (PackedTrainer.step_mode), for every member
-
-
-def label_of(point: Mapping[str, Any]) -> str:
-    return trial_label(point["alpha"], point["k"], point["seed"])
 
 
 def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -46,7 +42,7 @@ def member_results(points: list[dict[str, Any]], result: Mapping[str, Any]) -> l
     if not members:
         return []
     shared = {"epoch": result["epoch"], **({STEP_MODE_KEY: result[STEP_MODE_KEY]} if STEP_MODE_KEY in result else {})}
-    return [(point, {**members[label_of(point)], **shared}) for point in points if label_of(point) in members]
+    return [(point, {**members[grid_point_label(**point)], **shared}) for point in points if grid_point_label(**point) in members]
 
 
 def member_failures(result: Mapping[str, Any]) -> dict[str, str]:
@@ -56,4 +52,4 @@ def member_failures(result: Mapping[str, Any]) -> dict[str, str]:
 
 def member_folder(checkpoint_dir: Path, point: Mapping[str, Any]) -> Path:
     """Where a member's final checkpoint and analysis are in its trial's final checkpoint folder."""
-    return checkpoint_dir / MEMBERS_DIR / label_of(point)
+    return checkpoint_dir / MEMBERS_DIR / grid_point_label(**point)

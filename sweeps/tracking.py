@@ -25,7 +25,6 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.aggregate import trial_label
 from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, NODE_KEY, SCHEMA, MetricName
 from sweeps.config import SweepConfig
 from sweeps.epoch_batches import EpochBatches
@@ -34,6 +33,7 @@ from sweeps.packs import STEP_MODE_KEY
 from vae.checkpoint import CHECKPOINT_NAME
 from vae.config import TrainConfig
 from vae.data_spec import spec_title
+from vae.config import grid_point_label
 
 SWEEP_TAG = "vaesweep.sweep"  # carried by the parent run only (children carry mlflow.parentRunId)
 TRIAL_TAG = "ray_trial_id"
@@ -163,7 +163,7 @@ def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple
     """(run name, tags, params) of a trial's MLflow run (the node tag only when the node is known)."""
     tags = {"sweep": sweep.name, "data": spec_title(config.data), "alpha": f"{config.alpha:g}", "k": str(config.k),
             "seed": str(config.seed), **({NODE_KEY: node_id} if node_id else {})}
-    return trial_label(config.alpha, config.k, config.seed), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
+    return grid_point_label(config.alpha, config.k, config.seed), tags, {"trial": config.model_dump(), "eval": sweep.eval.model_dump()}
 
 
 class TrialRuns:
@@ -186,9 +186,9 @@ class TrialRuns:
         first sight the run is adopted (set RUNNING again) or created. A grid point has one run whatever
         its Ray trial (a rebuilt sweep has new trial ids, a pack trains several points), so a grid
         sweep's runs are found by point and tagged with the current trial; a search's by trial id."""
-        key = trial_label(point["alpha"], point["k"], point["seed"]) if self.sweep.search == "grid" else trial_id
+        key = grid_point_label(point["alpha"], point["k"], point["seed"]) if self.sweep.search == "grid" else trial_id
         if key not in self.run_ids:  # (validating the point's config per result would cost the driver P times)
-            name, tags, params = run_identity(self.sweep, self.sweep.trial_config(point), node_id)
+            name, tags, params = run_identity(self.sweep, self.sweep.point_config(point), node_id)
             if self.sweep.search == "grid":
                 match = {PARENT_TAG: self.parent_run_id, **{k: tags[k] for k in GRID}}
                 tags = {**tags, TRIAL_TAG: trial_id}

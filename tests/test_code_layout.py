@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from vae.metric_names import MetricName
@@ -74,3 +75,79 @@ def test_the_drivers_modules_import_each_other_in_no_circle():
     for name in sorted(graph):
         if name not in state:
             assert (found := circle_from(name, [])) is None, " -> ".join(found)
+
+
+LAYERS = ("vae", "analysis", "sweeps")  # each imports only from those before it
+SOURCE = [path for layer in LAYERS for path in sorted((ROOT / layer).rglob("*.py"))]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    found = [f"{module_name(path)} imports {module}" for path in SOURCE for module in imported_modules(path)
+             if module.split(".")[0] in LAYERS
+             and LAYERS.index(module.split(".")[0]) > LAYERS.index(module_name(path).split(".")[0])]
+    assert not found, "vae/ < analysis/ < sweeps/: " + "; ".join(found)
+    ray_in_analysis = [module_name(p) for p in (ROOT / "analysis").glob("*.py") if any(
+        m.split(".")[0] == "ray" for m in imported_modules(p))]
+    assert not ray_in_analysis, "analysis/ holds no Ray concept"
+
+
+def test_the_product_modules_import_each_other_in_no_circle():
+    modules = {module_name(path): path for path in SOURCE}
+    graph = {name: {m for m in imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            assert state.get(other) != "open", "import circle: " + " -> ".join([*path, name, other])
+            if other not in state:
+                visit(other, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert len(order) == len(modules)
+
+
+LABEL = re.compile(r"a\{[^}]*\}_k\{[^}]*\}_s\{")  # the grid point's label: a0.5_k30_s1
+
+
+def test_the_grid_point_label_is_spelled_once():
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in [*SOURCE, *sorted((ROOT / "bench").glob("*.py"))]
+             for n, line in enumerate(path.read_text().splitlines(), 1) if LABEL.search(line) and "f\"" in line]
+    assert found == ["vae/config.py:" + str(label_line())], f"the label is built in vae.config.grid_point_label only: {found}"
+
+
+def label_line() -> int:
+    lines = (ROOT / "vae/config.py").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if LABEL.search(line))
+
+
+# A file of this repository named in a comment or docstring of the product: vae/x.py, docs/y.md ...
+NAMED_FILE = re.compile(r"(?<![\w./-])((?:vae|analysis|sweeps|tests|bench|docs|k8s|mlflow|\.ci)/[\w./-]*\w\."
+                        r"(?:py|md|yaml|yml|sh|json|csv|toml))")
+
+
+def test_every_file_named_in_the_products_comments_exists():
+    named = [(path, n, match) for path in [*SOURCE, *sorted((ROOT / "bench").glob("*.py"))]
+             for n, line in enumerate(path.read_text().splitlines(), 1) for match in NAMED_FILE.findall(line)
+             if not re.search(r"/[A-Z]+\.", match)]  # sweeps/presets/NAME.yaml: a placeholder
+    missing = [f"{path.relative_to(ROOT)}:{n}: {match}" for path, n, match in named if not (ROOT / match).exists()]
+    assert len(named) > 50 and not missing, "\n".join(missing)
+
+
+HISTORY = re.compile(r"\b(used to|no longer|previously|formerly|anymore)\b", re.I)
+
+
+def test_the_products_comments_tell_no_history():
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in SOURCE
+             for n, line in enumerate(path.read_text().splitlines(), 1) if HISTORY.search(line)]
+    assert not found, "say what the code does today:\n" + "\n".join(found)

@@ -44,7 +44,7 @@ def reference(mnist_dir, tmp_path_factory) -> dict:
     process on one thread (as a 1-CPU Ray trial runs), without Ray; a trial must match it to the bit."""
     root = tmp_path_factory.mktemp("reference")
     config = load_sweep(str(one_trial(root, "reference")), [], None, None, None)
-    (trial,) = config.trials()
+    (trial,) = config.grid_points()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -10,14 +10,14 @@ from sweeps.config import ConfigError, apply_override, load_sweep, preset_names
 @pytest.mark.parametrize("preset", ["smoke", "mini", "paper", "optuna"])
 def test_presets_validate(preset):
     config = load_sweep(preset)
-    assert config.name == preset and config.trials()
+    assert config.name == preset and config.grid_points()
 
 
 def test_paper_preset_is_the_study_grid():
     config = load_sweep("paper")
     assert config.grid.alpha == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0]
     assert config.grid.k == [30, 40, 50] and len(config.grid.seed) == 10
-    assert len(config.trials()) == 240 and config.train.epochs == 1000
+    assert len(config.grid_points()) == 240 and config.train.epochs == 1000
     assert (config.eval.bound_samples, config.eval.is_samples) == (10, 2000)
     assert (config.resources.gpu, config.resources.pack) == ("auto", "auto")
 
@@ -35,12 +35,12 @@ def test_paper_preset_is_the_study_grid():
 def test_auto_resources_pack_on_a_gpu_and_not_on_a_cpu(preset, overrides, gpus, expected):
     config = load_sweep(preset, overrides).resolved(gpus)
     assert (config.resources.gpu, config.resources.pack) == expected
-    assert len(config.packs()) == -(-len(config.trials()) // expected[1]) or preset == "optuna"
+    assert len(config.packs()) == -(-len(config.grid_points()) // expected[1]) or preset == "optuna"
 
 
 def test_trials_in_grid_order_with_overrides():
     config = load_sweep("smoke", ["grid.alpha=[0, 1]", "grid.k=[5]", "train.epochs=2", "eval.probe_epochs=[1]"])
-    assert [(t.alpha, t.k, t.seed, t.epochs) for t in config.trials()] == [(0.0, 5, 0, 2), (1.0, 5, 0, 2)]
+    assert [(t.alpha, t.k, t.seed, t.epochs) for t in config.grid_points()] == [(0.0, 5, 0, 2), (1.0, 5, 0, 2)]
 
 
 def test_name_storage_and_tracking_flags_override_the_file(tmp_path):
@@ -110,7 +110,7 @@ def test_packs_group_the_grid_points_of_one_k_in_grid_order():
     assert [len(pack) for pack in packs] == [16, 16, 16, 16, 16] * 3  # 80 points per k
     assert all(len({point["k"] for point in pack}) == 1 for pack in packs)
     points = [point for pack in packs for point in pack]
-    assert sorted(map(str, points)) == sorted(str({"alpha": t.alpha, "k": t.k, "seed": t.seed}) for t in config.trials())
+    assert sorted(map(str, points)) == sorted(str({"alpha": t.alpha, "k": t.k, "seed": t.seed}) for t in config.grid_points())
     assert [len(p) for p in load_sweep("smoke", ["resources.pack=4"]).packs()] == [3, 3], "never across k"
     assert len(load_sweep("smoke", ["resources.pack=1"]).packs()) == 6, "pack 1: a trial per grid point"
     assert len(load_sweep("smoke").resolved(gpus=0).packs()) == 6, "on CPU, auto is a trial per grid point"

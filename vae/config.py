@@ -21,6 +21,12 @@ DataSpec = Annotated[str, AfterValidator(normalized_spec)]
 
 
 # Settings that say how a model is computed, not which model it is: a checkpoint resumes under others.
+def grid_point_label(alpha: float, k: int, seed: int) -> str:
+    """A grid point's name everywhere (MLflow run name, a pack member's folder, status rows, reports):
+    a0.5_k30_s1. Defined here, at the lowest layer, because every layer names grid points."""
+    return f"a{alpha:g}_k{k}_s{seed}"
+
+
 RESUMABLE_CHANGES = frozenset({"epochs", "device", "bf16_output_layer", "matmul_precision", "cuda_graphs"})
 
 

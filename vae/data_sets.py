@@ -34,14 +34,14 @@ TORCHVISION_SETS = {"fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
-def load_data(spec: str, mnist_dir: Path | str | None = None) -> DataSet:
-    """The data set ``spec`` names, verified; ``mnist_dir`` overrides MNIST's cache folder."""
+def load_data(spec: str, data_dir: Path | str | None = None) -> DataSet:
+    """The data set ``spec`` names, verified; ``data_dir`` overrides MNIST's cache folder."""
     try:
         spec = normalized_spec(spec)
     except ValueError as err:
         raise DataError(str(err)) from None
     if spec == "mnist":
-        return mnist_set(mnist_dir)
+        return mnist_set(data_dir)
     if spec == "digits":
         return digits_set()
     if spec in TORCHVISION_SETS:
@@ -182,7 +182,7 @@ def checked_labels(source: str, key: str, labels: np.ndarray, images: int) -> np
     return labels.astype(np.int64)
 
 
-def load_images(spec: str, mnist_dir: Path | str | None = None, train_subset: int | None = None,
+def load_images(spec: str, data_dir: Path | str | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, device: torch.device | str = "cpu") -> Images:
     """``load_data`` as tensors, optionally the first N images of each split."""
-    return images_of(load_data(spec, mnist_dir), train_subset, test_subset, device)
+    return images_of(load_data(spec, data_dir), train_subset, test_subset, device)

@@ -26,7 +26,7 @@ class BuiltinSet:
 
 BUILTIN_SETS: dict[str, BuiltinSet] = {
     "mnist": BuiltinSet("MNIST", 60_000, 10_000, (28, 28)),
-    # sklearn.datasets.load_digits: 1,797 images; the first 1,497 train, the last 300 test (vae/digits.py)
+    # sklearn.datasets.load_digits: 1,797 images; the first 1,497 train, the last 300 test (vae/data_sets.py)
     "digits": BuiltinSet("UCI digits", 1_497, 300, (8, 8)),
     "fashion-mnist": BuiltinSet("Fashion-MNIST", 60_000, 10_000, (28, 28)),
     "kmnist": BuiltinSet("KMNIST", 60_000, 10_000, (28, 28)),

@@ -64,8 +64,8 @@ class SpaceEstimate:
 
 def estimate(config: SweepConfig, pixels: int) -> SpaceEstimate:
     """What the whole sweep writes in its folder when it has run (an estimate, on the high side)."""
-    trials = config.trials() if config.search == "grid" else [
-        config.trial_config({"alpha": 1.0, "k": max(config.grid.k), "seed": 0})] * config.optuna.num_samples
+    trials = config.grid_points() if config.search == "grid" else [
+        config.point_config({"alpha": 1.0, "k": max(config.grid.k), "seed": 0})] * config.optuna.num_samples
     sizes = [checkpoint_bytes(t.k, tuple(t.hidden), pixels) for t in trials]
     artifacts = 0 if config.tracking.uri else 1  # the embedded store keeps a copy of the final checkpoint
     # the kept checkpoints, the grid point's own copy in the final folder (members/<label>/), and the artifacts

@@ -29,10 +29,11 @@ from sweeps.driver.context import current
 from sweeps.driver.disk import is_disk_full
 from sweeps.epoch_batches import EpochBatches
 from sweeps.failures import FATAL_KEY
-from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
+from sweeps.packs import member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.ray_files import error_line, trial_error
 from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
+from vae.config import grid_point_label
 
 
 class MlflowTrialCallback(tune.Callback):
@@ -137,9 +138,9 @@ class MlflowTrialCallback(tune.Callback):
         if FATAL_KEY in result:  # the trial ends for good: on_trial_error closes its runs, with the traceback
             return
         for point in points:  # a pack member that diverged: FAILED now, its pack mates go on
-            error = member_failures(result).get(label_of(point))
-            if error and label_of(point) not in self.failed and (key := self._open(trial, point)) is not None:
-                self.failed.add(label_of(point))
+            error = member_failures(result).get(grid_point_label(**point))
+            if error and grid_point_label(**point) not in self.failed and (key := self._open(trial, point)) is not None:
+                self.failed.add(grid_point_label(**point))
                 self._write("end run", self.runs.close, key, "FAILED", error)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -156,7 +157,7 @@ class MlflowTrialCallback(tune.Callback):
         epoch = last.get("epoch", 0)
         stopped_at = epoch if epoch < self.sweep.train.epochs else None
         for point in points:
-            if label_of(point) not in member_failures(last) and (key := self._open(trial, point)) is not None:
+            if grid_point_label(**point) not in member_failures(last) and (key := self._open(trial, point)) is not None:
                 self._write("end run", self.runs.close, key, "FINISHED", None, stopped_at)
 
     def _log_final(self, trial, point: dict[str, Any], folder: Path) -> None:
@@ -172,7 +173,7 @@ class MlflowTrialCallback(tune.Callback):
         for point in trial_points(self.sweep, trial.config):
             if (key := self._open(trial, point)) is not None:
                 status = "KILLED" if is_disk_full(error) else "FAILED"
-                self._write("end run", self.runs.close, key, status, failed.get(label_of(point), error), None,
+                self._write("end run", self.runs.close, key, status, failed.get(grid_point_label(**point), error), None,
                             trial.error_file)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.disk import describe, free_bytes, is_disk_full
 from sweeps.layout import DISK_FULL_EXIT
-from sweeps.packs import label_of
+from vae.config import grid_point_label
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = 
     full = {t["trial_id"] for t in trials if t["state"] == "ERROR" and is_disk_full(t["error"])}
     if full and disk_full is None:
         disk_full = describe(config.sweep_dir(), free_bytes(config.sweep_dir()))
-    total = len(config.trials()) if config.search == "grid" else config.optuna.num_samples
-    failures = {(label_of(t["config"]) if None not in t["config"].values() else t["trial_id"]): t["error"] or "unknown error"
+    total = len(config.grid_points()) if config.search == "grid" else config.optuna.num_samples
+    failures = {(grid_point_label(**t["config"]) if None not in t["config"].values() else t["trial_id"]): t["error"] or "unknown error"
                 for t in trials if t["state"] == "ERROR" and t["trial_id"] not in full}
     return SweepOutcome(total=total, finished=sum(t["state"] == "TERMINATED" for t in trials),
                         stopped_early=sum(t["stopped_early"] for t in trials), failed=len(failures), signum=signum,

@@ -21,8 +21,9 @@ from analysis.metrics import MetricName
 from sweeps.config import SweepConfig
 from sweeps.driver.context import current
 from sweeps.failures import FATAL_KEY
-from sweeps.packs import label_of, member_failures, member_results, trial_points
+from sweeps.packs import member_failures, member_results, trial_points
 from sweeps.ray_files import error_line
+from vae.config import grid_point_label
 
 INTERVAL_S = 30.0
 
@@ -64,7 +65,7 @@ class SweepProgress(tune.Callback):
         self.epochs[trial.trial_id] = result["epoch"]
         point, metrics = members[0]
         pack = f" (+{len(members) - 1} in its pack)" if len(members) > 1 else ""
-        self.newest = (f"{label_of(point)}{pack} epoch {result['epoch']}/{self.sweep.train.epochs} "
+        self.newest = (f"{grid_point_label(**point)}{pack} epoch {result['epoch']}/{self.sweep.train.epochs} "
                        f"bound {metrics[MetricName.train_vr_bound_alpha]:.2f}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -72,11 +73,11 @@ class SweepProgress(tune.Callback):
         epoch = last.get("epoch", 0)
         points = trial_points(self.sweep, trial.config)
         if epoch < self.sweep.train.epochs:
-            print(f"  stopped {', '.join(map(label_of, points))} after epoch {epoch} (scheduler)", flush=True)
+            print(f"  stopped {', '.join(grid_point_label(**p) for p in points)} after epoch {epoch} (scheduler)", flush=True)
             return
         for point, metrics in member_results(points, last):
             if MetricName.test_log_likelihood in metrics:
-                print(f"  done    {label_of(point)}: test IS log-likelihood {metrics[MetricName.test_log_likelihood]:.2f}, "
+                print(f"  done    {grid_point_label(**point)}: test IS log-likelihood {metrics[MetricName.test_log_likelihood]:.2f}, "
                       f"{metrics.get(MetricName.active_components, '?')} active components", flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -87,7 +88,7 @@ class SweepProgress(tune.Callback):
         name = trial.run_metadata.error_filename  # in the trial's folder of the sweep, where it is kept
         kept = f" (traceback: {Path(trial.storage.trial_fs_path) / name})" if name else ""
         for point in trial_points(self.sweep, trial.config):
-            self.say_failed(label_of(point), own.get(label_of(point), error), kept)
+            self.say_failed(grid_point_label(**point), own.get(grid_point_label(**point), error), kept)
 
     def say_failed(self, label: str, cause: str, where: str = "") -> None:
         """``FAILED label: cause``, once per grid point."""

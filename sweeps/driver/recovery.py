@@ -21,12 +21,12 @@ import shutil
 import time
 from pathlib import Path
 
-from analysis.aggregate import trial_label
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.layout import (CHECKPOINTS, PARAMS_FILE, RAY_STATE_FILES, RECOVERED_FILE, UNREADABLE_PREFIX, experiment_path,
                            is_final, read_json)
 from vae.atomic import write_atomic
 from vae.errors import CheckpointError
+from vae.config import grid_point_label
 
 
 def set_aside(sweep_dir: Path) -> Path:
@@ -59,7 +59,7 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
             continue
         if "configs" not in state:  # an earlier vaesweep's (one trainer per model): not resumable here
             continue
-        labels = [trial_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
+        labels = [grid_point_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
         epoch = int(state["epoch"])
         if epoch >= config.train.epochs and not is_final(path.parent, labels):
             continue
@@ -81,8 +81,8 @@ def rebuild(sweep_dir: Path, config: SweepConfig, problem: str) -> str:
                  json.dumps({label: str(folder) for label, (_, folder) in found.items()}, indent=1).encode())
     finished = sum(epoch >= config.train.epochs for epoch, _ in found.values())
     return (f"Ray's state of sweep {config.name} is unreadable ({problem}); set it aside in {aside.relative_to(sweep_dir)} "
-            f"and rebuilt the sweep from its checkpoints: {finished} of {len(config.trials())} grid points finished, "
-            f"{len(found) - finished} resume from a checkpoint, {len(config.trials()) - len(found)} start afresh")
+            f"and rebuilt the sweep from its checkpoints: {finished} of {len(config.grid_points())} grid points finished, "
+            f"{len(found) - finished} resume from a checkpoint, {len(config.grid_points()) - len(found)} start afresh")
 
 
 def prune_superseded(sweep_dir: Path) -> str | None:

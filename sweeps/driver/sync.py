@@ -25,9 +25,10 @@ from sweeps.layout import (ANALYSIS_DIR, CHECKPOINTS, MEMBERS_DIR, RESULT_FILE, 
                            experiment_path, read_json, saved_config, write_tracking)
 from sweeps.driver.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
-from sweeps.packs import label_of, member_failures, member_folder, member_results, trial_points
+from sweeps.packs import member_failures, member_folder, member_results, trial_points
 from sweeps.ray_files import last_results, ray_state_problem, trial_error
 from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
+from vae.config import grid_point_label
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:
     sweep_dir = existing_sweep(storage, name)
@@ -76,18 +77,18 @@ def fill_trial(runs: TrialRuns, config: SweepConfig, trial) -> tuple[dict[str, s
     points = trial_points(config, trial.config)
     node = results[-1].get(NODE_KEY, "") if results else ""
     created = runs.created
-    keys = {label_of(point): runs.open(trial.trial_id, point, node) for point in points}
+    keys = {grid_point_label(**point): runs.open(trial.trial_id, point, node) for point in points}
     added = {"runs": runs.created - created, "epochs": 0, "final": 0}
     for result in results:  # a retry repeats epochs: log_epoch logs each once
         if "epoch" in result:
-            added["epochs"] += sum(runs.log_epoch(keys[label_of(point)], metrics)
+            added["epochs"] += sum(runs.log_epoch(keys[grid_point_label(**point)], metrics)
                                    for point, metrics in member_results(points, result))
     folder = final_checkpoint(trial_dir)
     if folder is not None:
         for point in points:
             member = member_folder(folder, point)
             if (member / ANALYSIS_DIR / ANALYSIS_FILE).is_file():
-                added["final"] += int(runs.log_final(keys[label_of(point)], member))
+                added["final"] += int(runs.log_final(keys[grid_point_label(**point)], member))
     return keys, added, last or (results[-1] if results else {})
 
 
@@ -111,9 +112,9 @@ def sync_trial(runs: TrialRuns, config: SweepConfig, trial) -> dict[str, int]:
     error = trial_error(trial) if trial.status == "ERROR" else None
     failed = member_failures(last)
     for point in points:
-        diverged = failed.get(label_of(point))
+        diverged = failed.get(grid_point_label(**point))
         status = "FAILED" if diverged else RUN_STATUS.get(trial.status, "KILLED")
-        runs.close(keys[label_of(point)], status, diverged or error, None if diverged else stopped_at)
+        runs.close(keys[grid_point_label(**point)], status, diverged or error, None if diverged else stopped_at)
     return added
 
 

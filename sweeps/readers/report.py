@@ -27,7 +27,7 @@ from matplotlib import pyplot as plt
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, summarize, trial_label, with_grid
+from analysis.aggregate import missing_metrics, pivot_summary, stopped_early, summarize, with_grid
 from analysis.captions import Caption, figure_captions
 from analysis.claims import Verdict, nearest_to_one, verdicts
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
@@ -40,6 +40,7 @@ from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
 from sweeps.tracking import EIGENVALUE_KEY, child_runs
 from vae.data_spec import OWN_KINDS, spec_title
+from vae.config import grid_point_label
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
@@ -72,7 +73,7 @@ def figure_png(fig) -> bytes:
 
 
 def expected_points(config: SweepConfig) -> list[str]:
-    return [trial_label(t.alpha, t.k, t.seed) for t in config.trials()] if config.search == "grid" else []
+    return [grid_point_label(t.alpha, t.k, t.seed) for t in config.grid_points()] if config.search == "grid" else []
 
 
 def interpolations(client: MlflowClient, trials: pd.DataFrame, chosen: str | None, workdir: Path,
@@ -318,4 +319,4 @@ def run_state(row) -> str:
 
 
 def run_name_of(row) -> str:
-    return trial_label(row.alpha, row.k, row.seed)
+    return grid_point_label(row.alpha, row.k, row.seed)

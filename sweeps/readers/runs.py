@@ -20,7 +20,7 @@ from analysis.aggregate import history_frame, trials_frame
 from sweeps.tracking import ERROR_TAG, STOPPED_TAG
 
 BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
-BULK_RUNS = 100  # mlflow/server/handlers.py refuses more run ids in one bulk call...
+BULK_RUNS = 100  # MLflow's ``mlflow.server.handlers`` refuses more run ids in one bulk call...
 BULK_POINTS = 25_000  # ...and cuts an answer at this many points
 
 HistoryRow = tuple[str, str, int, float]

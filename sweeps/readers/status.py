@@ -21,8 +21,9 @@ from analysis.metrics import FINAL_METRICS, GRID, MetricName
 from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import (ERROR_FILE, EXPERIMENT_STATE, PARAMS_FILE, RESULT_FILE, TUNE_DIR, experiment_path, read_json,
                            read_run_ids, read_tracking, saved_config)
-from sweeps.packs import PACK_KEY, STEP_MODE_KEY, label_of, member_failures, member_results, trial_points
+from sweeps.packs import PACK_KEY, STEP_MODE_KEY, member_failures, member_results, trial_points
 from sweeps.ray_files import error_line, last_results, ray_state_problem, trial_error
+from vae.config import grid_point_label
 
 UNKNOWN = "-"
 # The shape of `vaesweep status --json` (README "Status as JSON"): raised whenever a key is renamed,
@@ -80,11 +81,11 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
         else:
             points = trial_points(config, trial.config) if config else [
                 {key: trial.config.get(key) for key in GRID}]
-        metrics = {label_of(point): own for point, own in member_results(points, last)}
+        metrics = {grid_point_label(**point): own for point, own in member_results(points, last)}
         failed = member_failures(last)
         for point in points:
-            own = metrics.get(label_of(point), {})
-            member_error = failed.get(label_of(point)) if None not in point.values() else None
+            own = metrics.get(grid_point_label(**point), {})
+            member_error = failed.get(grid_point_label(**point)) if None not in point.values() else None
             entries.append({
                 "trial_id": trial.trial_id,
                 **({"pack": trial.config[PACK_KEY]} if PACK_KEY in trial.config else {}),
@@ -92,7 +93,7 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
                 "state": "ERROR" if member_error else trial.status,
                 "epochs_completed": done,
                 "stopped_early": trial.status == "TERMINATED" and epochs is not None and done < epochs,
-                "mlflow_run_id": (run_ids.get(label_of(point)) if None not in point.values() else None)
+                "mlflow_run_id": (run_ids.get(grid_point_label(**point)) if None not in point.values() else None)
                                  or run_ids.get(trial.trial_id),
                 "num_failures": trial.run_metadata.num_failures,
                 "error": member_error or trial_error(trial),

@@ -19,7 +19,6 @@ from tqdm import tqdm
 
 from analysis.metrics import FINAL_METRICS, MetricName
 from analysis.settings import EvalConfig
-from analysis.aggregate import trial_label
 from sweeps.trial.engine import run_trial, trial_trainer
 from sweeps.layout import FINAL_METRICS_FILE
 from sweeps.packs import MEMBERS_KEY, STEP_MODE_KEY
@@ -31,6 +30,7 @@ from vae.data_sets import load_data
 from vae.devices import device_summary, probe_devices
 from vae.errors import RunDirError
 from vae.packed_train import PackedTrainer
+from vae.config import grid_point_label
 
 
 
@@ -56,7 +56,7 @@ class DirectorySink:
                  is_samples: int) -> None:
         self.out, self.header, self.history = out, header, history
         (config,) = trainer.configs
-        self.label = trial_label(config.alpha, config.k, config.seed)
+        self.label = grid_point_label(config.alpha, config.k, config.seed)
         self.bar = tqdm(total=config.epochs, initial=trainer.epoch, desc=f"train alpha={config.alpha:g} k={config.k}",
                         unit="epoch")
         self.is_total, self.is_samples = len(trainer.images.test_x), is_samples

@@ -30,12 +30,13 @@ from sweeps.config import SweepConfig, one_line
 from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
 from sweeps.failures import FATAL_KEY, NOT_RETRIED
-from sweeps.packs import FAILED_KEY, MEMBERS_KEY, label_of, trial_points
+from sweeps.packs import FAILED_KEY, MEMBERS_KEY, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import DataSet, images_of
 from vae.errors import CheckpointError
 from vae.packed_train import PackedTrainer
+from vae.config import grid_point_label
 
 
 def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dict[str, Any]]]:
@@ -121,10 +122,10 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
         # Ray's GPU fractions only schedule; they do not isolate memory between trials sharing a GPU.
         torch.cuda.set_per_process_memory_fraction(sweep.resources.gpu)
     points = trial_points(sweep, params)
-    labels = [label_of(point) for point in points]
+    labels = [grid_point_label(**point) for point in points]
     trainer = None
     try:
-        configs = [sweep.trial_config(point) for point in points]
+        configs = [sweep.point_config(point) for point in points]
         trainer = trial_trainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
         loaded, history = None, []
         checkpoint = tune.get_checkpoint()
