@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from analysis.contrasts import (LEVEL, Cells, Estimate, cells_of, curvature_weights, holm, slope_weights)
+from analysis.contrasts import LEVEL, Cells, Estimate, cells_of, curvature_weights, holm, slope_weights
 from analysis.metrics import MetricName
 from analysis.settings import EQUIVALENCE_MARGIN as MARGIN
 
@@ -97,6 +97,15 @@ def seeds_phrase(needed: int | None, seeds: tuple[int, int]) -> str:
     return f"; about {needed} seeds per grid point would decide it at this spread"
 
 
+def unjudged(claim: str, cells: Cells, test: str, nothing: str) -> Verdict | None:
+    """Undecided, saying why, when no grid point has the metric (``nothing``) or one has a single seed."""
+    if not cells.values:
+        return undecided(claim, nothing, test)
+    if cells.seeds()[0] < 2:
+        return undecided(claim, "a grid point has one seed: its spread is unknown", test, cells.seeds())
+    return None
+
+
 def same_count(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
     """(a): at every alpha, every pair of latent sizes has its difference of mean active components inside
     ±margin (90% intervals: supported, needing no correction), or one pair differs after Holm's correction
@@ -109,8 +118,8 @@ def same_count(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
     if len(ks) < 2:
         return undecided("a", f"the sweep has {len(ks)} latent size{'s' * (len(ks) != 1)}; the claim compares several",
                          test, seeds)
-    if seeds[0] < 2:
-        return undecided("a", "a grid point has one seed: its spread is unknown", test, seeds)
+    if reason := unjudged("a", cells, test, "no finished trial has active components"):
+        return reason
     pairs = [(alpha, small, large) for alpha in sorted({a for a, _ in cells.points})
              for small in ks for large in ks if small < large and {(alpha, small), (alpha, large)} <= set(cells.points)]
     estimates = [cells.contrast({(a, large): 1.0, (a, small): -1.0}) for a, small, large in pairs]
@@ -178,13 +187,10 @@ def saturation(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
     parabola shown convex (steepening towards 0), Bonferroni over the two."""
     test = ("least-squares rise and curvature of mean active components over alpha in [0, 1], Welch t; "
             "one-sided tests (both needed for the claim), Holm over k")
-    cells = cells_of(trials, trials[MetricName.active_components], COUNT_FLOOR)
-    cells = Cells({p: v for p, v in cells.values.items() if 0 <= p[0] <= 1}, COUNT_FLOOR)
+    cells = cells_of(trials, trials[MetricName.active_components], COUNT_FLOOR).where(lambda alpha: 0 <= alpha <= 1)
     seeds = cells.seeds()
-    if not cells.values:
-        return undecided("b", "no finished trial with active components at an alpha in [0, 1]", test, seeds)
-    if seeds[0] < 2:
-        return undecided("b", "a grid point has one seed: its spread is unknown", test, seeds)
+    if reason := unjudged("b", cells, test, "no finished trial with active components at an alpha in [0, 1]"):
+        return reason
     judged = {}
     for k in sorted({k for _, k in cells.points}):
         alphas = sorted(a for a, kk in cells.points if kk == k)
@@ -209,13 +215,10 @@ def gap_shrinks(trials: pd.DataFrame) -> Verdict:
     test = ("least-squares change of the gap (IS log-likelihood - VR bound) over alpha >= 0, Welch t; "
             "one-sided tests, Holm over k")
     gap = trials[MetricName.test_log_likelihood] - trials[MetricName.test_vr_bound_alpha]
-    cells = cells_of(trials, gap)
-    cells = Cells({p: v for p, v in cells.values.items() if p[0] >= 0})
+    cells = cells_of(trials, gap).where(lambda alpha: alpha >= 0)
     seeds = cells.seeds()
-    if not cells.values:
-        return undecided("c", "no finished trial with both the log-likelihood and the bound at an alpha >= 0", test, seeds)
-    if seeds[0] < 2:
-        return undecided("c", "a grid point has one seed: its spread is unknown", test, seeds)
+    if reason := unjudged("c", cells, test, "no finished trial with both the log-likelihood and the bound at an alpha >= 0"):
+        return reason
     judged = {}
     for k in sorted({k for _, k in cells.points}):
         alphas = sorted(a for a, kk in cells.points if kk == k)
@@ -238,10 +241,8 @@ def variances_help(trials: pd.DataFrame, probe_alpha: float | None) -> Verdict:
     gains = shown[MetricName.final_probe_means_variances] - shown[MetricName.final_probe_means]
     cells = cells_of(shown, gains)
     seeds = cells.seeds()
-    if not cells.values:
-        return undecided("d", f"no finished trial at alpha={probe_alpha:g} has both final probes", test, seeds)
-    if seeds[0] < 2:
-        return undecided("d", "a grid point has one seed: its spread is unknown", test, seeds)
+    if reason := unjudged("d", cells, test, f"no finished trial at alpha={probe_alpha:g} has both final probes"):
+        return reason
     judged = {}
     for point in cells.points:
         gain = cells.contrast({point: 1.0})

@@ -6,7 +6,7 @@ contrast would need to be decided (Welch 1947, Holm 1979, Schuirmann 1987)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,10 @@ class Cells:
 
     def mean(self, point: Point) -> float:
         return float(self.values[point].mean())
+
+    def where(self, keep: Callable[[float], bool]) -> Cells:
+        """The grid points whose alpha ``keep`` accepts."""
+        return Cells({point: v for point, v in self.values.items() if keep(point[0])}, self.floor)
 
     def seeds(self) -> tuple[int, int]:
         """Fewest and most seeds at a grid point."""

@@ -33,13 +33,12 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.metrics import MetricName
+from analysis.metrics import EIGENVALUE_KEY, MetricName
 from sweeps.config import SweepConfig, load_sweep
 from sweeps.layout import SWEEP_FILE, read_tracking, write_tracking
 from sweeps.layout import artifacts_dir, backend_uri
 from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.tracking import SEARCH_PAGE
-from sweeps.tracking import EIGENVALUE_KEY, PARENT_TAG, SWEEP_TAG, TRIAL_TAG, flatten
+from sweeps.tracking import PARENT_TAG, SEARCH_PAGE, SWEEP_TAG, TRIAL_TAG, flatten
 from vae.config import grid_point_label
 
 EPOCHS = 30

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from analysis.metrics import MetricName
 from sweeps.config import load_sweep
 from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
+from sweeps.driver.run_writer import TrialRuns, ensure_parent_run, get_or_create_experiment
 from vae.config import TrainConfig
 from vae.mnist import load_mnist
 from vae.packed_train import PackedTrainer

@@ -24,10 +24,10 @@ from pydantic import ValidationError
 
 from analysis.metrics import MetricName
 from analysis.settings import EvalConfig
-from sweeps import environment
+from sweeps import environment, exit_codes
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
 from sweeps.failures import failure_summary
-from sweeps.layout import DISK_FULL_EXIT, existing_sweep, read_tracking
+from sweeps.layout import existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig, grid_point_label
@@ -140,7 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
              else "no probes (the data set has no labels)")
     print(f"active components: {result[MetricName.active_components]} of {config.k}; {probe}")
     print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint.pt'} and {out / 'analysis'}/")
-    return 0
+    return exit_codes.DONE
 
 
 def add_data_parser(commands: argparse._SubParsersAction) -> None:
@@ -161,7 +161,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     from vae.fetch import fetch_mnist
 
     fetch_mnist(args.data_dir or default_data_dir(), args.source)  # checks --from before it creates the cache
-    return 0
+    return exit_codes.DONE
 
 
 def run_data_check(args: argparse.Namespace) -> int:
@@ -169,7 +169,7 @@ def run_data_check(args: argparse.Namespace) -> int:
     labels = f"labels of {len(set(data.train_labels.tolist()))} classes" if data.labelled else "no labels (probes skipped)"
     print(f"{data.title} ({data.spec}): {len(data.train_images)} training and {len(data.test_images)} test images "
           f"of {data.side[0]}x{data.side[1]}, {labels}; sha256 {data.sha256}")
-    return 0
+    return exit_codes.DONE
 
 
 def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
@@ -222,7 +222,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     print(f"probe accuracy: {probes}" if probes else "no probes: the data set has no labels")
     print(f"wrote {out}/analysis.json, spectrum.csv, probes.csv, interpolations.png, fig4_geodesics.png "
           f"({result['seconds']:.0f} s)")
-    return 0
+    return exit_codes.DONE
 
 
 def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
@@ -351,7 +351,7 @@ def dry_run(config, args: argparse.Namespace) -> int:
     print(f"{len(config.grid_points())} trials{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
           f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
           "all checks of a run passed, nothing was written")
-    return 0
+    return exit_codes.DONE
 
 
 def command_name() -> str:
@@ -377,7 +377,7 @@ def run_status(args: argparse.Namespace) -> int:
 
     status = sweep_status(args.storage, args.name)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return 0
+    return exit_codes.DONE
 
 
 def print_verdicts(judged: dict) -> None:
@@ -405,7 +405,7 @@ def run_report(args: argparse.Namespace) -> int:
     print_verdicts(written["verdicts"])
     print(f"wrote {out}/report.html (open it in a browser), {written['figures']} figures as PNG + PDF, summary.csv, "
           f"trials.csv, verdicts.json; logged under report/ in the sweep's parent run")
-    return 0
+    return exit_codes.DONE
 
 
 def report_from_trials(args: argparse.Namespace) -> int:
@@ -428,7 +428,7 @@ def report_from_trials(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / VERDICTS_FILE).write_text(verdicts_json(judged))
         print(f"wrote {args.out / VERDICTS_FILE}")
-    return 0
+    return exit_codes.DONE
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -438,7 +438,7 @@ def run_sync(args: argparse.Namespace) -> int:
     added = sync_sweep(args.storage, args.name, say=note)
     print(f"synced sweep {args.name} ({added['trials']} trials) to {added['tracking_uri']}: {added['runs']} runs created, "
           f"{added['epochs']} epochs and {added['final']} final results added (parent run {added['parent_run_id']})")
-    return 0
+    return exit_codes.DONE
 
 
 def run_ui(args: argparse.Namespace) -> int:
@@ -450,7 +450,7 @@ def run_ui(args: argparse.Namespace) -> int:
         raise UsageError(f"no sweep named {args.name!r} in {args.storage}")
     if not tracking["tracking_uri"].startswith("sqlite:"):
         print(f"sweep {args.name} logs to {tracking['tracking_uri']}: open that server's UI")
-        return 0
+        return exit_codes.DONE
     if problem := port_problem(args.port):
         raise UsageError(problem)
     page = f"/#/experiments/{tracking['experiment_id']}" if tracking.get("experiment_id") else ""
@@ -461,17 +461,9 @@ def run_ui(args: argparse.Namespace) -> int:
     return serve_ui(sweep_dir, args.port, announce, note)
 
 
-EXIT_CODES = """exit codes:
-  0    done (a sweep: every grid point finished)
-  1    a grid point failed, or training diverged
-  2    bad input: a flag, a config value, a data file (one line says which and how to fix it)
-  75   the disk is full: free space, then run the same command again
-  130  interrupted (Ctrl-C); 143: SIGTERM (a sweep resumes with the same command)"""
-
-
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="vaesweep", description="Train and sweep Rényi-bound VAEs on MNIST or other binary "
-                           "images; track them in MLflow.", epilog=EXIT_CODES,
+                           "images; track them in MLflow.", epilog=exit_codes.HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vaesweep {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -510,21 +502,21 @@ def run_config_show(args: argparse.Namespace) -> int:
 
     config = load_sweep(args.config, args.overrides)
     print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
-    return 0
+    return exit_codes.DONE
 
 
 def run_config_schema(args: argparse.Namespace) -> int:
     from sweeps.config import SweepConfig
 
     print(json.dumps(SweepConfig.model_json_schema(), indent=2))
-    return 0
+    return exit_codes.DONE
 
 
 def run_config_reference(args: argparse.Namespace) -> int:
     from sweeps.config_reference import reference
 
     print(reference(), end="")
-    return 0
+    return exit_codes.DONE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -539,20 +531,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vaesweep: error: {one_line(str(err))}", file=sys.stderr)  # a path in it may hold a newline
     except NonFiniteLossError as err:
         print(f"vaesweep: training diverged: {err}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except TrackingError as err:
         print(f"vaesweep: error: {one_line(str(err))}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except KeyboardInterrupt:
         print("vaesweep: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.interrupted(signal.SIGINT)
     except OSError as err:
         if err.errno != errno.ENOSPC:
             raise
         print(f"vaesweep: disk full at {err.filename or 'the output folder'}: free space, then rerun the same command",
               file=sys.stderr)
-        return DISK_FULL_EXIT
-    return 2
+        return exit_codes.DISK_FULL
+    return exit_codes.BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.txt"
 CHECKPOINTS = "checkpoint_*"
 CHECKPOINTS_KEPT = 2  # tune.CheckpointConfig(num_to_keep) of every sweep: checkpoint folders per trial
-DISK_FULL_EXIT = 75  # EX_TEMPFAIL, when the sweep folder's disk is full: free space, then run the same command again
 # In a trial's checkpoint folder: every epoch's result up to that checkpoint, so an epoch whose record
 # a full disk cost both MLflow and Ray's result.json is still written on resume.
 HISTORY_FILE = "history.json"

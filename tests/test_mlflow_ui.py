@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep_helpers import alive, descendants
 from sweeps.mlflow_server import free_port
-from sweeps.tracking import EXPERIMENT_KIND, get_or_create_experiment
+from sweeps.driver.run_writer import EXPERIMENT_KIND, get_or_create_experiment
 
 VAESWEEP = Path(sys.executable).with_name("vaesweep")
 REPO = Path(__file__).resolve().parents[1]

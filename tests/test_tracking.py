@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from sweeps import tracking
 from sweeps.config import load_sweep
 from sweeps.layout import read_run_ids
-from sweeps.tracking import (STOPPED_TAG, TrialRuns, child_runs, close_sweep, ensure_parent_run, find_runs,
-                             get_or_create_experiment, logged_epochs)
+from sweeps.tracking import STOPPED_TAG, child_runs, find_runs, logged_epochs
+from sweeps.driver.run_writer import TrialRuns, close_sweep, ensure_parent_run, get_or_create_experiment
 
 
 @pytest.fixture()

@@ -27,12 +27,12 @@ from analysis.metrics import ANALYSIS_FILE, NODE_KEY
 from sweeps.config import SweepConfig
 from sweeps.driver.context import current
 from sweeps.driver.disk import is_disk_full
-from sweeps.epoch_batches import EpochBatches
+from sweeps.driver.epoch_batches import EpochBatches
 from sweeps.failures import FATAL_KEY
 from sweeps.packs import member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.ray_files import error_line, trial_error
-from sweeps.tracking import TrialRuns, ensure_parent_run, get_or_create_experiment
+from sweeps.driver.run_writer import TrialRuns, ensure_parent_run, get_or_create_experiment
 from vae.config import grid_point_label
 
 

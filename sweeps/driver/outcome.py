@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.disk import describe, free_bytes, is_disk_full
-from sweeps.layout import DISK_FULL_EXIT
+from sweeps import exit_codes
 from vae.config import grid_point_label
 
 
@@ -37,10 +37,10 @@ class SweepOutcome:
     @property
     def exit_code(self) -> int:
         if self.signum is not None:
-            return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM
+            return exit_codes.interrupted(self.signum)
         if self.disk_full:
-            return DISK_FULL_EXIT
-        return 1 if self.failed or self.finished < self.total else 0
+            return exit_codes.DISK_FULL
+        return exit_codes.FAILED if self.failed or self.finished < self.total else exit_codes.DONE
 
 
 def outcome_of(config: SweepConfig, signum: int | None, disk_full: str | None = None) -> SweepOutcome:

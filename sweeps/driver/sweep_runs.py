@@ -58,7 +58,7 @@ def close_tracking(server: LocalMlflowServer | RemoteTracking, config: SweepConf
     """Parent run -> the outcome's status; children still RUNNING (interrupted trials) -> KILLED."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import close_sweep
+    from sweeps.driver.run_writer import close_sweep
 
     try:
         if isinstance(server, LocalMlflowServer) and not server.alive():  # died after the last write

@@ -27,7 +27,7 @@ from sweeps.driver.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
 from sweeps.packs import member_failures, member_folder, member_results, trial_points
 from sweeps.ray_files import last_results, ray_state_problem, trial_error
-from sweeps.tracking import RUN_STATUS, TrialRuns, close_sweep
+from sweeps.driver.run_writer import RUN_STATUS, TrialRuns, close_sweep
 from vae.config import grid_point_label
 
 def load_sweep_dir(storage: Path, name: str) -> tuple[Path, SweepConfig]:

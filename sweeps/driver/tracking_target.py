@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from sweeps.config import SweepConfig
 from sweeps.environment import fail_fast_mlflow_clients
 from sweeps.mlflow_server import LocalMlflowServer
-from sweeps.tracking import ensure_parent_run, get_or_create_experiment
+from sweeps.driver.run_writer import ensure_parent_run, get_or_create_experiment
 
 
 class RemoteTracking:

@@ -32,13 +32,13 @@ from analysis.captions import Caption, figure_captions
 from analysis.claims import Verdict, nearest_to_one, verdicts
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
-from analysis.metrics import FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
+from analysis.metrics import EIGENVALUE_KEY, FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
 from analysis.verdict_record import write_verdict_record
 from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import SWEEP_FILE, data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
-from sweeps.tracking import EIGENVALUE_KEY, child_runs
+from sweeps.tracking import child_runs
 from vae.data_spec import OWN_KINDS, spec_title
 from vae.config import grid_point_label
 
