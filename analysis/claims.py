@@ -148,31 +148,36 @@ def same_count(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
                    f"{biggest.text()}){seeds_phrase(needed, seeds)}", seeds_to_decide=needed, **common)
 
 
-def per_k_verdict(claim: str, test: str, judged: dict[int, tuple[Estimate, float, float, str, tuple[Effect, ...]]],
-                  seeds: tuple[int, int], unit: str, effect_name: str) -> Verdict:
-    """Combine per-k tests: ``judged[k]`` = (the main estimate, p of the claim, p against it, what the
-    estimate says, further effects). Each family (for, against) is Holm-corrected over the latent sizes."""
+Judged = tuple[Estimate, float, float, str, tuple[Estimate, ...]]
+
+
+def per_k_verdict(claim: str, test: str, judged: dict[int, Judged], seeds: tuple[int, int], unit: str,
+                  names: tuple[str, ...]) -> Verdict:
+    """Combine per-k tests: ``judged[k]`` = (the main estimate, p of the claim, p against it, what the data
+    show, further estimates the claim needs), the estimates named by ``names``. Each family (for,
+    against) is Holm-corrected over the latent sizes; an undecided k needs the seeds its weakest
+    estimate needs."""
     ks = sorted(judged)
     p_for = dict(zip(ks, holm([judged[k][1] for k in ks])))
     p_against = dict(zip(ks, holm([judged[k][2] for k in ks])))
     per_k = {}
     for k in ks:
-        estimate, _, _, shape, also = judged[k]
-        main = effect(effect_name, estimate, unit)
+        estimate, _, _, shape, more = judged[k]
+        main, *also = [effect(name, e, unit) for name, e in zip(names, (estimate, *more))]
         p_values = {"for the claim (Holm over k)": p_for[k], "against it (Holm over k)": p_against[k]}
         measured = "; ".join(e.text() for e in (main, *also))
         if p_for[k] < LEVEL:
             outcome, needed, why = "supported", None, ""
         elif p_against[k] < LEVEL:
             outcome, needed, why = "not supported", None, ""
-        elif not estimate.decides:
+        elif not all(e.decides for e in (estimate, *more)):
             outcome, needed, why = "undecided", None, "; its seeds agree exactly, so there is no spread to judge by"
         else:
             outcome = "undecided"
-            needed = estimate.seeds_to_show(abs(estimate.value), LEVEL / len(ks))
+            needed = max((e.seeds_to_show(abs(e.value), LEVEL / len(ks)) or 0) for e in (estimate, *more)) or None
             why = seeds_phrase(needed, seeds)
         text = f"k={k}: {outcome}: {shape}; {measured}{why}"
-        per_k[k] = Verdict(claim, outcome, text, test, main, also, p_values, seeds, needed)
+        per_k[k] = Verdict(claim, outcome, text, test, main, tuple(also), p_values, seeds, needed)
     outcomes = {v.outcome for v in per_k.values()}
     overall: Outcome = outcomes.pop() if len(outcomes) == 1 else "mixed"
     needed = max((v.seeds_to_decide for v in per_k.values() if v.seeds_to_decide), default=None)
@@ -203,9 +208,9 @@ def saturation(trials: pd.DataFrame, margin: float = MARGIN) -> Verdict:
         p_against = min(1.0, 2 * min(rise.p_less(margin), bend.p_less()))
         shape = ("rises and levels off" if rise.value > 0 and bend.value > 0 else
                  "rises without levelling off" if rise.value > 0 else "does not rise")
-        also = (effect("concavity", bend, "components"),)  # minus the parabola's alpha^2 coefficient
-        judged[k] = (rise, p_for, p_against, f"{shape} from alpha={alphas[-1]:g} to {alphas[0]:g}", also)
-    return per_k_verdict("b", test, judged, seeds, "components", "rise")
+        judged[k] = (rise, p_for, p_against, f"{shape} from alpha={alphas[-1]:g} to {alphas[0]:g}", (bend,))
+    # concavity: minus the least-squares parabola's alpha^2 coefficient
+    return per_k_verdict("b", test, judged, seeds, "components", ("rise", "concavity"))
 
 
 def gap_shrinks(trials: pd.DataFrame) -> Verdict:
@@ -228,7 +233,7 @@ def gap_shrinks(trials: pd.DataFrame) -> Verdict:
         shape = (f"gap {cells.mean((alphas[-1], k)):.2f} nats at alpha={alphas[-1]:g}, "
                  f"{cells.mean((alphas[0], k)):.2f} at alpha={alphas[0]:g}")
         judged[k] = (change, change.p_greater(), change.p_less(), shape, ())
-    return per_k_verdict("c", test, judged, seeds, "nats", "fitted change of the gap from the smallest alpha to the largest")
+    return per_k_verdict("c", test, judged, seeds, "nats", ("gap change from the smallest alpha to the largest",))
 
 
 def variances_help(trials: pd.DataFrame, probe_alpha: float | None) -> Verdict:
@@ -248,7 +253,7 @@ def variances_help(trials: pd.DataFrame, probe_alpha: float | None) -> Verdict:
         gain = cells.contrast({point: 1.0})
         judged[point[1]] = (gain, gain.p_greater(), gain.p_less(),
                             f"{len(cells.values[point])} seeds at alpha={probe_alpha:g}", ())
-    return per_k_verdict("d", test, judged, seeds, "accuracy", "mean gain")
+    return per_k_verdict("d", test, judged, seeds, "accuracy", ("mean gain",))
 
 
 def nearest_to_one(alphas: Iterable[float]) -> float | None:

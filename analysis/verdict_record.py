@@ -62,3 +62,23 @@ def read_trials(path: Path) -> pd.DataFrame:
         raise TrialsFileError(f"--trials {path}: a value is not a number ({str(err).splitlines()[0][:120]}); "
                               "fix that row or write the file again with `vaesweep report`") from None
     return table
+
+
+def verdicts_markdown(record: dict[str, dict]) -> str:
+    """A ``verdicts.json`` as a markdown table (docs/results.md holds these, checked by tests/test_docs.py):
+    a row per claim, and one per latent size for a claim judged per k."""
+    lines = ["| claim | outcome | effect (95% interval) | seeds | seeds to decide |", "|---|---|---|---|---|"]
+
+    def row(label: str, verdict: dict) -> str:
+        found = verdict["effect"]
+        effect = "-" if found is None else (
+            f"{found['name']} {found['value']:+.3g} {found['unit']}"
+            + (f" ({found['interval'][0]:+.3g} to {found['interval'][1]:+.3g})" if found["interval"] else ""))
+        low, high = verdict["seeds"]
+        seeds = f"{low}" if low == high else f"{low}-{high}"
+        return f"| {label} | **{verdict['outcome']}** | {effect} | {seeds} | {verdict['seeds_to_decide'] or '-'} |"
+
+    for claim, verdict in record.items():
+        lines.append(row(f"({claim})", verdict))
+        lines += [row(f"({claim}) k={k}", v) for k, v in verdict["per_k"].items()]
+    return "\n".join(lines)

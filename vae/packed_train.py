@@ -1,43 +1,5 @@
-"""Trains a pack of grid points at once: P configs that differ only in alpha and seed, one process.
-
-Each member is the tests' one-model reference trainer (``tests/reference_trainer.py``) vectorised: its initial weights
-and its ``torch.Generator`` are those of ``Trainer(config, data)`` (``initial_model``, the generator
-seeded with the member's seed), and the generator draws in the trainer's order (the epoch's
-permutation, then per batch the binarisation and the reparameterisation noise), so a member sees
-the same batches and noise whatever its pack mates. The images every member is scored on are built
-once per pack (``vae.member.ScoredImages``); ``member(i)`` is member i as evaluation sees it. The loss is the sum of the members' losses:
-each member gets its own gradient and nothing crosses members (``vae.packed``).
-
-Adam over the stacked parameters is exactly per-member Adam: its update is elementwise (each
-element's moments come from its own gradients; lr, betas, eps and the step count are equal for all
-members), so one fused Adam over [P, ...] tensors does what P optimizers would.
-
-Divergence without a host round-trip per step: each step records on the device which members'
-losses turned non-finite (and at which step, with which value) and zeroes their gradients from then
-on (their losses stay in the sum: nothing of theirs reaches another member). The host reads those
-flags every ``check_every`` steps and at the end of each epoch; a newly failed member gets a
-``NonFiniteLossError`` in ``failures`` with the trainer's message (epoch, step, alpha, k, lr, seed).
-Its Adam moments are zeroed in the step that flags it, with its gradients, so its weights do not
-move from that step on (not only from the next host check); its pack mates go on.
-On CPU a pack of one is bit-identical to the trainer. In larger packs a member matches its unpacked
-run to float tolerance per step; over many steps training amplifies that rounding as it amplifies
-any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 IS log-likelihood by
-3.8 nats in the unpacked trainer), so compare trained members to unpacked runs statistically.
-
-The step (``_step``) touches device tensors only, in place, and never waits on the host: the epoch's
-batch order of every member sits on the device (``order``), a device counter picks each step's
-slice, the loss total and the divergence flags accumulate there. On CPU it runs eagerly; on a GPU
-(``config.cuda_graphs: auto``) blocks of ``graph_steps`` steps are captured once as a CUDA graph and
-replayed (``vae/step_graph.py``), which removes the per-kernel launch and Python dispatch that bound
-the step there; a capture that fails leaves the trial eager (``step_mode`` says which ran). The
-step's GPU-only choices (never read a flag on the host, ``capturable`` Adam with its step count on
-the device) follow whether a ``StepGraphs`` is given, not the device type, so the CPU tests run them
-through ``EagerGraphs``.
-
-Checkpoints move between devices: a generator state of the other device type (16 bytes of Philox
-seed and offset on CUDA, 5,056 of Mersenne Twister on CPU) cannot be converted, so the member's
-generator is seeded from a digest of the saved state (the same state always gives the same stream),
-and Adam's ``capturable`` is set for the device in use after loading.
+"""Trains a pack of grid points at once: P configs that differ only in alpha and seed, in one process,
+each member exactly the training its own config would get alone (``PackedTrainer``).
 """
 
 from __future__ import annotations
@@ -102,7 +64,23 @@ def check_packable(configs: Sequence[TrainConfig]) -> None:
 
 
 class PackedTrainer:
-    """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``."""
+    """Trains the configs' VAEs together, one epoch at a time; member i is ``configs[i]``.
+
+    Each member is the tests' one-model reference trainer (``tests/reference_trainer.py``) vectorised:
+    its initial weights and its ``torch.Generator`` are the reference's (``initial_model``, the generator
+    seeded with the member's seed), and the generator draws in the reference's order (the epoch's
+    permutation, then per batch the binarisation and the reparameterisation noise), so a member sees the
+    same batches and noise whatever its pack mates. The loss is the sum of the members' losses: each
+    member gets its own gradient and nothing crosses members (``vae.packed``). Adam over the stacked
+    parameters is exactly per-member Adam: its update is elementwise (each element's moments come from
+    its own gradients; lr, betas, eps and the step count are equal for all members).
+
+    On CPU a pack of one is bit-identical to the reference. In larger packs a member matches its
+    unpacked run to float tolerance per step; over many steps training amplifies that rounding as it
+    amplifies any other (a change of thread count moves the smoke preset's alpha = 1, k = 10 IS
+    log-likelihood by 3.8 nats in the unpacked trainer), so compare trained members to unpacked runs
+    statistically.
+    """
 
     def __init__(self, configs: Sequence[TrainConfig], data: Images, check_every: int = 100,
                  graph_steps: int | None = None, graphs: StepGraphs | None = None) -> None:
@@ -196,8 +174,20 @@ class PackedTrainer:
 
     def _step(self, size: int) -> None:
         """One step of every member on its next ``size`` images of the epoch's order: forward, backward
-        and Adam on the members' summed loss, non-finite members flagged and frozen. Device tensors
-        only, written in place, no host sync: a GPU captures it as a graph (vae/step_graph.py)."""
+        and Adam on the members' summed loss, non-finite members flagged and frozen.
+
+        Device tensors only, written in place, never waiting on the host: the epoch's batch order of
+        every member sits on the device (``order``), a device counter picks each step's slice, the loss
+        total and the divergence flags accumulate there. On CPU it runs eagerly; on a GPU
+        (``config.cuda_graphs: auto``) blocks of ``graph_steps`` steps are captured once as a CUDA graph
+        and replayed (vae/step_graph.py); a capture that fails leaves the trial eager (``step_mode``).
+        The GPU-only choices (never read a flag on the host, ``capturable`` Adam with its step count on
+        the device) follow whether a ``StepGraphs`` is given, not the device type, so the CPU tests run
+        them through ``EagerGraphs``.
+
+        Divergence without a host round-trip per step: the step records which members' losses turned
+        non-finite (at which step, with which value); their losses stay in the sum, but nothing of
+        theirs reaches another member."""
         cfg = self.configs[0]
         batch = self.order.index_select(1, self.positions[:size] + self.step_index * cfg.batch_size)
         if cfg.binarization == "static":
@@ -234,7 +224,9 @@ class PackedTrainer:
         self.step_index.add_(1)
 
     def _collect_failures(self, epoch: int) -> None:
-        """Read the device's flags (one host sync); name and freeze the members that failed since."""
+        """Read the device's flags (one host sync, every ``check_every`` steps and at the end of each
+        epoch); a newly failed member gets a ``NonFiniteLossError`` in ``failures`` with the message of
+        its epoch, step, alpha, k, lr and seed. Its pack mates go on."""
         alive = self.alive.tolist()
         new = [i for i, ok in enumerate(alive) if not ok and i not in self.failures]
         if not new:
@@ -292,6 +284,10 @@ class PackedTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a ``state_dict()``; the configs must be the same members (``RESUMABLE_CHANGES`` may differ).
+        Checkpoints move between devices: a generator state of the other device type (16 bytes of Philox
+        seed and offset on CUDA, 5,056 of Mersenne Twister on CPU) cannot be converted, so the member's
+        generator is seeded from a digest of the saved state (``restore_generator``: the same state always
+        gives the same stream), and Adam's ``capturable`` is set for the device in use after loading.
         CheckpointError for the checkpoint of an earlier vaesweep (one trainer per model, no ``configs``)."""
         if "configs" not in state:
             raise CheckpointError("the checkpoint was written by an earlier vaesweep (one trainer per model, before "
