@@ -83,7 +83,7 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path.name} is unreadable ({type(err).__name__})") from None
 
 
-def data_record(sweep_dir: Path) -> dict[str, Any] | None:
+def read_data_record(sweep_dir: Path) -> dict[str, Any] | None:
     """The sweep's ``data.json`` (what it trains on), None for a sweep started before it was recorded."""
     try:
         return read_json(sweep_dir / DATA_FILE)

@@ -35,7 +35,7 @@ from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_fig
 from analysis.metrics import EIGENVALUE_KEY, FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
 from analysis.verdict_record import write_verdict_record
 from sweeps.config import ConfigError, SweepConfig, sweep_path
-from sweeps.layout import SWEEP_FILE, data_record, read_tracking, saved_config
+from sweeps.layout import SWEEP_FILE, read_data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
 from sweeps.tracking import child_runs
@@ -283,7 +283,7 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
         client = connect()
         trials, history = run_frames(client, children, HISTORY_KEYS)
-        data = data_record(config.sweep_dir()) or {"title": spec_title(config.data), "labels": True}
+        data = read_data_record(config.sweep_dir()) or {"title": spec_title(config.data), "labels": True}
         figures, captions, judged, notes = build_figures(client, config, data, trials, history, chosen_run, Path(tmp),
                                                          margin)
         pngs = {}
