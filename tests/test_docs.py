@@ -33,3 +33,24 @@ def test_generated_study_files_hold_no_absolute_path_of_the_machine_that_made_th
         if path.suffix in (".yaml", ".json", ".csv", ".html", ".md"):
             text = path.read_text(errors="replace")
             assert not re.search(r"(?<![\w.])/(tmp|work|home|root|Users)/", text), path.relative_to(ROOT)
+
+
+def test_the_docs_verdicts_are_recomputed_from_their_trials_and_quoted_as_written(tmp_path):
+    """docs/<study>/verdicts.json is what ``vaesweep report --trials`` gives for the trials.csv beside it,
+    and docs/results.md carries each study's verdicts table as generated from it."""
+    import json
+    import subprocess
+    import sys
+
+    from analysis.verdict_record import verdicts_markdown
+
+    results = (ROOT / "docs/results.md").read_text()
+    studies = [path.parent for path in sorted((ROOT / "docs").glob("*/verdicts.json"))]
+    assert ROOT / "docs/digits" in studies
+    for study in studies:
+        out = tmp_path / study.name
+        done = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", "--trials", str(study / "trials.csv"),
+                               "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert (out / "verdicts.json").read_text() == (study / "verdicts.json").read_text(), study.name
+        assert verdicts_markdown(json.loads((study / "verdicts.json").read_text())) in results, study.name
