@@ -138,9 +138,10 @@ class MlflowTrialCallback(tune.Callback):
         if FATAL_KEY in result:  # the trial ends for good: on_trial_error closes its runs, with the traceback
             return
         for point in points:  # a pack member that diverged: FAILED now, its pack mates go on
-            error = member_failures(result).get(grid_point_label(**point))
-            if error and grid_point_label(**point) not in self.failed and (key := self._open(trial, point)) is not None:
-                self.failed.add(grid_point_label(**point))
+            label = grid_point_label(**point)
+            error = member_failures(result).get(label)
+            if error and label not in self.failed and (key := self._open(trial, point)) is not None:
+                self.failed.add(label)
                 self._write("end run", self.runs.close, key, "FAILED", error)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
