@@ -64,21 +64,27 @@ def read_trials(path: Path) -> pd.DataFrame:
     return table
 
 
-def verdicts_markdown(record: dict[str, dict]) -> str:
-    """A ``verdicts.json`` as a markdown table (docs/results.md holds these, checked by tests/test_docs.py):
-    a row per claim, and one per latent size for a claim judged per k."""
-    lines = ["| claim | outcome | effect (95% interval) | seeds | seeds to decide |", "|---|---|---|---|---|"]
-
-    def row(label: str, verdict: dict) -> str:
+def verdict_table(record: dict[str, dict]) -> list[dict[str, str]]:
+    """The rows of a verdicts table, from ``verdicts.json``'s form: a row per claim, and one per latent size
+    for a claim judged per k (the report's page and docs/results.md draw them)."""
+    def row(label: str, verdict: dict) -> dict[str, str]:
         found = verdict["effect"]
         effect = "-" if found is None else (
             f"{found['name']} {found['value']:+.3g} {found['unit']}"
             + (f" ({found['interval'][0]:+.3g} to {found['interval'][1]:+.3g})" if found["interval"] else ""))
         low, high = verdict["seeds"]
-        seeds = f"{low}" if low == high else f"{low}-{high}"
-        return f"| {label} | **{verdict['outcome']}** | {effect} | {seeds} | {verdict['seeds_to_decide'] or '-'} |"
+        return {"claim": label, "outcome": verdict["outcome"], "effect": effect,
+                "p_values": "; ".join(f"{name} {p:.3g}" for name, p in verdict["p_values"].items()) or "-",
+                "seeds": f"{low}" if low == high else f"{low}-{high}",
+                "to_decide": str(verdict["seeds_to_decide"] or "-")}
 
-    for claim, verdict in record.items():
-        lines.append(row(f"({claim})", verdict))
-        lines += [row(f"({claim}) k={k}", v) for k, v in verdict["per_k"].items()]
+    return [line for claim, verdict in record.items()
+            for line in [row(f"({claim})", verdict), *(row(f"({claim}) k={k}", v) for k, v in verdict["per_k"].items())]]
+
+
+def verdicts_markdown(record: dict[str, dict]) -> str:
+    """A ``verdicts.json`` as a markdown table (docs/results.md holds these, checked by tests/test_docs.py)."""
+    lines = ["| claim | outcome | effect (95% interval) | seeds | seeds to decide |", "|---|---|---|---|---|"]
+    lines += [f"| {r['claim']} | **{r['outcome']}** | {r['effect']} | {r['seeds']} | {r['to_decide']} |"
+              for r in verdict_table(record)]
     return "\n".join(lines)

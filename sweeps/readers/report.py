@@ -33,7 +33,7 @@ from analysis.claims import Verdict, nearest_to_one, verdicts
 from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_figure, geodesic_figure,
                               interpolation_figure, probes_figure, spectrum_figure)
 from analysis.metrics import EIGENVALUE_KEY, FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
-from analysis.verdict_record import write_verdict_record
+from analysis.verdict_record import verdict_table, write_verdict_record
 from sweeps.config import ConfigError, SweepConfig, sweep_path
 from sweeps.layout import SWEEP_FILE, read_data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
@@ -175,20 +175,11 @@ def describe_data(config: SweepConfig, data: dict[str, Any]) -> str:
             f"of {data['side'][0]}x{data['side'][1]}, {labels}; sha256 {data['sha256'][:12]}...")
 
 
-def verdict_rows(claim: str, verdict: Verdict) -> list[str]:
-    """Table rows of one claim: the claim's own, then one per latent size for a claim judged per k."""
-    def row(label: str, v: Verdict) -> str:
-        measured = html.escape(v.effect.text()) if v.effect else "-"
-        p_values = "; ".join(f"{html.escape(name)} {p:.3g}" for name, p in v.p_values.items()) or "-"
-        seeds = f"{v.seeds[0]}" if v.seeds[0] == v.seeds[1] else f"{v.seeds[0]}-{v.seeds[1]}"
-        return (f"<tr><th>{label}</th><td><b>{v.outcome}</b></td><td>{measured}</td><td>{p_values}</td>"
-                f"<td>{seeds}</td><td>{v.seeds_to_decide or '-'}</td></tr>")
-    return [row(f"({claim})", verdict)] + [row(f"({claim}) k={k}", v) for k, v in verdict.per_k.items()]
-
-
 def verdicts_html(judged: dict[str, Verdict]) -> str:
     """The claims' verdicts as one table, with the tests used and the rule's calibration."""
-    rows = "".join(line for claim, verdict in judged.items() for line in verdict_rows(claim, verdict))
+    rows = "".join(f"<tr><th>{r['claim']}</th><td><b>{r['outcome']}</b></td><td>{html.escape(r['effect'])}</td>"
+                   f"<td>{html.escape(r['p_values'])}</td><td>{r['seeds']}</td><td>{r['to_decide']}</td></tr>"
+                   for r in verdict_table({claim: verdict.to_dict() for claim, verdict in judged.items()}))
     tests = "".join(f"<li>({claim}) {html.escape(v.test)}</li>" for claim, v in judged.items())
     return (f"<table><tr><th>claim</th><th>outcome</th><th>effect (95% interval)</th><th>p-values</th><th>seeds</th>"
             f"<th>seeds to decide</th></tr>{rows}</table><p>Tests:</p><ul>{tests}</ul>"
