@@ -53,14 +53,12 @@ EIGENVALUE_KEY = "pca_eigenvalue"
 GRID = ["alpha", "k", "seed"]
 # What ``analysis.model_analysis.analyze_member`` writes its numbers to, beside its figures.
 ANALYSIS_FILE = "analysis.json"
-# Not a metric: the Ray node a trial ran on, in every result (a tag of the MLflow run).
-NODE_KEY = "ray_node_id"
 SELECTION_METRIC = MetricName.val_vr_bound_0  # what ASHA and Optuna maximize: validation images only
 
 
-def check_metrics(keys: Iterable[str]) -> None:
-    """ValueError naming any key outside the schema (``NODE_KEY`` aside)."""
-    unknown = sorted(set(keys) - SCHEMA.keys() - {NODE_KEY})
+def check_metrics(keys: Iterable[str], also: Iterable[str] = ()) -> None:
+    """ValueError naming any key outside the schema and ``also`` (keys that say where a result was made)."""
+    unknown = sorted(set(keys) - SCHEMA.keys() - set(also))
     if unknown:
         raise ValueError(f"metrics {unknown} are not in analysis/metrics.py's schema; add them there first")
 

@@ -27,13 +27,14 @@ from analysis.settings import EvalConfig
 from sweeps import environment, exit_codes
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
 from sweeps.failures import failure_summary
-from sweeps.layout import existing_sweep, read_tracking
+from sweeps.layout import RUN_RECORD_FILE, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig, grid_point_label
 from vae.data_sets import load_data, load_images
 from vae.mnist import default_data_dir
 from vae.errors import CheckpointError, DataError, NonFiniteLossError, RunDirError
+from vae.formats import is_current_checkpoint
 from vae.packed_train import PackedTrainer
 
 
@@ -139,7 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
     probe = (f"probe accuracy on means {result[MetricName.final_probe_means]:.4f}" if MetricName.final_probe_means in result
              else "no probes (the data set has no labels)")
     print(f"active components: {result[MetricName.active_components]} of {config.k}; {probe}")
-    print(f"wrote {out / 'metrics.json'}, {out / 'checkpoint.pt'} and {out / 'analysis'}/")
+    print(f"wrote {out / RUN_RECORD_FILE}, {out / CHECKPOINT_NAME} and {out / 'analysis'}/")
     return exit_codes.DONE
 
 
@@ -196,9 +197,9 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     path = args.checkpoint / CHECKPOINT_NAME if args.checkpoint.is_dir() else args.checkpoint
     state = load_checkpoint(path)
-    if len(state.get("configs", ())) != 1:
-        raise UsageError(f"{path} is not the checkpoint of one model (a pack's holds several, an earlier vaesweep's "
-                         "none that this version reads): analyze a member's own checkpoint, in members/<label>/ of "
+    if not is_current_checkpoint(state) or len(state["configs"]) != 1:
+        raise UsageError(f"{path} is not the checkpoint of one model (a pack's holds several, and vae/formats.py's "
+                         "format 1 is not read): analyze a member's own checkpoint, in members/<label>/ of "
                          "its trial's final checkpoint folder, or a `vaesweep train` run folder")
     config = TrainConfig(**{**state["configs"][0], "device": args.device})
     if not args.epsilon > 0:
@@ -313,7 +314,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from sweeps.driver.launch import run_sweep
 
         outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
-    done = f"{outcome.finished} of {outcome.total} trials finished"
+    done = f"{outcome.finished} of {outcome.total} grid points finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
     if outcome.disk_full:
@@ -399,7 +400,7 @@ def run_report(args: argparse.Namespace) -> int:
     check_creatable(out, f"--out {out}")
     environment.no_artifact_progress_bars()
     written = write_report(args.name, args.storage, out, args.run, say=note, margin=args.margin)
-    print(f"report of sweep {args.name}: {written['finished']} of {written['trials']} trials finished")
+    print(f"report of sweep {args.name}: {written['finished']} of {written['grid_points']} grid points finished")
     for problem in written["problems"]:
         print(f"  note: {problem}")
     print_verdicts(written["verdicts"])

@@ -142,6 +142,8 @@ class SweepConfig(Strict):
     optuna: OptunaConfig = Field(default_factory=OptunaConfig, description="the search's settings (search: optuna)")
     checkpoint_every: int = Field(1, gt=0, description="epochs between trial checkpoints")
     max_failures: int = Field(2, ge=-1, description="retries of a failed trial from its last checkpoint (-1: forever)")
+    earlier_grids: list[GridConfig] = Field(default_factory=list, description="the grids a grown sweep had before, "
+                                            "oldest first: written by `vaesweep run` when a sweep grows; leave it out")
 
     @model_validator(mode="before")
     @classmethod
@@ -247,14 +249,28 @@ class SweepConfig(Strict):
             raise ValueError("resources.pack is 'auto': call SweepConfig.resolved(gpus) first")
         return self.resources.pack
 
+    def stages(self) -> list[list[dict[str, Any]]]:
+        """The grid points, {alpha, k, seed} each, by the grid that added them: the first grid's in grid
+        order, then those each growth added (``earlier_grids``), so that a pack never spans two stages."""
+        seen: set[tuple[float, int, int]] = set()
+        stages = []
+        for grid in [*self.earlier_grids, self.grid]:
+            new = [p for p in itertools.product(grid.alpha, grid.k, grid.seed) if p not in seen]
+            seen.update(new)
+            stages.append([{"alpha": alpha, "k": k, "seed": seed} for alpha, k, seed in new])
+        return stages
+
     def packs(self) -> list[list[dict[str, Any]]]:
-        """The grid points, {alpha, k, seed} each, in packs of at most ``resources.pack`` that share k
-        (so every shape), in grid order; with pack 1, one point per pack."""
-        by_k: dict[int, list[dict[str, Any]]] = {}
-        for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed):
-            by_k.setdefault(k, []).append({"alpha": alpha, "k": k, "seed": seed})
+        """The grid points in packs of at most ``resources.pack`` that share k (so every shape) and the
+        stage that added them, in grid order; with pack 1, one point per pack."""
         size = self.pack_size
-        return [points[i:i + size] for points in by_k.values() for i in range(0, len(points), size)]
+        packs = []
+        for stage in self.stages():
+            by_k: dict[int, list[dict[str, Any]]] = {}
+            for point in stage:
+                by_k.setdefault(point["k"], []).append(point)
+            packs += [points[i:i + size] for points in by_k.values() for i in range(0, len(points), size)]
+        return packs
 
     def point_config(self, point: dict[str, Any]) -> TrainConfig:
         """The validated trainer config of one point {alpha, k, seed}: the only way a trial's config
@@ -263,9 +279,8 @@ class SweepConfig(Strict):
                                            "alpha": point["alpha"], "k": point["k"], "seed": point["seed"]})
 
     def grid_points(self) -> list[TrainConfig]:
-        """Every grid point as a full TrainConfig, in grid order."""
-        return [self.point_config({"alpha": alpha, "k": k, "seed": seed})
-                for alpha, k, seed in itertools.product(self.grid.alpha, self.grid.k, self.grid.seed)]
+        """Every grid point as a full TrainConfig, in grid order, stage by stage (``stages``)."""
+        return [self.point_config(point) for stage in self.stages() for point in stage]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data that validates back to this config (train's grid-owned fields left out)."""

@@ -18,6 +18,7 @@ import yaml
 from analysis.metrics import ANALYSIS_FILE
 from sweeps.config import ConfigError, SweepConfig, sweep_path, validate_sweep
 from vae.atomic import write_atomic
+from vae.formats import FORMAT, FORMAT_KEY, SETTINGS_END, SETTINGS_HEAD, member_metrics_path, settings_cut_short
 
 SWEEP_FILE = "sweep.yaml"
 TRACKING_FILE = "tracking.json"
@@ -49,8 +50,10 @@ HISTORY_FILE = "history.json"
 # In a trial's final checkpoint folder: one folder per grid point, with its own checkpoint, its last
 # epoch's metrics and its analysis (the analysis also an MLflow artifact folder).
 MEMBERS_DIR = "members"
-FINAL_METRICS_FILE = "metrics.json"
+MEMBER_METRICS_FILE = "final_metrics.json"
 ANALYSIS_DIR = "analysis"
+# A `vaesweep train` run folder's record: config, data, evaluation settings, per-epoch history, final metrics.
+RUN_RECORD_FILE = "metrics.json"
 
 
 def backend_uri(sweep_dir: Path) -> str:
@@ -84,7 +87,7 @@ def read_json(path: Path) -> Any:
 
 
 def read_data_record(sweep_dir: Path) -> dict[str, Any] | None:
-    """The sweep's ``data.json`` (what it trains on), None for a sweep started before it was recorded."""
+    """The sweep's ``data.json`` (what it trains on), None when it has none (``vae/formats.py``: format 1)."""
     try:
         return read_json(sweep_dir / DATA_FILE)
     except ValueError:
@@ -95,11 +98,16 @@ def is_final(folder: Path, labels: list[str]) -> bool:
     """A trial's final checkpoint folder with the final metrics and analysis of each of its grid points, whole."""
     try:
         for label in labels:
-            read_json(folder / MEMBERS_DIR / label / FINAL_METRICS_FILE)
+            read_json(member_metrics_file(folder / MEMBERS_DIR / label))
             read_json(folder / MEMBERS_DIR / label / ANALYSIS_DIR / ANALYSIS_FILE)
     except ValueError:
         return False
     return True
+
+
+def member_metrics_file(member_folder: Path) -> Path:
+    """A finished pack member's final metrics (``vae/formats.py`` reads a format-2 sweep's)."""
+    return member_metrics_path(member_folder, MEMBER_METRICS_FILE)
 
 
 def existing_sweep(storage: Path, name: str) -> Path:
@@ -111,14 +119,9 @@ def existing_sweep(storage: Path, name: str) -> Path:
     return sweep_dir
 
 
-# sweep.yaml begins and ends with these lines, so that a file cut short is told from a whole one (a
-# YAML mapping cut between two keys is still a valid mapping); files written before have neither.
-SETTINGS_HEAD = "# vaesweep: the validated settings of this sweep\n"
-SETTINGS_END = "# end of settings\n"
-
-
 def write_settings(config: SweepConfig) -> None:
-    """Write the sweep's ``sweep.yaml`` (atomically, between its head and end lines)."""
+    """Write the sweep's ``sweep.yaml`` (atomically, between its head and end lines, so that a file cut
+    short is told from a whole one: a YAML mapping cut between two keys is still a valid mapping)."""
     body = yaml.safe_dump(config.to_dict(), sort_keys=False)
     write_atomic(config.sweep_dir() / SWEEP_FILE, (SETTINGS_HEAD + body + SETTINGS_END).encode())
 
@@ -133,7 +136,7 @@ def saved_settings(sweep_dir: Path) -> dict[str, Any] | None:
         saved = yaml.safe_load(text)
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         text, saved = "", None
-    if not isinstance(saved, dict) or (text.startswith(SETTINGS_HEAD) and not text.endswith(SETTINGS_END)):
+    if not isinstance(saved, dict) or settings_cut_short(text):
         raise ConfigError(f"{path} is corrupt (cut short, or not a mapping of settings); restore it from the sweep's "
                           "MLflow parent run params, or choose another --name")
     return saved
@@ -176,7 +179,7 @@ def add_run_id(sweep_dir: Path, key: str, run_id: str) -> None:
 def write_tracking(config: SweepConfig, experiment_id: str | None, parent_run_id: str | None) -> str:
     """Record where the sweep's MLflow records live (``tracking.json``); returns the store URI."""
     store = config.tracking.uri or backend_uri(config.sweep_dir())
-    record = {"tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
+    record = {FORMAT_KEY: FORMAT, "tracking_uri": store, "experiment": config.tracking.experiment, "experiment_id": experiment_id,
               "parent_run_id": parent_run_id}
     write_atomic(config.sweep_dir() / TRACKING_FILE, json.dumps(record, indent=2).encode())
     return store

@@ -151,3 +151,12 @@ def test_the_products_comments_tell_no_history():
     found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in SOURCE
              for n, line in enumerate(path.read_text().splitlines(), 1) if HISTORY.search(line)]
     assert not found, "say what the code does today:\n" + "\n".join(found)
+
+
+EARLIER_FORMAT = re.compile(r"""["']configs["'] (not )?in |earlier vaesweep|MEMBER_METRICS_OF_FORMAT""")
+
+
+def test_earlier_file_formats_are_read_or_refused_in_one_module():
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in SOURCE if path != ROOT / "vae/formats.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if EARLIER_FORMAT.search(line)]
+    assert not found, "tell an earlier format's files apart in vae/formats.py:\n" + "\n".join(found)

@@ -231,7 +231,7 @@ def test_a_sweep_runs_on_both_nodes_of_a_two_node_cluster(cluster, mnist_dir, tm
     config = write_config(tmp_path, "cluster", [0.0, 1.0], train={"epochs": 2, "train_subset": 3000, "test_subset": 100})
     done = vaesweep("run", str(config), "--address", cluster.address, "--data-dir", str(mnist_dir), env=cluster.env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "sweep cluster: 2 of 2 trials finished, 0 failed" in done.stdout
+    assert "sweep cluster: 2 of 2 grid points finished, 0 failed" in done.stdout
 
     sweep_dir = tmp_path / "runs" / "cluster"
     placed = {trial: {r["ray_node_id"] for r in results} for trial, results in trial_results(sweep_dir).items()}

@@ -202,7 +202,7 @@ def test_a_diverging_trial_fails_naming_epoch_step_and_config_while_the_others_f
     config = write_config(tmp_path, "diverge", [1000.0, float("-inf")],
                           train={"epochs": 2, "train_subset": 2000, "test_subset": 100, "lr": 0.08})
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
-    assert done.returncode == 1 and "1 of 2 trials finished, 1 failed" in done.stdout, done.stdout[-2000:]
+    assert done.returncode == 1 and "1 of 2 grid points finished, 1 failed" in done.stdout, done.stdout[-2000:]
     assert "  1 of 2 grid points diverged in epoch 1: non-finite loss" in done.stdout
     assert "every grid point diverged" not in done.stdout, "one of two diverged: no hint about the learning rate"
     storage = str(tmp_path / "runs")

@@ -81,7 +81,7 @@ def assert_resume_completes(interrupted: str, sweep_dir: Path) -> None:
     """The resume command printed on interruption finishes both trials, each epoch recorded once."""
     resumed = vaesweep(*interrupted.split("resume with: ", 1)[1].split()[1:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "2 of 2 trials finished, 0 failed" in resumed.stdout
+    assert "2 of 2 grid points finished, 0 failed" in resumed.stdout
     runs = children(sweep_dir)
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
@@ -92,7 +92,7 @@ def test_ctrl_c_stops_with_true_states_no_orphans_and_the_printed_command_resume
     config, sweep_dir, log, driver = running_sweep(tmp_path, mnist_dir, "ctrlc")
     code, below = stop(driver, signal.SIGINT, to_group=True)
     line = interrupted_line(code, log.read_text(), below)
-    assert "of 2 trials finished" in line and f"resume with: {VAESWEEP} run {config}" in line, line
+    assert "of 2 grid points finished" in line and f"resume with: {VAESWEEP} run {config}" in line, line
     assert_true_end_states(sweep_dir, 4)
 
     status = json.loads(vaesweep("status", "ctrlc", "--storage", str(tmp_path / "runs"), "--json").stdout)
@@ -166,12 +166,12 @@ def test_optuna_with_asha_records_stopped_trials_as_finished_and_selects_off_the
             assert steps == list(range(1, int(run.data.tags["stopped_early"]) + 1)) and len(steps) < 3
         else:
             assert steps == [1, 2, 3] and "test_log_likelihood" in run.data.metrics
-    assert f"4 of 4 trials finished ({len(stopped)} stopped early by the scheduler), 0 failed" in done.stdout
+    assert f"4 of 4 grid points finished ({len(stopped)} stopped early by the scheduler), 0 failed" in done.stdout
     status = json.loads(vaesweep("status", "optuna", "--storage", str(storage), "--json").stdout)
     assert sum(t["stopped_early"] for t in status["trials"]) == len(stopped)
     report = vaesweep("report", "optuna", "--storage", str(storage))
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "4 of 4 trials finished" in report.stdout, report.stdout
+    assert "4 of 4 grid points finished" in report.stdout, report.stdout
     assert report.stdout.count("stopped early by the scheduler after epoch") == len(stopped), report.stdout
     assert "missing metric" not in report.stdout, "a stopped trial lacks final metrics by design"
 

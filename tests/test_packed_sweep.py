@@ -44,7 +44,7 @@ def test_the_smoke_grid_in_packs_of_three_matches_the_unpacked_sweep_through_a_k
     victim = next(results for results in trial_results(sweep_dir).values() if len(results) >= 2)[-1]["pid"]
     os.kill(victim, signal.SIGKILL)  # a pack's worker, mid-sweep
     assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
-    assert "sweep smoke: 6 of 6 trials finished, 0 failed" in log.read_text()
+    assert "sweep smoke: 6 of 6 grid points finished, 0 failed" in log.read_text()
 
     packs = trial_results(sweep_dir)
     assert len(packs) == 2, "6 grid points in 2 Ray trials"
@@ -63,7 +63,7 @@ def test_the_smoke_grid_in_packs_of_three_matches_the_unpacked_sweep_through_a_k
         assert abs(row["test_log_likelihood"] - twin["test_log_likelihood"]) < 1, (row, twin)
 
     report = vaesweep("report", "smoke", "--storage", str(storage))
-    assert report.returncode == 0 and "6 of 6 trials finished" in report.stdout, report.stderr[-3000:]
+    assert report.returncode == 0 and "6 of 6 grid points finished" in report.stdout, report.stderr[-3000:]
 
 
 def test_a_diverging_member_fails_alone_while_its_pack_mate_finishes(mnist_dir, tmp_path):
@@ -71,7 +71,7 @@ def test_a_diverging_member_fails_alone_while_its_pack_mate_finishes(mnist_dir, 
     config = write_config(tmp_path, "divpack", [1000.0, float("-inf")], max_failures=0, resources={"pack": 2},
                           train={"epochs": 2, "train_subset": 2000, "test_subset": 100, "lr": 0.08})
     done = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
-    assert done.returncode == 1 and "1 of 2 trials finished, 1 failed" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert done.returncode == 1 and "1 of 2 grid points finished, 1 failed" in done.stdout, done.stdout + done.stderr[-2000:]
     assert len(trial_results(tmp_path / "runs" / "divpack")) == 1, "one Ray trial for the pack"
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("  FAILED  ")]
     assert re.fullmatch(r"  FAILED  a-inf_k5_s0: non-finite loss \(\w+\) at epoch 1, step \d+ \(alpha=-inf, k=5, "
@@ -103,7 +103,7 @@ def test_a_packed_sweep_whose_ray_state_is_torn_is_rebuilt_and_finishes_each_run
     state.write_bytes(state.read_bytes()[:100])  # torn
 
     again = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
-    assert again.returncode == 0 and "2 of 2 trials finished, 0 failed" in again.stdout, again.stdout + again.stderr[-3000:]
+    assert again.returncode == 0 and "2 of 2 grid points finished, 0 failed" in again.stdout, again.stdout + again.stderr[-3000:]
     assert re.search(r"rebuilt the sweep from its checkpoints: 0 of 2 grid points finished, 2 resume from a checkpoint",
                      again.stderr), again.stderr[-3000:]
     assert re.search(r"resumed from checkpoint_\d+ \(epoch \d\)", again.stderr + again.stdout), again.stderr[-3000:]

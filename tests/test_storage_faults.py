@@ -75,7 +75,7 @@ def test_a_sweep_too_big_for_its_disk_is_refused_then_forced_stops_cleanly_and_r
 
         resize(disk, 300)  # space freed
         resumed = vaesweep(*command, "--force")
-        assert resumed.returncode == 0 and "6 of 6 trials finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
+        assert resumed.returncode == 0 and "6 of 6 grid points finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
         assert_every_run_finished_once(sweep_dir, 6, 5)
 
 
@@ -116,7 +116,7 @@ def test_a_disk_filled_by_another_program_stops_the_sweep_and_it_resumes_once_fr
 
         filler.unlink()
         resumed = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
-        assert resumed.returncode == 0 and "2 of 2 trials finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
+        assert resumed.returncode == 0 and "2 of 2 grid points finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
         # the epoch whose MLflow write met the full disk is written on resume from Ray's results, or from
         # the history saved with the trial's checkpoint when the full disk cost result.json that epoch too
         assert_every_run_finished_once(sweep_dir, 2, 4)
@@ -230,7 +230,7 @@ def test_an_unreadable_ray_state_is_rebuilt_keeping_finished_trials(finished, mn
     state.write_bytes(state.read_bytes()[:100])  # torn
 
     again = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
-    assert again.returncode == 0 and "1 of 1 trials finished" in again.stdout, again.stderr[-3000:]
+    assert again.returncode == 0 and "1 of 1 grid points finished" in again.stdout, again.stderr[-3000:]
     assert "rebuilt the sweep from its checkpoints: 1 of 1 grid points finished" in again.stderr, again.stderr[-3000:]
     assert list((sweep_dir / "tune").glob("unreadable-*/experiment_state-*.json")), "the torn state is kept aside"
     after = trial_results(sweep_dir)

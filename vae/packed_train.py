@@ -16,7 +16,8 @@ import torch
 from vae.config import MAX_SEED, RESUMABLE_CHANGES, TrainConfig
 from vae.data import Images
 from vae.denormals import flushing_denormals, start_threads_flushing_denormals
-from vae.errors import CheckpointError, NonFiniteLossError
+from vae.errors import NonFiniteLossError
+from vae.formats import FORMAT, FORMAT_KEY, refuse_earlier_checkpoint
 from vae.member import Member, ScoredImages
 from vae.metric_names import MetricName
 from vae.model import VAE
@@ -280,6 +281,7 @@ class PackedTrainer:
             "failures": {i: str(err) for i, err in self.failures.items()},
             "epoch": self.epoch,
             "configs": [config.model_dump() for config in self.configs],
+            FORMAT_KEY: FORMAT,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -288,10 +290,8 @@ class PackedTrainer:
         seed and offset on CUDA, 5,056 of Mersenne Twister on CPU) cannot be converted, so the member's
         generator is seeded from a digest of the saved state (``restore_generator``: the same state always
         gives the same stream), and Adam's ``capturable`` is set for the device in use after loading.
-        CheckpointError for the checkpoint of an earlier vaesweep (one trainer per model, no ``configs``)."""
-        if "configs" not in state:
-            raise CheckpointError("the checkpoint was written by an earlier vaesweep (one trainer per model, before "
-                                  "packs of one), which this version does not resume")
+        CheckpointError for the checkpoint of an earlier format (``vae/formats.py``)."""
+        refuse_earlier_checkpoint(state)
         saved = [TrainConfig(**config).model_dump(exclude=RESUMABLE_CHANGES) for config in state["configs"]]
         if saved != [config.model_dump(exclude=RESUMABLE_CHANGES) for config in self.configs]:
             raise ValueError(f"checkpoint was trained with different configs (only {', '.join(sorted(RESUMABLE_CHANGES))} "

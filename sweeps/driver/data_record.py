@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING
 from sweeps.config import ConfigError
 from sweeps.layout import DATA_FILE, read_json
 from vae.atomic import write_atomic
+from vae.formats import FORMAT, FORMAT_KEY
 
 if TYPE_CHECKING:  # the driver's quick paths (the dry run) do not import torch
     from vae.data import DataSet
 
 
 def check_same_data(sweep_dir: Path, data: DataSet) -> None:
-    """ConfigError if the sweep was started on data with another checksum; nothing for a new sweep (or
-    one started before data was recorded)."""
+    """ConfigError if the sweep was started on data with another checksum; nothing for a new sweep (or a
+    format-1 sweep, which recorded none: ``vae/formats.py``)."""
     path = sweep_dir / DATA_FILE
     if not path.exists():
         return
@@ -35,4 +36,4 @@ def record_data(sweep_dir: Path, data: DataSet) -> None:
     """Write ``data.json`` (spec, title, checksum, sizes, image side, labels or not) once."""
     path = sweep_dir / DATA_FILE
     if not path.exists():
-        write_atomic(path, json.dumps(data.describe(), indent=2).encode())
+        write_atomic(path, json.dumps({FORMAT_KEY: FORMAT, **data.describe()}, indent=2).encode())

@@ -5,7 +5,7 @@ that lacks one of each kind. The CSV and TensorBoard loggers flatten every key o
 pack's every member's metrics included, on the driver, per result, and nothing reads
 ``progress.csv`` or the event files (``bench/driver_cost.py --tune-loggers default`` measures them).
 A run config therefore holds the JSON logger and two stand-ins of the other kinds that write nothing,
-so that Tune adds none; a sweep started by an earlier vaesweep, whose saved run config has none of
+so that Tune adds none; a format-1 sweep (``vae/formats.py``), whose saved run config has none of
 them, keeps Tune's three on resume.
 """
 

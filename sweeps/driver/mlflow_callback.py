@@ -23,13 +23,13 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from analysis.metrics import ANALYSIS_FILE, NODE_KEY
+from analysis.metrics import ANALYSIS_FILE
 from sweeps.config import SweepConfig
 from sweeps.driver.context import current
 from sweeps.driver.disk import is_disk_full
 from sweeps.driver.epoch_batches import EpochBatches
 from sweeps.failures import FATAL_KEY
-from sweeps.packs import member_failures, member_folder, member_results, trial_points
+from sweeps.packs import NODE_KEY, member_failures, member_folder, member_results, trial_points
 from sweeps.layout import ANALYSIS_DIR
 from sweeps.ray_files import error_line, trial_error
 from sweeps.driver.run_writer import TrialRuns, ensure_parent_run, get_or_create_experiment

@@ -4,7 +4,7 @@ Ray restores a sweep from ``tune/tuner.pkl`` and the newest ``tune/experiment_st
 either is cut off or missing, ``Tuner.restore`` fails, and each trial's place in the sweep with it.
 What is ours survives such a write: the saved config (``sweep.yaml``), each trial's checkpoints
 (written atomically, checked by CRC on load) with, in the final one, the trial's last metrics
-(``metrics.json``) and analysis, and the MLflow runs. So the driver sets Ray's unreadable files
+(``final_metrics.json``) and analysis, and the MLflow runs. So the driver sets Ray's unreadable files
 aside (``tune/unreadable-<time>/``, nothing is deleted), starts a new Ray experiment over the same
 grid, and hands each grid point its newest readable checkpoint (``recovered.json``): a finished
 point reports its final result again without training, the others resume from their checkpoint,
@@ -26,6 +26,7 @@ from sweeps.layout import (CHECKPOINTS, PARAMS_FILE, RAY_STATE_FILES, RECOVERED_
                            is_final, read_json)
 from vae.atomic import write_atomic
 from vae.errors import CheckpointError
+from vae.formats import is_current_checkpoint
 from vae.config import grid_point_label
 
 
@@ -57,7 +58,7 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
             state = load_checkpoint(path)
         except CheckpointError:
             continue
-        if "configs" not in state:  # an earlier vaesweep's (one trainer per model): not resumable here
+        if not is_current_checkpoint(state):
             continue
         labels = [grid_point_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
         epoch = int(state["epoch"])

@@ -18,11 +18,11 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, NODE_KEY, SCHEMA
+from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, SCHEMA
 from sweeps.config import SweepConfig
 from sweeps.driver.epoch_batches import EpochBatches
 from sweeps.layout import ANALYSIS_DIR, add_run_id
-from sweeps.packs import STEP_MODE_KEY
+from sweeps.packs import NODE_KEY, STEP_MODE_KEY
 from sweeps.tracking import (ERROR_TAG, PARENT_TAG, STEP_MODE_TAG, STOPPED_TAG, SWEEP_TAG, TRIAL_TAG, child_runs,
                              find_runs, flatten, logged_epochs)
 from vae.checkpoint import CHECKPOINT_NAME

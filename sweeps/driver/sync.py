@@ -17,7 +17,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from analysis.metrics import ANALYSIS_FILE, NODE_KEY
+from analysis.metrics import ANALYSIS_FILE
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.outcome import outcome_of
 from sweeps.driver.tracking_target import RemoteTracking, open_tracking
@@ -25,7 +25,7 @@ from sweeps.layout import (ANALYSIS_DIR, CHECKPOINTS, MEMBERS_DIR, RESULT_FILE, 
                            experiment_path, read_json, saved_config, write_tracking)
 from sweeps.driver.lock import sweep_lock
 from sweeps.mlflow_server import LocalMlflowServer, store_problem, with_restart
-from sweeps.packs import member_failures, member_folder, member_results, trial_points
+from sweeps.packs import NODE_KEY, member_failures, member_folder, member_results, trial_points
 from sweeps.ray_files import last_results, ray_state_problem, trial_error
 from sweeps.driver.run_writer import RUN_STATUS, TrialRuns, close_sweep
 from vae.config import grid_point_label

@@ -41,6 +41,7 @@ from sweeps.readers.runs import run_frames
 from sweeps.tracking import child_runs
 from vae.data_spec import OWN_KINDS, spec_title
 from vae.config import grid_point_label
+from vae.formats import data_record_of_earlier
 
 # Figure 4 is geometry, not data: pairs of univariate Gaussians like the study's (mu1, s1, mu2, s2).
 GEODESIC_PAIRS = np.array([[-2.0, 0.5, 2.0, 0.5], [-1.0, 0.2, 1.5, 1.0], [0.0, 0.3, 0.5, 2.0], [-2.5, 1.0, 1.0, 0.1]])
@@ -274,7 +275,7 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         children = child_runs(store, tracking["experiment_id"], tracking["parent_run_id"])
         client = connect()
         trials, history = run_frames(client, children, HISTORY_KEYS)
-        data = read_data_record(config.sweep_dir()) or {"title": spec_title(config.data), "labels": True}
+        data = read_data_record(config.sweep_dir()) or data_record_of_earlier(spec_title(config.data))
         figures, captions, judged, notes = build_figures(client, config, data, trials, history, chosen_run, Path(tmp),
                                                          margin)
         pngs = {}
@@ -299,7 +300,7 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         problems += stopped_early(trials) + notes
         (out / "report.html").write_text(render_html(config, data, pngs, captions, judged, summary, trials, problems))
         client.log_artifacts(tracking["parent_run_id"], str(out), "report")
-    return {"trials": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs),
+    return {"grid_points": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs),
             "verdicts": judged}
 
 

@@ -63,6 +63,7 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
         notes.append(f"Ray's state is unreadable ({problem}): trials read from their folders, states unknown; "
                      "`vaesweep run` with the same name rebuilds the sweep")
         trials = folder_trials(path, epochs, notes)
+    # "trials": one row per grid point (the key's name is schema 1's, kept for the scripts that read it)
     return {"schema": STATUS_SCHEMA, **tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
 
 
@@ -141,7 +142,7 @@ def cell(value: Any, spec: str, width: int) -> str:
 
 
 def format_status(status: dict[str, Any]) -> str:
-    """A fixed-width table, one line per trial, after the notes on what could not be read."""
+    """A fixed-width table, one line per grid point, after the notes on what could not be read."""
     header = f"{'alpha':>7} {'k':>4} {'seed':>4} {'state':<11} {'epochs':>6} {'IS loglik':>10} {'active':>6} {'probe':>6}"
     lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}"]
     lines += [f"note: {note}" for note in status.get("notes", [])]

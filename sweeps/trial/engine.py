@@ -23,7 +23,7 @@ from analysis.model_analysis import analyze_member
 from analysis.probes import add_probes
 from analysis.settings import EvalConfig
 from sweeps import hooks
-from sweeps.layout import ANALYSIS_DIR, FINAL_METRICS_FILE
+from sweeps.layout import ANALYSIS_DIR, MEMBER_METRICS_FILE, member_metrics_file
 from sweeps.packs import FAILED_KEY, MEMBERS_KEY, STEP_MODE_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, save_checkpoint
@@ -89,11 +89,13 @@ def run_trial(trainer: PackedTrainer, labels: list[str], evaluation: EvalConfig,
             for i, member_metrics in metrics.items():
                 if last:
                     out = sink.member_folder(folder, labels[i])
-                    if out != folder:  # a run directory's model is the pack of one whose checkpoint is there
+                    own_folder = out != folder  # a run directory's checkpoint and record already hold its one model
+                    if own_folder:
                         save_checkpoint(trainer.member_state(i), out / CHECKPOINT_NAME)
                     member_metrics.update(final_metrics(trainer.member(i), evaluation, out / ANALYSIS_DIR,
                                                         is_progress))
-                    write_atomic(out / FINAL_METRICS_FILE, json.dumps(member_metrics).encode())
+                    if own_folder:
+                        write_atomic(out / MEMBER_METRICS_FILE, json.dumps(member_metrics).encode())
                 check_metrics(member_metrics)
             result = {**pack_result(trainer.epoch, {labels[i]: m for i, m in metrics.items()},
                                     {labels[i]: str(err) for i, err in trainer.failures.items()}),
@@ -125,9 +127,9 @@ def final_metrics(member: Member, evaluation: EvalConfig, out: Path,
 
 def replay_final(source: Path, labels: list[str], sink: TrialSink) -> dict[str, Any]:
     """Report a finished trial's last epoch again from its final checkpoint folder (checkpoint, each
-    member's analysis and ``metrics.json``), training nothing: how a sweep rebuilt after losing Ray's
+    member's analysis and final metrics), training nothing: how a sweep rebuilt after losing Ray's
     state keeps its finished trials (sweeps/driver/recovery.py)."""
-    members = {label: json.loads((sink.member_folder(source, label) / FINAL_METRICS_FILE).read_text())
+    members = {label: json.loads(member_metrics_file(sink.member_folder(source, label)).read_text())
                for label in labels}
     result = pack_result(next(iter(members.values()))["epoch"], members, {})
     with sink.folder() as folder:

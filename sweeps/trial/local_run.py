@@ -20,7 +20,7 @@ from tqdm import tqdm
 from analysis.metrics import FINAL_METRICS, MetricName
 from analysis.settings import EvalConfig
 from sweeps.trial.engine import run_trial, trial_trainer
-from sweeps.layout import FINAL_METRICS_FILE
+from sweeps.layout import RUN_RECORD_FILE
 from sweeps.packs import MEMBERS_KEY, STEP_MODE_KEY
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -29,6 +29,7 @@ from vae.data import images_of
 from vae.data_sets import load_data
 from vae.devices import device_summary, probe_devices
 from vae.errors import RunDirError
+from vae.formats import refuse_earlier_checkpoint
 from vae.packed_train import PackedTrainer
 from vae.config import grid_point_label
 
@@ -76,7 +77,7 @@ class DirectorySink:
         self.bar.update()
         if folder is not None:  # the history on disk always matches the checkpoint beside it
             write_json({**self.header, "history": self.history, "epochs_completed": metrics["epoch"]},
-                       self.out / FINAL_METRICS_FILE)
+                       self.out / RUN_RECORD_FILE)
 
     def is_progress(self, images: int) -> None:
         """Progress of the final IS estimate (its bar opens with the first batch)."""
@@ -97,16 +98,14 @@ def train_to_directory(config: TrainConfig, out: Path, data_dir: Path | None = N
     """Train (or resume) ``config`` into ``out``, evaluate and analyse; returns what ``metrics.json`` holds."""
     prepare_out_dir(out)
     checkpoint_path = out / CHECKPOINT_NAME
-    metrics_path = out / FINAL_METRICS_FILE
+    metrics_path = out / RUN_RECORD_FILE
     data = load_data(config.data, data_dir)
     trainer = trial_trainer([config], images_of(data, config.train_subset, config.test_subset))
     log(f"vaesweep: device: {device_summary(probe_devices())}; training on {trainer.device} ({trainer.step_mode})")
     history: list[dict[str, Any]] = []
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)  # an unreadable one: CheckpointError, its own one line
-        if "configs" not in state:
-            raise RunDirError(f"--out {out} holds a checkpoint of an earlier vaesweep (one trainer per model, before "
-                              "packs of one); choose a new --out")
+        refuse_earlier_checkpoint(state, f" (--out {out}); choose a new --out")
         try:
             trainer.load_state_dict(state)
         except ValueError as err:

@@ -24,13 +24,12 @@ import ray
 import torch
 from ray import tune
 
-from analysis.metrics import NODE_KEY
 from sweeps import hooks
 from sweeps.config import SweepConfig, one_line
 from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
 from sweeps.failures import FATAL_KEY, NOT_RETRIED
-from sweeps.packs import FAILED_KEY, MEMBERS_KEY, trial_points
+from sweeps.packs import FAILED_KEY, MEMBERS_KEY, NODE_KEY, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.data import DataSet, images_of

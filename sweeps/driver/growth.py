@@ -1,0 +1,100 @@
+"""A sweep run again under its name: resumed as it was, grown (more seeds, alphas or k values), or refused.
+
+A grown sweep keeps its folder, its MLflow parent run and every finished grid point: Ray cannot add
+points to a restored experiment, so the driver sets Ray's state aside (``tune/grown-<time>/``) and
+starts a new experiment over the whole grid in which each earlier point continues from its newest
+checkpoint (sweeps/driver/recovery.py): a finished one reports its final result again without
+training, and MLflow adopts its run, whose epochs are each logged once. New points train in packs of
+their own (``SweepConfig.stages``). What defines a finished point cannot change under its name.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from sweeps.config import ConfigError, SweepConfig
+from sweeps.layout import saved_config, saved_settings
+
+# Settings a run may give differently from the sweep's own without changing what a grid point is.
+FREE = {"storage", "tracking", "earlier_grids"}
+GROW_PREFIX = "grown-"
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Grid points a sweep keeps and those a run adds."""
+
+    kept: int
+    new: int
+    grown: SweepConfig  # the run's config, with the sweep's grids before it in ``earlier_grids``
+
+    def line(self, finished: int | None) -> str:
+        done = f" ({finished} finished)" if finished is not None else ""
+        return f"grows sweep {self.grown.name}: {self.kept} grid points kept{done}, {self.new} new"
+
+
+def points(grid: Any) -> set[tuple[float, int, int]]:
+    return set(itertools.product(grid.alpha, grid.k, grid.seed))
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ (nested sections compared key by key)."""
+    names = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            names += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            names.append(f"{prefix}{key}")
+    return names
+
+
+def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
+    """What running ``config`` does to the sweep of its name: the config to run (with the sweep's
+    ``earlier_grids``) and the Growth when it adds grid points (None for a new sweep or a resume);
+    ConfigError (one line: the setting, and what to do instead) for any other change."""
+    if saved_settings(config.sweep_dir()) is None:
+        return config, None
+    saved = saved_config(config.sweep_dir())  # validated: settings added since then take their defaults
+    old = {k: v for k, v in saved.to_dict().items() if k not in FREE}
+    new = {k: v for k, v in config.to_dict().items() if k not in FREE}
+    if old == new:
+        return config.model_copy(update={"earlier_grids": saved.earlier_grids}), None
+    changed = changed_settings(old, new)
+    name = config.name
+    if any(not setting.startswith("grid.") for setting in changed):
+        setting = next(setting for setting in changed if not setting.startswith("grid."))
+        raise ConfigError(refusal(name, setting, dotted(old, setting), dotted(new, setting)))
+    if config.search != "grid":
+        raise ConfigError(f"sweep {name!r}: {', '.join(changed)} changed, but an Optuna search cannot grow: "
+                          "give it more samples under another --name")
+    dropped = points(saved.grid) - points(config.grid)
+    if dropped:
+        alpha, k, seed = sorted(dropped)[0]
+        raise ConfigError(f"sweep {name!r}: the grid leaves out {len(dropped)} of its grid points (e.g. alpha={alpha:g}, "
+                          f"k={k}, seed={seed}); a sweep only grows: draw a subset with `vaesweep report "
+                          f"--where`, or start a new sweep with another --name")
+    grown = config.model_copy(update={"earlier_grids": [*saved.earlier_grids, saved.grid]})
+    kept = len(points(saved.grid))
+    return grown, Growth(kept=kept, new=len(points(config.grid)) - kept, grown=grown)
+
+
+def dotted(settings: dict[str, Any], name: str) -> Any:
+    for part in name.split("."):
+        settings = settings.get(part) if isinstance(settings, dict) else None
+    return settings
+
+
+def refusal(name: str, setting: str, old: Any, new: Any) -> str:
+    """The one line that refuses a change of ``setting`` in sweep ``name``, and says what to do instead."""
+    if setting == "train.epochs" and isinstance(old, int) and isinstance(new, int):
+        if new < old:
+            return (f"sweep {name!r} trains {old} epochs, not {new}: a sweep does not shorten; draw an earlier epoch "
+                    f"from its runs' history, or start a new sweep with another --name")
+        return (f"sweep {name!r}: train.epochs {old} -> {new}: continuing finished grid points to more epochs is not "
+                "built yet; start a new sweep with another --name")
+    return (f"sweep {name!r} already exists with {setting}={old!r}, not {new!r}: it defines what a finished grid point is; "
+            f"set it back, or start a new sweep with another --name (a sweep grows only in grid.alpha, grid.k "
+            "and grid.seed)")
