@@ -244,6 +244,9 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--verbose", action="store_true", help="Ray Tune's own progress tables and notes as well")
     run.add_argument("--force", action="store_true",
                      help="start even if the free disk space looks too small for what the sweep will write")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="train again the grid points that ended on an error a retry repeats (a divergence, a "
+                          "data or config error), e.g. after a fix; without it they stay FAILED")
     run.set_defaults(func=run_sweep_command)
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")
@@ -313,7 +316,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     with private_local_ray() if args.address is None else contextlib.nullcontext():  # before Ray is imported
         from sweeps.driver.launch import run_sweep
 
-        outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling)
+        outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling,
+                            args.retry_failed)
     done = f"{outcome.finished} of {outcome.total} grid points finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
@@ -342,7 +346,10 @@ def dry_run(config, args: argparse.Namespace) -> int:
     if args.address is not None:
         print("vaesweep: the cluster's nodes are checked when the sweep starts; resources 'auto' are listed here as "
               "on this machine")
-    config, data = preflight(config, None, args.data_dir, args.force, args.autoscaling, check_nodes=args.address is None)
+    config, data, growth = preflight(config, None, args.data_dir, args.force, args.autoscaling,
+                                     check_nodes=args.address is None)
+    if growth is not None:
+        print(growth.line(finished_points(config)))
     packs = config.packs()
     pack_of = {(p["alpha"], p["k"], p["seed"]): number for number, pack in enumerate(packs) for p in pack}
     for index, trial in enumerate(config.grid_points()):
@@ -353,6 +360,16 @@ def dry_run(config, args: argparse.Namespace) -> int:
           f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
           "all checks of a run passed, nothing was written")
     return exit_codes.DONE
+
+
+def finished_points(config) -> int | None:
+    """How many of a sweep's grid points have finished, as its status reads (None when it cannot be read)."""
+    from sweeps.readers.status import sweep_status
+
+    try:
+        return sum(row["state"] == "TERMINATED" for row in sweep_status(Path(config.storage), config.name)["trials"])
+    except ConfigError:
+        return None
 
 
 def command_name() -> str:

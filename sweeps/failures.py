@@ -16,11 +16,17 @@ from pydantic import ValidationError
 
 from vae.errors import DataError, NonFiniteLossError
 
+class FailedBefore(RuntimeError):
+    """Grid points that ended on one of these errors, run again without ``--retry-failed``: they stay FAILED."""
+
+
+RETRY_HINT = "failed so before, not retried (rerun with --retry-failed to retry, e.g. after a fix)"
 # Error class -> what it means; a trial that raises one is not retried.
 NOT_RETRIED: dict[type[Exception], str] = {
     NonFiniteLossError: "the loss diverged (same seed and settings: same divergence)",
     DataError: "the data set cannot be used as the config asks",
     ValidationError: "a config value is invalid",
+    FailedBefore: "the grid point failed so before, and the run did not ask to retry it",
 }
 FATAL_KEY = "fatal"  # in a trial's last result: the error that ended it for good (one line)
 DIVERGED = re.compile(r"non-finite loss \([^)]*\) at epoch (\d+)")
@@ -54,6 +60,8 @@ def failure_summary(failures: dict[str, str], total: int, lr: float) -> list[str
             lines.append(f"{len(errors)} of {total} grid points diverged in {when}: non-finite loss")
         else:
             lines.append(f"{len(errors)} of {total} grid points failed: {cause}")
+    if again := sum(RETRY_HINT in error for error in failures.values()):
+        lines.append(f"{again} of them failed so before and were not retried: rerun with --retry-failed to retry them")
     if len(failures) == total and all(diverged_epoch(error) == 1 for error in failures.values()):
         lines.append(f"every grid point diverged in its first epoch: the learning rate is likely too high "
                      f"(train.lr={lr:g}; the study's is 0.001), or the alpha range too extreme; e.g. --set train.lr=0.001")

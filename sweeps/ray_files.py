@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sweeps.layout import (BASIC_VARIANT_STATE, EXPERIMENT_STATE, SEARCHER_STATE, TUNE_DIR, TUNER_FILE, experiment_path,
-                           read_json)
+from sweeps.failures import FATAL_KEY
+from sweeps.layout import (BASIC_VARIANT_STATE, EXPERIMENT_STATE, RESULT_FILE, SEARCHER_STATE, TUNE_DIR, TUNER_FILE,
+                           experiment_path, read_json)
+from sweeps.packs import FAILED_KEY, MEMBERS_KEY
 
 
 def ray_state_problem(sweep_dir: Path) -> str | None:
@@ -34,6 +36,20 @@ def ray_state_problem(sweep_dir: Path) -> str | None:
     except ValueError as err:
         return f"{TUNE_DIR}/{err}"
     return None
+
+
+def failed_for_good(experiment_dir: Path) -> dict[str, str]:
+    """Grid point label -> the error that ended it for good (``FATAL_KEY``: a retry would repeat it), read
+    from the last result of every trial folder in ``experiment_dir`` (the newest folder's word per point)."""
+    failed: dict[str, str] = {}
+    for result_file in sorted(experiment_dir.glob(f"*/{RESULT_FILE}"), key=lambda path: path.stat().st_mtime):
+        results = last_results(result_file)
+        last = results[-1] if results else {}
+        for label in {**last.get(FAILED_KEY, {}), **last.get(MEMBERS_KEY, {})}:
+            failed.pop(label, None)
+        if FATAL_KEY in last:
+            failed.update(last.get(FAILED_KEY) or {})
+    return failed
 
 
 def last_results(result_file: Path) -> list[dict[str, Any]]:

@@ -98,7 +98,7 @@ GOOD_NPZ = npz_bytes()
 IDX_IMAGES = idx_bytes((DIGITS.images[:1000] * 255 / 16).round())
 
 # What every case's scratch folder holds before the command runs (and must still hold, unchanged).
-EXISTING_SWEEP = load_sweep("smoke", ["grid.alpha=[0.0]"], name="existing").to_dict()
+EXISTING_SWEEP = load_sweep("smoke", ["train.lr=0.01"], name="existing").to_dict()
 WORKSPACE: dict[str, str | bytes] = {
     "runs/existing/sweep.yaml": yaml.safe_dump(EXISTING_SWEEP, sort_keys=False),
     "runs/existing/tracking.json": '{"tracking_uri": "sqlite:///x/mlflow.db", "experiment": "vaesweep", '
@@ -160,7 +160,7 @@ BAD_INPUT = [
     ("address-http-url", ["run", "smoke", "--address", "http://x:1"], {}, "--address"),
     ("address-ray-no-port", ["run", "smoke", "--address", "ray://host"], {}, "--address"),
     ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
-    ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with different grid"),
+    ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with train.lr=0.01, not 0.001"),
     # --- run: what a trial would refuse at its start, refused before launch (no Ray, no server, nothing written)
     ("run-optuna-subset-below-held-out", ["run", "optuna", "--set", "train.train_subset=5000"], {},
      "train: validation_images=10000 leaves no training images of 5000 (train_subset=5000): hold out fewer"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sweeps.config import ConfigError, SweepConfig
+from sweeps.driver.recovery import new_experiment
 from sweeps.layout import saved_config, saved_settings
 
 # Settings a run may give differently from the sweep's own without changing what a grid point is.
@@ -79,6 +80,15 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
     grown = config.model_copy(update={"earlier_grids": [*saved.earlier_grids, saved.grid]})
     kept = len(points(saved.grid))
     return grown, Growth(kept=kept, new=len(points(config.grid)) - kept, grown=grown)
+
+
+def start_growth(config: SweepConfig, growth: Growth) -> str:
+    """Under the sweep's lock: the next fit starts a new Ray experiment over the grown grid (sweeps/driver/
+    recovery.py), every earlier point continuing from its newest checkpoint; returns what was done."""
+    found, aside = new_experiment(config.sweep_dir(), config, GROW_PREFIX)
+    finished = sum(epoch >= config.train.epochs for epoch, _ in found.values())
+    return (f"{growth.line(finished)}; Ray's state of the sweep before it is in {aside.relative_to(config.sweep_dir())}, "
+            "its finished grid points report their results again without training")
 
 
 def dotted(settings: dict[str, Any], name: str) -> Any:

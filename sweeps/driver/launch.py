@@ -25,7 +25,8 @@ from sweeps.driver.interruption import Interruption
 from sweeps.driver.local_ray import init_ray
 from sweeps.driver.lock import sweep_lock
 from sweeps.driver.outcome import SweepOutcome, outcome_of
-from sweeps.driver.preflight import check_same_sweep, preflight
+from sweeps.driver.growth import start_growth, sweep_change
+from sweeps.driver.preflight import preflight
 from sweeps.driver.ray_logs import filter_ray_logs, quiet_loggers
 from sweeps.driver.recovery import prune_superseded
 from sweeps.driver.sweep_runs import close_tracking, open_sweep_runs
@@ -38,18 +39,19 @@ if TYPE_CHECKING:
 
 
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
-              verbose: bool = False, force: bool = False, autoscaling: bool = False) -> SweepOutcome:
-    """Run or resume the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
+              verbose: bool = False, force: bool = False, autoscaling: bool = False,
+              retry_failed: bool = False) -> SweepOutcome:
+    """Run, resume or grow the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
     the disk cannot hold what it will write, unless ``force``."""
     quiet_console(verbose)
     note_where_runs_are_seen(config, address)
-    config, data = preflight(config, address, data_dir, force, autoscaling)
+    config, data, _ = preflight(config, address, data_dir, force, autoscaling)
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):
         claim_sweep_folder(config, data)
         with interruption.handling(), tracking_server(config) as server, \
                 running(DriverContext(server, verbose)) as context:
-            runs = fit_on_ray(config, data, address, context, interruption)
+            runs = fit_on_ray(config, data, address, context, interruption, retry_failed)
             outcome = outcome_of(config, interruption.signum, context.disk.description())
             close(config, context, runs, outcome)
     return outcome
@@ -69,16 +71,18 @@ def note_where_runs_are_seen(config: SweepConfig, address: str | None) -> None:
 
 
 def claim_sweep_folder(config: SweepConfig, data: DataSet) -> None:
-    """Under the lock: the checks again (another driver may have started the sweep meanwhile), then the
-    sweep's settings and data record written."""
-    check_same_sweep(config)
+    """Under the lock: the checks again (another driver may have started or grown the sweep meanwhile), a
+    growth's new Ray experiment prepared, then the sweep's settings and data record written."""
+    config, growth = sweep_change(config)
     check_same_data(config.sweep_dir(), data)
+    if growth is not None:
+        print(f"vaesweep: {start_growth(config, growth)}", file=sys.stderr)
     write_settings(config)
     record_data(config.sweep_dir(), data)
 
 
 def fit_on_ray(config: SweepConfig, data: DataSet, address: str | None, context: DriverContext,
-               interruption: Interruption) -> tuple[str, str] | None:
+               interruption: Interruption, retry_failed: bool) -> tuple[str, str] | None:
     """Ray started (while the MLflow server starts), the sweep's runs opened, and the fit run until the
     sweep ends or is stopped; Ray shut down on the way out. Returns the runs' (experiment id, parent run
     id), None when the sweep ran untracked."""
@@ -90,7 +94,7 @@ def fit_on_ray(config: SweepConfig, data: DataSet, address: str | None, context:
         filter_ray_logs(context.verbose)
         interruption.install()  # ray.init installs a SIGTERM handler of its own
         runs = open_sweep_runs(context.tracking, config)
-        fit(config, data)
+        fit(config, data, retry_failed)
     except KeyboardInterrupt:
         interruption.signum = interruption.signum or signal.SIGINT
     except Exception as err:

@@ -12,23 +12,11 @@ from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.data_record import check_same_data
 from sweeps.driver.disk import space_problem
 from sweeps.driver.local_ray import init_ray
+from sweeps.driver.growth import Growth, sweep_change
 from sweeps.layout import saved_config, saved_settings
 
 if TYPE_CHECKING:
     from vae.data import DataSet
-
-
-def check_same_sweep(config: SweepConfig) -> None:
-    """Refuse to resume a sweep under a changed config (Ray cannot change a restored search space)."""
-    if saved_settings(config.sweep_dir()) is None:
-        return
-    saved = saved_config(config.sweep_dir()).to_dict()  # validated: settings added since then take their defaults
-    current = config.to_dict()
-    ignore = {"storage", "tracking"}
-    if {k: v for k, v in saved.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
-        changed = sorted(k for k in current if k not in ignore and saved.get(k) != current[k])
-        raise ConfigError(f"sweep {config.name!r} already exists in {config.sweep_dir()} with different "
-                          f"{', '.join(changed)}; choose another --name to start a new sweep")
 
 
 def resolve_resources(config: SweepConfig, address: str | None) -> SweepConfig:
@@ -92,23 +80,23 @@ def check_resources(config: SweepConfig, address: str | None, autoscaling: bool)
 
 
 def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
-              autoscaling: bool, check_nodes: bool = True) -> tuple[SweepConfig, DataSet]:
+              autoscaling: bool, check_nodes: bool = True) -> tuple[SweepConfig, DataSet, Growth | None]:
     """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
     resources against this machine or the cluster (the device line printed), a sweep of that name with
     another config or data, the data read and checked against the config, the disk space (unless
-    ``force``). Returns the config with its resources resolved and the data; ConfigError or DataError
-    says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep)."""
+    ``force``). Returns the config to run (resources resolved; a grown sweep's earlier grids), the data
+    and the sweep's growth (None: a new sweep or a resume); ConfigError or DataError says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep)."""
     from vae.data_sets import load_data
 
     resolved = resolve_resources(config, address)
     if check_nodes:
         check_resources(resolved, address, autoscaling)
     print(device_line(config, resolved, address))
-    check_same_sweep(resolved)  # before the lock: a refused config leaves no file behind
+    resolved, growth = sweep_change(resolved)  # before the lock: a refused config leaves no file behind
     data = load_data(resolved.data, data_dir)  # verified once, before anything is written; trials get it from the object store
     if problem := resolved.data_problem(len(data.train_images), len(data.test_images)):
         raise ConfigError(problem)
     check_same_data(resolved.sweep_dir(), data)
     if not force and (problem := space_problem(resolved, data.pixels)):
         raise ConfigError(problem)
-    return resolved, data
+    return resolved, data, growth

@@ -30,10 +30,10 @@ from vae.formats import is_current_checkpoint
 from vae.config import grid_point_label
 
 
-def set_aside(sweep_dir: Path) -> Path:
-    """Move Ray's experiment-level files into ``tune/unreadable-<time>/`` (kept for inspection)."""
+def set_aside(sweep_dir: Path, prefix: str) -> Path:
+    """Move Ray's experiment-level files into ``tune/<prefix><time>/`` (kept for inspection)."""
     tune_dir = experiment_path(sweep_dir)
-    aside = tune_dir / f"{UNREADABLE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
+    aside = tune_dir / f"{prefix}{time.strftime('%Y%m%d-%H%M%S')}"
     aside.mkdir()
     for pattern in RAY_STATE_FILES:
         for path in tune_dir.glob(pattern):
@@ -76,14 +76,22 @@ def rebuild(sweep_dir: Path, config: SweepConfig, problem: str) -> str:
         raise ConfigError(f"Ray's state of sweep {config.name} cannot be read ({problem}) and an Optuna search cannot "
                           "be rebuilt from its trials; its finished runs are in MLflow: start a new sweep with "
                           "another --name")
-    found = newest_checkpoints(sweep_dir, config)
-    aside = set_aside(sweep_dir)
-    write_atomic(sweep_dir / RECOVERED_FILE,
-                 json.dumps({label: str(folder) for label, (_, folder) in found.items()}, indent=1).encode())
+    found, aside = new_experiment(sweep_dir, config, UNREADABLE_PREFIX)
     finished = sum(epoch >= config.train.epochs for epoch, _ in found.values())
     return (f"Ray's state of sweep {config.name} is unreadable ({problem}); set it aside in {aside.relative_to(sweep_dir)} "
             f"and rebuilt the sweep from its checkpoints: {finished} of {len(config.grid_points())} grid points finished, "
             f"{len(found) - finished} resume from a checkpoint, {len(config.grid_points()) - len(found)} start afresh")
+
+
+def new_experiment(sweep_dir: Path, config: SweepConfig, prefix: str) -> tuple[dict[str, tuple[int, Path]], Path]:
+    """Ray's state set aside (``tune/<prefix><time>/``) so that the next fit starts a new experiment over
+    ``config``'s grid, each grid point handed its newest checkpoint (``recovered.json``); returns
+    (label -> (epoch, folder) of those checkpoints, the folder set aside)."""
+    found = newest_checkpoints(sweep_dir, config)
+    aside = set_aside(sweep_dir, prefix)
+    write_atomic(sweep_dir / RECOVERED_FILE,
+                 json.dumps({label: str(folder) for label, (_, folder) in found.items()}, indent=1).encode())
+    return found, aside
 
 
 def prune_superseded(sweep_dir: Path) -> str | None:

@@ -11,7 +11,7 @@ from sweeps.config import SweepConfig
 from sweeps.driver.recovery import rebuild, recovered_checkpoints
 from sweeps.layout import CHECKPOINTS_KEPT, TUNE_DIR, experiment_path
 from sweeps.packs import PACK_KEY
-from sweeps.ray_files import ray_state_problem
+from sweeps.ray_files import failed_for_good, ray_state_problem
 
 if TYPE_CHECKING:
     from vae.data import DataSet
@@ -62,9 +62,9 @@ def sweep_run_config(config: SweepConfig, pixels: int):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT), verbose=0)
 
 
-def fit(config: SweepConfig, data: DataSet) -> None:
+def fit(config: SweepConfig, data: DataSet, retry_failed: bool = False) -> None:
     """Run or restore the Tuner of the sweep until it ends or is interrupted (rebuilt first when Ray's
-    state of it cannot be read)."""
+    state of it cannot be read). Grid points that failed for good stay failed unless ``retry_failed``."""
     from ray import tune
 
     from sweeps.trial.trainable import train_trial
@@ -74,8 +74,10 @@ def fit(config: SweepConfig, data: DataSet) -> None:
     if problem := ray_state_problem(sweep_dir):
         print(f"vaesweep: {rebuild(sweep_dir, config, problem)}", file=sys.stderr)
     resources = {"cpu": config.resources.cpus, "gpu": config.resources.gpu}
+    failed_before = {} if retry_failed else failed_for_good(path)
     trainable = tune.with_resources(tune.with_parameters(train_trial, sweep=config, data=data,
-                                                         recovered=recovered_checkpoints(sweep_dir)), resources)
+                                                         recovered=recovered_checkpoints(sweep_dir),
+                                                         failed_before=failed_before), resources)
     if tune.Tuner.can_restore(str(path)):
         print(f"resuming sweep {config.name} from {path}")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)

@@ -28,7 +28,7 @@ from sweeps import hooks
 from sweeps.config import SweepConfig, one_line
 from sweeps.trial.engine import replay_final, run_trial, trial_trainer
 from sweeps.layout import CHECKPOINTS, HISTORY_FILE, MEMBERS_DIR, epoch_history, is_final
-from sweeps.failures import FATAL_KEY, NOT_RETRIED
+from sweeps.failures import FATAL_KEY, NOT_RETRIED, RETRY_HINT, FailedBefore
 from sweeps.packs import FAILED_KEY, MEMBERS_KEY, NODE_KEY, trial_points
 from vae.atomic import write_atomic
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -109,11 +109,12 @@ def quiet_exits_in_callbacks() -> None:
 
 
 def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
-                recovered: dict[str, str]) -> None:
+                recovered: dict[str, str], failed_before: dict[str, str]) -> None:
     """Ray Tune function trainable for one grid point {alpha, k, seed}, or a pack of them {pack: index}
     (sweeps/packs.py): its points trained together by one ``PackedTrainer``. ``recovered``: the
-    checkpoint folder of each grid point in a sweep rebuilt from its checkpoints (sweeps/driver/recovery.py),
-    used when Ray has none for the trial."""
+    checkpoint folder of each grid point in a sweep rebuilt or grown from its checkpoints
+    (sweeps/driver/recovery.py), used when Ray has none for the trial. ``failed_before``: label -> the
+    error that ended the point for good on an earlier run; such a trial fails again at once, untrained."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # "Checkpoint successfully created" every epoch
     quiet_exits_in_callbacks()
     torch.set_num_threads(max(1, int(sweep.resources.cpus)))
@@ -137,6 +138,8 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
         if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, labels):
             replay_final(loaded, labels, sink)  # finished before its sweep was rebuilt: nothing to train
             return
+        if all(label in failed_before for label in labels):
+            raise FailedBefore(f"{failed_before[labels[0]]}; {RETRY_HINT}")
         run_trial(trainer, labels, sweep.eval, sink, sweep.checkpoint_every)
     except tuple(NOT_RETRIED) as err:
         report_fatal(err, labels, trainer)
