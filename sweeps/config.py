@@ -128,6 +128,10 @@ def sweep_path(storage: Path | str, name: str) -> Path:
     return Path(storage).expanduser().resolve() / name
 
 
+# Settings that `vaesweep run` writes into a sweep's sweep.yaml, not offered to users.
+WRITTEN_BY_VAESWEEP = {"earlier_grids"}
+
+
 class SweepConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="sweep name: its folder under storage and its MLflow parent run")
     data: DataSpec = Field("mnist", description=f"data set of every trial: {SPEC_HELP}")
@@ -398,7 +402,8 @@ def unknown_key(loc: tuple[str | int, ...]) -> str:
     model: type[BaseModel] = SweepConfig
     for part in loc[:-1]:
         model = model.model_fields[part].annotation  # extra_forbidden's loc runs through section models only
-    keys = sorted(set(model.model_fields) - ({*GridConfig.model_fields, "data"} if model is TrainConfig else set()))
+    owned = {TrainConfig: {*GridConfig.model_fields, "data"}, SweepConfig: WRITTEN_BY_VAESWEEP}.get(model, set())
+    keys = sorted(set(model.model_fields) - owned)
     section = ".".join(map(str, loc[:-1])) or "the top level"
     key = ".".join(map(str, loc))
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1)

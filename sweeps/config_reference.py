@@ -51,6 +51,8 @@ def type_name(annotation: Any) -> str:
         if origin is tuple and len(inner) > 1 and Ellipsis not in args:
             return f"pair of {type_name(inner[0])}" if len(inner) == 2 else f"{len(inner)} of {type_name(inner[0])}"
         return f"list of {type_name(inner[0])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"{annotation.__name__} (a section)"
     return {int: "integer", float: "number", str: "text", bool: "true \\| false"}.get(annotation, str(annotation))
 
 

@@ -98,7 +98,7 @@ GOOD_NPZ = npz_bytes()
 IDX_IMAGES = idx_bytes((DIGITS.images[:1000] * 255 / 16).round())
 
 # What every case's scratch folder holds before the command runs (and must still hold, unchanged).
-EXISTING_SWEEP = load_sweep("smoke", ["train.lr=0.01"], name="existing").to_dict()
+EXISTING_SWEEP = load_sweep("smoke", ["train.lr=0.01"], name="existing").resolved(gpus=0).to_dict()
 WORKSPACE: dict[str, str | bytes] = {
     "runs/existing/sweep.yaml": yaml.safe_dump(EXISTING_SWEEP, sort_keys=False),
     "runs/existing/tracking.json": '{"tracking_uri": "sqlite:///x/mlflow.db", "experiment": "vaesweep", '
@@ -161,6 +161,15 @@ BAD_INPUT = [
     ("address-ray-no-port", ["run", "smoke", "--address", "ray://host"], {}, "--address"),
     ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
     ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with train.lr=0.01, not 0.001"),
+    ("run-existing-sweep-without-a-grid-point", ["run", "smoke", "--name", "existing", "--set", "train.lr=0.01",
+                                                 "--set", "grid.alpha=[0.0, 0.5]"], {},
+     "the grid leaves out 2 of its grid points (e.g. alpha=1, k=10, seed=0); a sweep only grows"),
+    ("run-existing-sweep-fewer-epochs", ["run", "smoke", "--name", "existing", "--set", "train.lr=0.01",
+                                         "--set", "train.epochs=4", "--set", "eval.probe_epochs=[1]"], {},
+     "trains 5 epochs, not 4: a sweep does not shorten"),
+    ("run-existing-sweep-other-batch-size", ["run", "smoke", "--name", "existing", "--set", "train.lr=0.01",
+                                             "--set", "train.batch_size=50", "--set", "grid.seed=[0, 1]"], {},
+     "with train.batch_size=100, not 50: it defines what a finished grid point is"),
     # --- run: what a trial would refuse at its start, refused before launch (no Ray, no server, nothing written)
     ("run-optuna-subset-below-held-out", ["run", "optuna", "--set", "train.train_subset=5000"], {},
      "train: validation_images=10000 leaves no training images of 5000 (train_subset=5000): hold out fewer"),

@@ -65,9 +65,9 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
         return config.model_copy(update={"earlier_grids": saved.earlier_grids}), None
     changed = changed_settings(old, new)
     name = config.name
-    if any(not setting.startswith("grid.") for setting in changed):
-        setting = next(setting for setting in changed if not setting.startswith("grid."))
-        raise ConfigError(refusal(name, setting, dotted(old, setting), dotted(new, setting)))
+    others = sorted((s for s in changed if not s.startswith("grid.")), key=lambda s: (s != "train.epochs", s.startswith("resources."), s))
+    if others:  # what the model is before how it is scheduled
+        raise ConfigError(refusal(name, others[0], dotted(old, others[0]), dotted(new, others[0])))
     if config.search != "grid":
         raise ConfigError(f"sweep {name!r}: {', '.join(changed)} changed, but an Optuna search cannot grow: "
                           "give it more samples under another --name")
