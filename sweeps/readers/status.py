@@ -56,13 +56,12 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
             raise ConfigError(f"sweep {name!r} has no Ray experiment state in {path} yet (it stopped before its first "
                               f"trial was scheduled); run `vaesweep run` with the same name again")
         problem = f"{TUNE_DIR}/ has no {EXPERIMENT_STATE}"
-    epochs = config.train.epochs if config else None
     if problem is None:
         trials = ray_trials(path, config, read_run_ids(sweep_dir))
     else:
         notes.append(f"Ray's state is unreadable ({problem}): trials read from their folders, states unknown; "
                      "`vaesweep run` with the same name rebuilds the sweep")
-        trials = folder_trials(path, epochs, notes)
+        trials = folder_trials(path, config, notes)
     # "trials": one row per grid point (the key's name is schema 1's, kept for the scripts that read it)
     return {"schema": STATUS_SCHEMA, **tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
 
@@ -104,33 +103,45 @@ def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) 
     return entries
 
 
-def folder_trials(path: Path, epochs: int | None, notes: list[str]) -> list[dict[str, Any]]:
+def folder_points(params_file: Path, config: SweepConfig | None) -> list[dict[str, Any]] | None:
+    """The grid points of a trial folder: from its ``params.json`` (a pack's through the sweep's config),
+    else from the folder's name (Ray names it after a point); None when neither can be read."""
+    try:
+        params = read_json(params_file)
+        if PACK_KEY in params and config is not None:
+            return trial_points(config, params)
+        return [{key: params[key] for key in GRID}]
+    except (ValueError, KeyError, TypeError, IndexError):
+        named = POINT_IN_NAME.search(params_file.parent.name)
+        if named is None:
+            return None
+        return [{"alpha": float(named["alpha"]), "k": int(named["k"]), "seed": int(named["seed"])}]
+
+
+def folder_trials(path: Path, config: SweepConfig | None, notes: list[str]) -> list[dict[str, Any]]:
     """Each grid point as its trial folders show it (the folder with the most epochs when a rebuilt
     sweep has several): config from ``params.json``, metrics from ``result.json``; state unknown."""
+    epochs = config.train.epochs if config else None
     best: dict[tuple, dict[str, Any]] = {}
     for params_file in sorted(path.glob(f"*/{PARAMS_FILE}")):
-        try:
-            params = read_json(params_file)
-            point = {key: params[key] for key in GRID}
-        except (ValueError, KeyError, TypeError):
-            named = POINT_IN_NAME.search(params_file.parent.name)  # Ray names the folder after the point
-            if named is None:
-                notes.append(f"{params_file.parent.name}/params.json is unreadable: that trial is not shown")
-                continue
-            point = {"alpha": float(named["alpha"]), "k": int(named["k"]), "seed": int(named["seed"])}
+        points = folder_points(params_file, config)
+        if points is None:
+            notes.append(f"{params_file.parent.name}/params.json is unreadable: that trial is not shown")
+            continue
         results = [r for r in last_results(params_file.parent / RESULT_FILE) if "epoch" in r]
         last = results[-1] if results else {}
         done = last.get("epoch", 0)
         error = error_line(params_file.parent / ERROR_FILE)
-        own = next((metrics for _, metrics in member_results([point], last)), {})
-        trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
-                 "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
-                 "epochs_completed": done, "stopped_early": False, "mlflow_run_id": None, "num_failures": None,
-                 "error": error, "step_mode": own.get(STEP_MODE_KEY),
-                 **{key: own[key] for key in FINAL_METRICS if key in own}}
-        key = tuple(point.values())
-        if key not in best or done > best[key]["epochs_completed"]:
-            best[key] = trial
+        for point in points:
+            own = next((metrics for _, metrics in member_results([point], last)), {})
+            trial = {"trial_id": last.get("trial_id", UNKNOWN), "config": point,
+                     "state": "TERMINATED" if epochs is not None and done >= epochs else UNKNOWN,
+                     "epochs_completed": done, "stopped_early": False, "mlflow_run_id": None, "num_failures": None,
+                     "error": error, "step_mode": own.get(STEP_MODE_KEY),
+                     **{key: own[key] for key in FINAL_METRICS if key in own}}
+            key = tuple(point.values())
+            if key not in best or done > best[key]["epochs_completed"]:
+                best[key] = trial
     return list(best.values())
 
 
