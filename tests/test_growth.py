@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
+from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.readers.runs import newest_per_step
 from sweep_helpers import children, epoch_steps, tracking, trial_results, vaesweep, write_config
 
 pytestmark = pytest.mark.slow
@@ -77,3 +80,44 @@ def test_a_grid_point_that_diverged_stays_failed_on_a_rerun_unless_retried(tmp_p
     retried = vaesweep("run", str(config), "--data-dir", str(mnist_dir), "--retry-failed")
     assert retried.returncode == 1 and "not retried" not in retried.stdout, retried.stdout
     assert "non-finite loss" in retried.stdout
+
+
+def final_metrics(sweep_dir: Path) -> dict[str, dict[str, float]]:
+    """Each run's last value of every metric but wall times, and its PCA spectrum as the report reads it."""
+    client = MlflowClient(tracking(sweep_dir)["tracking_uri"])
+    return {run.info.run_name: {**{key: value for key, value in run.data.metrics.items()
+                                   if not key.endswith("_seconds") and key != "pca_eigenvalue"},
+                                "spectrum": newest_per_step("pca_eigenvalue", [
+                                    (run.info.run_id, m.step, m.timestamp, m.value)
+                                    for m in client.get_metric_history(run.info.run_id, "pca_eigenvalue")])}
+            for run in children(sweep_dir)}
+
+
+def test_a_finished_sweep_trained_longer_equals_one_trained_that_long_from_the_start(tmp_path, mnist_dir):
+    short = write_config(tmp_path, "longer", [0.0, 1.0])
+    first = vaesweep("run", str(short), "--data-dir", str(mnist_dir))
+    assert first.returncode == 0 and "2 of 2 grid points finished" in first.stdout, first.stderr[-3000:]
+    sweep_dir = tmp_path / "runs" / "longer"
+    ids = {name: run_id for name, (run_id, _) in runs_by_label(sweep_dir).items()}
+    more = ["--set", "train.epochs=4", "--set", "eval.probe_epochs=[1,3]"]
+    longer = vaesweep("run", str(short), "--data-dir", str(mnist_dir), *more)
+    assert longer.returncode == 0 and "2 of 2 grid points finished" in longer.stdout, longer.stderr[-3000:]
+    assert "train.epochs 2 -> 4: every grid point continues from its last checkpoint" in longer.stderr
+
+    whole = write_config(tmp_path, "whole", [0.0, 1.0], epochs=4)
+    reference = vaesweep("run", str(whole), "--data-dir", str(mnist_dir), "--set", "eval.probe_epochs=[1,3]")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    grown = runs_by_label(sweep_dir)
+    assert {name: run_id for name, (run_id, _) in grown.items()} == ids, "the same MLflow runs go on"
+    assert all(steps == [1, 2, 3, 4] for _, steps in grown.values()), grown
+    trained_longer, from_the_start = final_metrics(sweep_dir), final_metrics(tmp_path / "runs" / "whole")
+    assert [len(metrics["spectrum"]) for metrics in trained_longer.values()] == [5, 5]
+    assert {name: {**m, "spectrum": [row[2:] for row in m["spectrum"]]} for name, m in trained_longer.items()} == \
+        {name: {**m, "spectrum": [row[2:] for row in m["spectrum"]]} for name, m in from_the_start.items()}
+    with LocalMlflowServer(sweep_dir) as server:  # the artifacts are served by the sweep's own server
+        client = MlflowClient(server.wait())
+        for name, (run_id, _) in grown.items():
+            assert [m.step for m in client.get_metric_history(run_id, "probe_means")] == [1, 3]
+            assert {a.path for a in client.list_artifacts(run_id)} >= {"analysis", "analysis-epoch-2", "checkpoint"}
+            kept = json.loads(Path(client.download_artifacts(run_id, "analysis-epoch-2/analysis.json", str(tmp_path))).read_text())
+            assert kept["epoch"] == 2

@@ -5,7 +5,9 @@ points to a restored experiment, so the driver sets Ray's state aside (``tune/gr
 starts a new experiment over the whole grid in which each earlier point continues from its newest
 checkpoint (sweeps/driver/recovery.py): a finished one reports its final result again without
 training, and MLflow adopts its run, whose epochs are each logged once. New points train in packs of
-their own (``SweepConfig.stages``). What defines a finished point cannot change under its name.
+their own (``SweepConfig.stages``). A longer ``train.epochs`` continues every point from its last
+checkpoint to the new end (its run's final analysis replaced, the earlier one kept beside it:
+sweeps/driver/run_writer.py). What defines a finished point cannot change under its name.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ class Growth:
     kept: int
     new: int
     grown: SweepConfig  # the run's config, with the sweep's grids before it in ``earlier_grids``
+    epochs_from: int | None = None  # a longer training: the sweep's epochs before
 
     def line(self, finished: int | None) -> str:
         done = f" ({finished} finished)" if finished is not None else ""
-        return f"grows sweep {self.grown.name}: {self.kept} grid points kept{done}, {self.new} new"
+        longer = (f"; train.epochs {self.epochs_from} -> {self.grown.train.epochs}: every grid point continues from "
+                  "its last checkpoint") if self.epochs_from is not None else ""
+        return f"grows sweep {self.grown.name}: {self.kept} grid points kept{done}, {self.new} new{longer}"
 
 
 def points(grid: Any) -> set[tuple[float, int, int]]:
@@ -65,7 +70,10 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
         return config.model_copy(update={"earlier_grids": saved.earlier_grids}), None
     changed = changed_settings(old, new)
     name = config.name
-    others = sorted((s for s in changed if not s.startswith("grid.")), key=lambda s: (s != "train.epochs", s.startswith("resources."), s))
+    longer = config.train.epochs > saved.train.epochs and probes_kept(saved, config)
+    growable = {"train.epochs", "eval.probe_epochs"} if longer else set()
+    others = sorted((s for s in changed if not s.startswith("grid.") and s not in growable),
+                    key=lambda s: (s != "train.epochs", s.startswith("resources."), s))
     if others:  # what the model is before how it is scheduled
         raise ConfigError(refusal(name, others[0], dotted(old, others[0]), dotted(new, others[0])))
     if config.search != "grid":
@@ -77,9 +85,17 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
         raise ConfigError(f"sweep {name!r}: the grid leaves out {len(dropped)} of its grid points (e.g. alpha={alpha:g}, "
                           f"k={k}, seed={seed}); a sweep only grows: draw a subset with `vaesweep report "
                           f"--where`, or start a new sweep with another --name")
-    grown = config.model_copy(update={"earlier_grids": [*saved.earlier_grids, saved.grid]})
+    grids = [*saved.earlier_grids, saved.grid] if saved.grid != config.grid else saved.earlier_grids
+    grown = config.model_copy(update={"earlier_grids": grids})
     kept = len(points(saved.grid))
-    return grown, Growth(kept=kept, new=len(points(config.grid)) - kept, grown=grown)
+    return grown, Growth(kept=kept, new=len(points(config.grid)) - kept, grown=grown,
+                         epochs_from=saved.train.epochs if longer else None)
+
+
+def probes_kept(saved: SweepConfig, config: SweepConfig) -> bool:
+    """Whether a longer training keeps the sweep's probe epochs, adding only epochs past its old end."""
+    before, after = set(saved.eval.probe_epochs), set(config.eval.probe_epochs)
+    return before <= after and all(epoch > saved.train.epochs for epoch in after - before)
 
 
 def start_growth(config: SweepConfig, growth: Growth) -> str:
@@ -87,8 +103,9 @@ def start_growth(config: SweepConfig, growth: Growth) -> str:
     recovery.py), every earlier point continuing from its newest checkpoint; returns what was done."""
     found, aside = new_experiment(config.sweep_dir(), config, GROW_PREFIX)
     finished = sum(epoch >= config.train.epochs for epoch, _ in found.values())
-    return (f"{growth.line(finished)}; Ray's state of the sweep before it is in {aside.relative_to(config.sweep_dir())}, "
+    kept = ("its grid points continue from their last checkpoints" if growth.epochs_from is not None else
             "its finished grid points report their results again without training")
+    return f"{growth.line(finished)}; Ray's state of the sweep before it is in {aside.relative_to(config.sweep_dir())}, {kept}"
 
 
 def dotted(settings: dict[str, Any], name: str) -> Any:
@@ -103,8 +120,8 @@ def refusal(name: str, setting: str, old: Any, new: Any) -> str:
         if new < old:
             return (f"sweep {name!r} trains {old} epochs, not {new}: a sweep does not shorten; draw an earlier epoch "
                     f"from its runs' history, or start a new sweep with another --name")
-        return (f"sweep {name!r}: train.epochs {old} -> {new}: continuing finished grid points to more epochs is not "
-                "built yet; start a new sweep with another --name")
+        return (f"sweep {name!r}: train.epochs {old} -> {new} may add probe epochs past {old} only (eval.probe_epochs): "
+                "keep the sweep's probe epochs, or start a new sweep with another --name")
     return (f"sweep {name!r} already exists with {setting}={old!r}, not {new!r}: it defines what a finished grid point is; "
             f"set it back, or start a new sweep with another --name (a sweep grows only in grid.alpha, grid.k "
             "and grid.seed)")

@@ -10,12 +10,14 @@ a run already holds are not logged again.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from analysis.metrics import ANALYSIS_FILE, EIGENVALUE_KEY, GRID, SCHEMA
@@ -88,17 +90,25 @@ def epoch_metrics(epoch: int, metrics: Mapping[str, Any]) -> list[Metric]:
     return [Metric(k, v, now, epoch) for k, v in schema_metrics(metrics).items()]
 
 
-def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalues: list[float]) -> bool:
+def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, analysis: Mapping[str, Any]) -> bool:
     """A finished trial's PCA spectrum (metric, step = component), its analysis folder and final
-    checkpoint (artifacts); each only if the run lacks it, so a replay adds nothing twice. True if
+    checkpoint (artifacts); each only if the run lacks it, so a replay adds nothing twice. A run whose
+    analysis is of an earlier epoch (a sweep trained longer) gets them anew: the spectrum logged again
+    (readers keep each step's newest value), the earlier analysis kept as ``analysis-epoch-E``. True if
     anything was added."""
+    present = {a.path for a in client.list_artifacts(run_id)}
+    earlier = logged_analysis_epoch(client, run_id) if ANALYSIS_DIR in present else None
+    if earlier is not None and earlier < analysis["epoch"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            kept = client.download_artifacts(run_id, ANALYSIS_DIR, tmp)
+            client.log_artifacts(run_id, kept, f"{ANALYSIS_DIR}-epoch-{earlier}")
+        present -= {ANALYSIS_DIR, "checkpoint"}
     added = False
-    if not client.get_metric_history(run_id, EIGENVALUE_KEY):
+    if earlier is not None and earlier < analysis["epoch"] or not client.get_metric_history(run_id, EIGENVALUE_KEY):
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(EIGENVALUE_KEY, float(v), now, step)
-                                          for step, v in enumerate(eigenvalues, start=1)])
+                                          for step, v in enumerate(analysis["eigenvalues"], start=1)])
         added = True
-    present = {a.path for a in client.list_artifacts(run_id)}
     if ANALYSIS_DIR not in present:
         client.log_artifacts(run_id, str(checkpoint_dir / ANALYSIS_DIR), ANALYSIS_DIR)
         added = True
@@ -106,6 +116,16 @@ def log_final(client: MlflowClient, run_id: str, checkpoint_dir: Path, eigenvalu
         client.log_artifact(run_id, str(checkpoint_dir / CHECKPOINT_NAME), "checkpoint")
         added = True
     return added
+
+
+def logged_analysis_epoch(client: MlflowClient, run_id: str) -> int | None:
+    """The epoch of the analysis a run holds (None when it cannot be read)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, f"{ANALYSIS_DIR}/{ANALYSIS_FILE}", tmp)
+            return int(json.loads(Path(path).read_text())["epoch"])
+        except (OSError, ValueError, KeyError, MlflowException):
+            return None
 
 
 def run_identity(sweep: SweepConfig, config: TrainConfig, node_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -171,7 +191,7 @@ class TrialRuns:
     def log_final(self, key: str, checkpoint_dir: Path) -> bool:
         """The spectrum, analysis and checkpoint of a final checkpoint folder, if the run lacks them."""
         analysis = json.loads((checkpoint_dir / ANALYSIS_DIR / ANALYSIS_FILE).read_text())
-        return log_final(self.client, self.run_ids[key], checkpoint_dir, analysis["eigenvalues"])
+        return log_final(self.client, self.run_ids[key], checkpoint_dir, analysis)
 
     def close(self, key: str, status: str, error: str | None = None, stopped_at: int | None = None,
               traceback: str | Path | None = None) -> None:

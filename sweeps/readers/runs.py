@@ -35,11 +35,20 @@ def bulk_history(client: MlflowClient, run_ids: list[str], key: str,
                                params={"run_id": run_ids, "metric_key": key, "max_results": max_points})
     points = answer.json().get("metrics", [])
     if len(points) < max_points:
-        return [(p["run_id"], key, int(p["step"]), float(p["value"])) for p in points]
+        return newest_per_step(key, [(p["run_id"], int(p["step"]), int(p.get("timestamp", 0)), float(p["value"]))
+                                     for p in points])
     if len(run_ids) == 1:
-        return [(run_ids[0], key, m.step, m.value) for m in client.get_metric_history(run_ids[0], key)]
+        return newest_per_step(key, [(run_ids[0], m.step, m.timestamp, m.value)
+                                     for m in client.get_metric_history(run_ids[0], key)])
     half = len(run_ids) // 2
     return bulk_history(client, run_ids[:half], key, max_points) + bulk_history(client, run_ids[half:], key, max_points)
+
+
+def newest_per_step(key: str, points: list[tuple[str, int, int, float]]) -> list[HistoryRow]:
+    """(run_id, key, step, value) rows, one per run and step: the newest value (a run trained longer logs its
+    final PCA spectrum again over the same steps)."""
+    newest = {(run_id, step): value for run_id, step, _, value in sorted(points, key=lambda point: point[2])}
+    return [(run_id, key, step, value) for (run_id, step), value in newest.items()]
 
 
 def histories(client: MlflowClient, run_ids: list[str], keys: list[str]) -> list[HistoryRow]:
