@@ -5,6 +5,9 @@ and MNIST. Marked slow."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.readers.runs import newest_per_step
-from sweep_helpers import children, epoch_steps, tracking, trial_results, vaesweep, write_config
+from sweep_helpers import children, epoch_steps, start_sweep, tracking, trial_results, vaesweep, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +124,28 @@ def test_a_finished_sweep_trained_longer_equals_one_trained_that_long_from_the_s
             assert {a.path for a in client.list_artifacts(run_id)} >= {"analysis", "analysis-epoch-2", "checkpoint"}
             kept = json.loads(Path(client.download_artifacts(run_id, "analysis-epoch-2/analysis.json", str(tmp_path))).read_text())
             assert kept["epoch"] == 2
+
+
+def test_a_sweep_interrupted_while_it_grows_resumes_with_the_same_command(tmp_path, mnist_dir):
+    train = {"epochs": 4, "train_subset": 6000, "test_subset": 100}  # about a second per epoch
+    config = write_config(tmp_path, "halt", [1.0], train=train)
+    sweep_dir = tmp_path / "runs" / "halt"
+    first = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (kept_id, kept_steps), = runs_by_label(sweep_dir).values()
+    before = set(trial_results(sweep_dir))
+
+    grid(config, alpha=[0.0, 1.0])
+    driver = start_sweep(config, mnist_dir, tmp_path / "grow.log")
+    deadline = time.monotonic() + 300
+    while not trained_labels(sweep_dir, before) and time.monotonic() < deadline:
+        assert driver.poll() is None, (tmp_path / "grow.log").read_text()[-3000:]
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=300) == 130, (tmp_path / "grow.log").read_text()[-3000:]
+
+    resumed = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
+    assert resumed.returncode == 0 and "2 of 2 grid points finished, 0 failed" in resumed.stdout, resumed.stderr[-3000:]
+    runs = runs_by_label(sweep_dir)
+    assert runs["a1_k5_s0"] == (kept_id, kept_steps) and runs["a0_k5_s0"][1] == [1, 2, 3, 4], runs
+    assert {run.info.status for run in children(sweep_dir)} == {"FINISHED"}
