@@ -83,8 +83,9 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
     if dropped:
         alpha, k, seed = sorted(dropped)[0]
         raise ConfigError(f"sweep {name!r}: the grid leaves out {len(dropped)} of its grid points (e.g. alpha={alpha:g}, "
-                          f"k={k}, seed={seed}); a sweep only grows: draw a subset with `vaesweep report "
-                          f"--where`, or start a new sweep with another --name")
+                          f"k={k}, seed={seed}); a sweep only grows: to draw fewer points, keep their rows of its "
+                          "report's trials.csv and run `vaesweep report --trials FILE`, or start a new sweep with "
+                          "another --name")
     grids = [*saved.earlier_grids, saved.grid] if saved.grid != config.grid else saved.earlier_grids
     grown = config.model_copy(update={"earlier_grids": grids})
     kept = len(points(saved.grid))
