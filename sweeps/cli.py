@@ -356,7 +356,7 @@ def dry_run(config, args: argparse.Namespace) -> int:
         where = f"  pack {pack_of[(trial.alpha, trial.k, trial.seed)]}" if config.packed else ""
         print(f"{index:4d}  alpha={trial.alpha:g} k={trial.k} seed={trial.seed} epochs={trial.epochs}{where}")
     packed = f" in {len(packs)} pack{'s' if len(packs) > 1 else ''}" if config.packed else ""
-    print(f"{len(config.grid_points())} trials{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
+    print(f"{len(config.grid_points())} grid points{packed} on {data.title} (resources per trial: gpu {config.resources.gpu:g}, "
           f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
           "all checks of a run passed, nothing was written")
     return exit_codes.DONE

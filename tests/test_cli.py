@@ -75,13 +75,13 @@ def test_the_dry_run_shows_how_the_paper_preset_packs_here_and_on_a_gpu(tmp_path
     here = run("run", "paper", "--dry-run", "--storage", str(tmp_path))
     gpus = torch.cuda.device_count()
     assert here.returncode == 0, here.stderr
-    expected = "240 trials in 3 packs on MNIST (resources per trial: gpu 1, cpus 1, pack 80)" if gpus else \
-        "240 trials on MNIST (resources per trial: gpu 0, cpus 1, pack 1)"
+    expected = "240 grid points in 3 packs on MNIST (resources per trial: gpu 1, cpus 1, pack 80)" if gpus else \
+        "240 grid points on MNIST (resources per trial: gpu 0, cpus 1, pack 1)"
     assert expected in here.stdout
     column = run("run", "paper", "--dry-run", "--storage", str(tmp_path), "--set", "grid.k=[30]",
                  "--set", "grid.seed=[0,1,2]", "--set", "resources.gpu=1")
     if gpus:
-        assert "24 trials in 1 pack on MNIST (resources per trial: gpu 1, cpus 1, pack 24)" in column.stdout
+        assert "24 grid points in 1 pack on MNIST (resources per trial: gpu 1, cpus 1, pack 24)" in column.stdout
         assert column.stdout.count("  pack 0") == 24
     else:  # the dry run checks the resources as a run does
         assert column.returncode == 2 and "a trial asks for 1 CPUs and 1 GPUs, but no node can give that" in column.stderr

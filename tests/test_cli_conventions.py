@@ -91,7 +91,7 @@ def test_config_show_prints_yaml_that_a_run_takes_unchanged(tmp_path):
     assert shown.returncode == 0
     (tmp_path / "smoke.yaml").write_text(shown.stdout)
     dry = cli("run", str(tmp_path / "smoke.yaml"), "--dry-run", "--storage", str(tmp_path / "runs"))
-    assert dry.returncode == 0 and "6 trials on MNIST" in dry.stdout, dry.stderr
+    assert dry.returncode == 0 and "6 grid points on MNIST" in dry.stdout, dry.stderr
     assert yaml.safe_load(shown.stdout)["train"]["epochs"] == 5
 
 

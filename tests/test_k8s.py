@@ -266,7 +266,7 @@ def test_real_cli_accepts_every_vaesweep_command(overlay: str, tmp_path: Path, m
             here = [str(mnist_dir) if previous == "--data-dir" else arg for previous, arg in zip(["", *argv], argv)]
             done = cli(*here[1:], "--dry-run", cwd=tmp_path)
             assert done.returncode == 0, done.stderr
-            summary = re.search(r"^(\d+) trials in (\d+) packs", done.stdout, re.MULTILINE)
+            summary = re.search(r"^(\d+) grid points in (\d+) packs", done.stdout, re.MULTILINE)
             assert summary is not None, done.stdout[-500:]
             assert (int(summary.group(1)), int(summary.group(2))) == (TRIALS[overlay], PACKS[overlay])
         else:
