@@ -27,6 +27,7 @@ RUN_IDS_FILE = "runs.json"  # grid point label (a search's Ray trial id) -> MLfl
 LOCK_FILE = ".driver.lock"  # flock()ed by the process that writes the sweep (sweeps/driver/lock.py)
 HOLDER_FILE = "driver.json"  # who holds the lock: pid, host, command, start time
 RECOVERED_FILE = "recovered.json"  # after a rebuild: grid point label -> its newest readable checkpoint folder
+ESTIMATE_FILE = "estimate.json"  # the cost estimate the last run started with, and when it started
 STORE_FILE = "mlflow.db"  # the embedded MLflow store
 ARTIFACTS_DIR = "mlartifacts"
 TUNE_DIR = "tune"

@@ -26,6 +26,7 @@ HISTORY_KEY = MetricName.train_vr_bound_alpha  # logged every epoch: its steps s
 ERROR_TAG = "last_error"  # why a run failed (the exception's first line)
 STOPPED_TAG = "stopped_early"  # the epoch at which a scheduler (ASHA) stopped a trial
 STEP_MODE_TAG = STEP_MODE_KEY  # how the run's training steps ran (the result's key names the run's tag)
+ESTIMATE_TAG = "vaesweep.estimate"  # on the parent run: the cost estimate the run started with
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

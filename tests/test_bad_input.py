@@ -108,6 +108,9 @@ WORKSPACE: dict[str, str | bytes] = {
     "existing-file": "a regular file, not a directory\n",
     "corrupt/checkpoint.pt": bytes(range(256)) * 8,
 }
+# A sweep of one grid point on the UCI digits (bundled with scikit-learn: no download): seconds to estimate.
+TINY_DIGITS = ("name: tiny\ndata: digits\ngrid: {alpha: [1.0], k: [5], seed: [0]}\ntrain: {epochs: 2}\n"
+               "eval: {probe_epochs: [1], is_samples: 10, probe_train_size: 500}\nresources: {cpus: 1, gpu: 0}\n")
 EMPTY_DIRS = ("cache",)  # VAESWEEP_DATA_DIR: an empty MNIST cache
 
 BAD_INPUT = [
@@ -160,6 +163,8 @@ BAD_INPUT = [
     ("address-http-url", ["run", "smoke", "--address", "http://x:1"], {}, "--address"),
     ("address-ray-no-port", ["run", "smoke", "--address", "ray://host"], {}, "--address"),
     ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
+    ("run-over-max-hours", ["run", "tiny.yaml", "--max-hours", "1e-6"], {"tiny.yaml": TINY_DIGITS},
+     "--max-hours 1e-06: the sweep would run about"),
     ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with train.lr=0.01, not 0.001"),
     ("run-existing-sweep-without-a-grid-point", ["run", "smoke", "--name", "existing", "--set", "train.lr=0.01",
                                                  "--set", "grid.alpha=[0.0, 0.5]"], {},

@@ -165,6 +165,30 @@ class PackedTrainer:
             if i not in self.failures
         }
 
+    def seconds_per_step(self, least_seconds: float = 0.25, warmup: int = 3) -> float:
+        """Wall time of one full-batch step of the whole pack, timed as ``train_epoch`` runs steps (after
+        ``warmup`` steps, over at least ``least_seconds``): what a cost estimate scales to epochs. It
+        trains the pack a few steps, so it is for a trainer made to be timed."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        block, per_epoch = max(1, self.graph_steps), self.train_x.shape[-2] // self.configs[0].batch_size
+        if per_epoch < block:
+            raise ValueError(f"an epoch of {per_epoch} full steps is shorter than a graph of {block} steps")
+        steps = 0
+        with (flushing_denormals(), training_matmuls(self.configs[0].matmul_precision, self.device),
+              on_device(self.device)):
+            self.start_epoch()
+            self.run_steps(in_epoch := max(min(warmup, per_epoch), block))
+            sync()
+            start = time.perf_counter()
+            while (elapsed := time.perf_counter() - start) < least_seconds or steps == 0:
+                if in_epoch + block > per_epoch:  # a new order before the step counter runs past the epoch
+                    self.start_epoch()
+                    in_epoch = 0
+                self.run_steps(block)
+                sync()
+                steps, in_epoch = steps + block, in_epoch + block
+        return elapsed / steps
+
     def start_epoch(self) -> None:
         """Draw each member's batch order of a new epoch and zero the step counter and the loss total:
         what must precede any step (a step past the epoch's last batch reads outside ``order``)."""

@@ -21,6 +21,7 @@ from sweeps.config import SweepConfig
 from sweeps.driver.context import DriverContext, running
 from sweeps.driver.data_record import check_same_data, record_data
 from sweeps.driver.disk_guard import DiskGuard
+from sweeps.driver.estimate import record
 from sweeps.driver.interruption import Interruption
 from sweeps.driver.local_ray import init_ray
 from sweeps.driver.lock import sweep_lock
@@ -40,15 +41,17 @@ if TYPE_CHECKING:
 
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
               verbose: bool = False, force: bool = False, autoscaling: bool = False,
-              retry_failed: bool = False) -> SweepOutcome:
+              retry_failed: bool = False, max_hours: float | None = None) -> SweepOutcome:
     """Run, resume or grow the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
     the disk cannot hold what it will write, unless ``force``."""
     quiet_console(verbose)
     note_where_runs_are_seen(config, address)
-    config, data, _ = preflight(config, address, data_dir, force, autoscaling)
+    config, data, _, estimate = preflight(config, address, data_dir, force, autoscaling, max_hours=max_hours)
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):
         claim_sweep_folder(config, data)
+        if estimate is not None:
+            record(config, estimate)
         with interruption.handling(), tracking_server(config) as server, \
                 running(DriverContext(server, verbose)) as context:
             runs = fit_on_ray(config, data, address, context, interruption, retry_failed)

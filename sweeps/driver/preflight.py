@@ -5,13 +5,15 @@ config or data, the data read and checked against the config, and the disk space
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.data_record import check_same_data
 from sweeps.driver.disk import space_problem
 from sweeps.driver.local_ray import init_ray
+from sweeps.driver.estimate import Estimate, duration, sweep_estimate
 from sweeps.driver.growth import Growth, sweep_change
 from sweeps.layout import saved_config, saved_settings
 
@@ -79,8 +81,17 @@ def check_resources(config: SweepConfig, address: str | None, autoscaling: bool)
                       f"machine){hint}")
 
 
+class Checked(NamedTuple):
+    """What the preflight found: the config to run, its data, its growth and its estimated cost."""
+
+    config: SweepConfig
+    data: DataSet
+    growth: Growth | None
+    estimate: Estimate | None
+
+
 def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
-              autoscaling: bool, check_nodes: bool = True) -> tuple[SweepConfig, DataSet, Growth | None]:
+              autoscaling: bool, check_nodes: bool = True, max_hours: float | None = None) -> Checked:
     """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
     resources against this machine or the cluster (the device line printed), a sweep of that name with
     another config or data, the data read and checked against the config, the disk space (unless
@@ -99,4 +110,26 @@ def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, f
     check_same_data(resolved.sweep_dir(), data)
     if not force and (problem := space_problem(resolved, data.pixels)):
         raise ConfigError(problem)
-    return resolved, data, growth
+    return Checked(resolved, data, growth, said_estimate(resolved, data, address if check_nodes else None,
+                                                         growth is not None, max_hours))
+
+
+def said_estimate(config: SweepConfig, data: DataSet, address: str | None, grown: bool,
+                  max_hours: float | None) -> Estimate | None:
+    """The sweep's cost, timed here and printed (with the cheaper ways when it runs over a day);
+    ConfigError when it runs over ``max_hours``. None for a search, whose trials a scheduler stops."""
+    if config.search != "grid":
+        print("estimate: none for a search (ASHA stops trials early); each trial costs at most what a grid point does")
+        return None
+    nodes = node_resources(address)
+    cpus, gpus = sum(node.get("CPU", 0.0) for node in nodes), sum(node.get("GPU", 0.0) for node in nodes)
+    found, warning = sweep_estimate(config, data, cpus, gpus)
+    where = f" (the cluster's {cpus:g} CPUs and {gpus:g} GPUs; the steps timed on this driver)" if address else ""
+    whole = " (for the whole grid; a finished grid point costs little)" if grown else ""
+    print(found.line() + where + whole)
+    if max_hours is not None and found.wall_s > max_hours * 3600:
+        raise ConfigError(f"--max-hours {max_hours:g}: the sweep would run about {duration(found.wall_s)} "
+                          f"({found.line()}); run fewer grid points or epochs, or raise --max-hours")
+    if warning:
+        print(f"vaesweep: warning: {warning}", file=sys.stderr)
+    return found

@@ -3,13 +3,15 @@ on a resume, and closed with the sweep's outcome."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 from sweeps.config import SweepConfig
 from sweeps.driver.outcome import SweepOutcome
 from sweeps.driver.tracking_target import RemoteTracking, open_tracking
-from sweeps.layout import EXPERIMENT_STATE, TUNE_DIR, experiment_path, write_tracking
+from sweeps.layout import ESTIMATE_FILE, EXPERIMENT_STATE, TUNE_DIR, experiment_path, write_tracking
 from sweeps.mlflow_server import LocalMlflowServer
+from sweeps.tracking import ESTIMATE_TAG
 from sweeps.ray_files import ray_state_problem
 
 
@@ -28,8 +30,20 @@ def open_sweep_runs(server: LocalMlflowServer | RemoteTracking, config: SweepCon
           f"parent run {parent_run_id}")
     if experiment_id is None or parent_run_id is None:
         return None
+    tag_estimate(server, config, parent_run_id)
     fill_before_resume(server, config, experiment_id, parent_run_id)
     return experiment_id, parent_run_id
+
+
+def tag_estimate(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, parent_run_id: str) -> None:
+    """The run's estimate (``estimate.json``) as the parent run's tag ``vaesweep.estimate``."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        line = json.loads((config.sweep_dir() / ESTIMATE_FILE).read_text())["line"]
+        MlflowClient(server.uri).set_tag(parent_run_id, ESTIMATE_TAG, line)
+    except Exception:  # noqa: BLE001 - a missing record or a tracking outage only loses the tag
+        return
 
 
 def fill_before_resume(server: LocalMlflowServer | RemoteTracking, config: SweepConfig, experiment_id: str,

@@ -1,0 +1,222 @@
+"""What a sweep will cost, said before it starts: its packs' steps and evaluation timed on this machine,
+then scheduled as Ray will run them.
+
+For each distinct pack (its k and size) the estimate builds the real trainer on the trials' device, with
+the trials' CPU threads, and times full-batch steps after a warm-up (``PackedTrainer.seconds_per_step``);
+an epoch is those steps times the steps per epoch. It times one member's probes and final evaluation
+(IS log-likelihood on a slice of the test images, scaled; the latent analysis whole) on the untrained
+model. A trial costs its epochs, its probe epochs and its final evaluation per member, plus a worker's
+start; the trials are placed longest first on the slots the resources give (CPUs or GPUs over what a
+trial asks), and the sweep's start (Ray, the MLflow server) is added.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweeps.config import SweepConfig
+from sweeps.driver.disk import MB, estimate as disk_estimate
+from sweeps.layout import ESTIMATE_FILE
+from vae.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from vae.data import DataSet
+
+SWEEP_START_S = 17.0  # Ray's start (about 11 s) and the MLflow server's (about 6 s) on 2 cores (docs/benchmarks.md)
+TRIAL_START_S = 4.0  # a trial's worker start, imports and data from the object store (docs/benchmarks.md)
+IS_SLICE = 20  # test images the IS log-likelihood is timed on
+PROBE_SLICE = 1000  # training images the probes are timed on
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class PackCost:
+    """Seconds of one pack (k, members): an epoch of training, and per member the probes of one probe
+    epoch and the final evaluation."""
+
+    k: int
+    members: int
+    epoch_s: float
+    probe_s: float
+    final_s: float
+
+    def trial_s(self, epochs: int, probe_rounds: int) -> float:
+        return TRIAL_START_S + epochs * self.epoch_s + self.members * (probe_rounds * self.probe_s + self.final_s)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A sweep's cost before it runs."""
+
+    grid_points: int
+    trials: int
+    at_once: int
+    wall_s: float
+    device_hours: float
+    device: str  # "CPU" or "GPU": what device_hours counts
+    epochs: int
+    epoch_s: float  # the slowest trial's epoch
+    disk_bytes: int
+    memory_bytes: int
+    measured_s: float
+
+    def line(self) -> str:
+        return (f"estimate: {self.grid_points} grid point{'s' * (self.grid_points > 1)} in {self.trials} "
+                f"trial{'s' * (self.trials > 1)}, "
+                f"{self.at_once} at a time: about {duration(self.wall_s)} ({self.epochs} epochs x "
+                f"{self.epoch_s:.2g} s per epoch per trial, measured now in {self.measured_s:.1f} s); "
+                f"{self.device_hours:.3g} {self.device}-hours; disk {size(self.disk_bytes)}; "
+                f"memory {size(self.memory_bytes)} per trial")
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '12 min', '3.5 h', '9 days'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * DAY_S:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / DAY_S:.0f} days"
+
+
+def size(count: int) -> str:
+    return f"{count / (1 << 30):.1f} GB" if count >= 1 << 30 else f"{count / MB:.0f} MB"
+
+
+def slots(config: SweepConfig, cpus: float, gpus: float) -> int:
+    """Trials Ray runs at once on ``cpus`` CPUs and ``gpus`` GPUs, given what each trial asks."""
+    res = config.resources
+    by_cpu = math.floor(cpus / res.cpus) if res.cpus > 0 else math.inf
+    by_gpu = math.floor(gpus / res.gpu) if res.gpu > 0 else math.inf
+    return max(1, int(min(by_cpu, by_gpu, len(config.packs()))))
+
+
+def schedule(durations: list[float], at_once: int) -> float:
+    """The wall time of trials placed longest first on the least loaded of ``at_once`` slots."""
+    loads = [0.0] * at_once
+    for seconds in sorted(durations, reverse=True):
+        heapq.heappush(loads, heapq.heappop(loads) + seconds)
+    return max(loads)
+
+
+def measure(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCost]:
+    """PackCost of each distinct (k, pack size) of the sweep, timed here: the steps of each; the probes
+    and the final evaluation once, on the first pack's first member, the probes fit on at most
+    ``PROBE_SLICE`` images and scaled to the probe size (a logistic fit costs about linearly in images)."""
+    import torch
+
+    from sweeps.trial.engine import trial_trainer
+    from vae.data import images_of
+
+    torch.set_num_threads(max(1, int(config.resources.cpus)))
+    first = config.point_config(config.packs()[0][0])
+    images = images_of(data, first.train_subset, first.test_subset)
+    costs, evaluation = {}, None
+    for pack in config.packs():
+        shape = (pack[0]["k"], len(pack))
+        if shape in costs:
+            continue
+        trainer = trial_trainer([config.point_config(point) for point in pack], images)
+        epoch_s = math.ceil(trainer.train_x.shape[-2] / first.batch_size) * trainer.seconds_per_step()
+        evaluation = evaluation or evaluation_seconds(trainer.member(0), config)
+        costs[shape] = PackCost(shape[0], shape[1], epoch_s, *evaluation)
+    return costs
+
+
+def evaluation_seconds(member, config: SweepConfig) -> tuple[float, float]:
+    """(probes of one probe epoch, final evaluation) of one member, timed on slices and scaled."""
+    from analysis.model_analysis import analyze_member
+    from analysis.probes import member_probes
+    from vae.bounds import log_likelihood
+
+    wanted = config.eval.probe_train_size or len(member.images.train_x)
+    fitted = min(wanted, PROBE_SLICE)
+    probe_s = pixels_s = 0.0
+    if member.labelled:
+        probe_s = timed(lambda: member_probes(member, fitted, config.eval.seed)) * wanted / fitted
+        pixels_s = timed(lambda: member_probes(member, fitted, config.eval.seed, pixels=True)) * wanted / fitted
+    small = config.eval.model_copy(update={"probe_train_size": fitted})
+    with tempfile.TemporaryDirectory() as tmp:
+        analysis_s = timed(lambda: analyze_member(member, Path(tmp), small)) - pixels_s * fitted / wanted + pixels_s
+    is_s = timed(lambda: log_likelihood(member.model, member.test_x[:IS_SLICE], config.eval.is_samples))
+    bound_s = is_s * 2 * config.eval.bound_samples / config.eval.is_samples  # two bounds of K samples
+    return probe_s, (is_s + bound_s) * len(member.test_x) / IS_SLICE + analysis_s
+
+
+def timed(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def sweep_estimate(config: SweepConfig, data: DataSet, cpus: float, gpus: float) -> tuple[Estimate, str | None]:
+    """The sweep's cost on ``cpus`` CPUs and ``gpus`` GPUs, its steps timed here (a grid search), and the
+    warning with cheaper ways when it runs over a day."""
+    start = time.perf_counter()
+    costs = measure(config, data)
+    found = schedule_costs(config, costs, cpus, gpus, data.pixels, time.perf_counter() - start)
+    return found, cheaper_ways(config, costs, cpus, gpus, data.pixels) if found.wall_s > DAY_S else None
+
+
+def schedule_costs(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cpus: float, gpus: float,
+                   pixels: int, measured_s: float) -> Estimate:
+    from analysis.probes import probe_epochs
+
+    epochs = config.train.epochs
+    rounds = len(probe_epochs(epochs, config.eval.probe_epochs))
+    packs = config.packs()
+    durations = [costs[(pack[0]["k"], len(pack))].trial_s(epochs, rounds) for pack in packs]
+    at_once = slots(config, cpus, gpus)
+    per = "GPU" if config.resources.gpu else "CPU"
+    share = config.resources.gpu if config.resources.gpu else config.resources.cpus
+    return Estimate(grid_points=sum(map(len, packs)), trials=len(packs), at_once=at_once,
+                    wall_s=SWEEP_START_S + schedule(durations, at_once), device_hours=share * sum(durations) / 3600,
+                    device=per, epochs=epochs, epoch_s=max(cost.epoch_s for cost in costs.values()),
+                    disk_bytes=disk_estimate(config, pixels).total,
+                    memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, measured_s=measured_s)
+
+
+def cheaper_ways(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cpus: float, gpus: float,
+                 pixels: int) -> str:
+    """The warning of a sweep over a day: cheaper ways, each with its estimate (per-member costs scaled)."""
+    def cost_of(changed: SweepConfig) -> str:
+        per_member = {k: cost for (k, _), cost in costs.items()}
+        scaled = {(pack[0]["k"], len(pack)): scale(per_member[pack[0]["k"]], len(pack)) for pack in changed.packs()}
+        return duration(schedule_costs(changed, scaled, cpus, gpus, pixels, 0.0).wall_s)
+
+    seeds = config.model_copy(update={"grid": config.grid.model_copy(update={"seed": config.grid.seed[:1]})})
+    epochs = min(100, config.train.epochs // 10) or 1
+    shorter = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs}),
+                                        "eval": config.eval.model_copy(update={"probe_epochs": [
+                                            e for e in config.eval.probe_epochs if e <= epochs] or [epochs]})})
+    return (f"that is more than a day here; cheaper: one seed (--set grid.seed=[{config.grid.seed[0]}]: about "
+            f"{cost_of(seeds)}), {epochs} epochs (--set train.epochs={epochs}: about {cost_of(shorter)}), a preset "
+            "that fits (smoke, mini, digits), packs on a GPU (resources.gpu: auto), or a Ray cluster (--address)")
+
+
+def scale(cost: PackCost, members: int) -> PackCost:
+    """A pack's cost at another size, its epoch scaled per member (packs on CPU cost about linearly)."""
+    return PackCost(cost.k, members, cost.epoch_s * members / cost.members, cost.probe_s, cost.final_s)
+
+
+def record(config: SweepConfig, estimate: Estimate) -> None:
+    """Write the estimate a run starts with into the sweep folder (``estimate.json``)."""
+    write_atomic(config.sweep_dir() / ESTIMATE_FILE, json.dumps({**asdict(estimate), "line": estimate.line(),
+                                                                 "started": time.time()}, indent=1).encode())
+
+
+def local_resources() -> tuple[float, float]:
+    """This machine's CPUs and GPUs, as a local Ray sees them."""
+    import torch
+
+    return float(os.cpu_count() or 1), float(torch.cuda.device_count())
