@@ -321,6 +321,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
         outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling,
                             args.retry_failed, args.max_hours)
+    from sweeps.driver.estimate import record_end
+    from sweeps.estimate_record import against_actual
+
+    recorded = record_end(config.sweep_dir())
     done = f"{outcome.finished} of {outcome.total} grid points finished"
     if outcome.stopped_early:
         done += f" ({outcome.stopped_early} stopped early by the scheduler)"
@@ -335,8 +339,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print(f"sweep {config.name}: {done}, {outcome.failed} failed")
     for line in failure_summary(outcome.failures, outcome.total, config.train.lr):
         print(f"  {line}")
-    if took := time_against_estimate(config.sweep_dir()):
-        print(f"  time:    {took}")
+    if recorded is not None:
+        print(f"  time:    {against_actual(recorded, time.time())}")
     print(f"  status:  {command_name()} status {config.name} --storage {config.storage}")
     if not config.tracking.uri:
         print(f"  MLflow:  {command_name()} ui {config.name} --storage {config.storage}   (then open http://127.0.0.1:5000)")
@@ -365,19 +369,6 @@ def dry_run(config, args: argparse.Namespace) -> int:
           f"cpus {config.resources.cpus:g}, pack {config.resources.pack}); sweep folder {config.sweep_dir()}; "
           "all checks of a run passed, nothing was written")
     return exit_codes.DONE
-
-
-def time_against_estimate(sweep_dir: Path) -> str | None:
-    """'1 min 52 s, estimated 1 min 40 s before it started' from the run's estimate.json (None without)."""
-    from sweeps.driver.estimate import duration
-    from sweeps.layout import ESTIMATE_FILE
-
-    try:
-        record = json.loads((sweep_dir / ESTIMATE_FILE).read_text())
-        took = time.time() - float(record["started"])
-        return f"{duration(took)}, estimated {duration(float(record['wall_s']))} before it started"
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def finished_points(config) -> int | None:

@@ -159,6 +159,7 @@ def read_tracking(sweep_dir: Path) -> dict[str, Any]:
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("tracking_uri"), str):
         raise ConfigError(f"{path} is corrupt; run `vaesweep sync {sweep_dir.name}` to rewrite it")
+    record.pop(FORMAT_KEY, None)
     return record
 
 

@@ -79,7 +79,8 @@ def test_tiny_grid_end_to_end(tiny):
     # the documented shape of schema 1 (README "Status as JSON"): a change of it must raise the number
     assert status["schema"] == STATUS_SCHEMA == 1
     assert set(status) == {"schema", "tracking_uri", "experiment", "experiment_id", "parent_run_id", "sweep", "path",
-                           "trials", "notes"}
+                           "trials", "notes", "estimate"}
+    assert status["estimate"]["line"].startswith("estimate: ") and status["estimate"]["ended"] is not None
     entry = {"trial_id", "config", "state", "epochs_completed", "stopped_early", "mlflow_run_id", "num_failures",
              "error", "step_mode"}
     for trial in status["trials"]:

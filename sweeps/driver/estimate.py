@@ -15,7 +15,6 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import os
 import resource
 import tempfile
 import time
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from sweeps.config import SweepConfig
 from sweeps.driver.disk import MB, estimate as disk_estimate
+from sweeps.estimate_record import DAY_S, duration, read_estimate
 from sweeps.layout import ESTIMATE_FILE
 from vae.atomic import write_atomic
 
@@ -35,7 +35,6 @@ SWEEP_START_S = 17.0  # Ray's start (about 11 s) and the MLflow server's (about 
 TRIAL_START_S = 4.0  # a trial's worker start, imports and data from the object store (docs/benchmarks.md)
 IS_SLICE = 20  # test images the IS log-likelihood is timed on
 PROBE_SLICE = 1000  # training images the probes are timed on
-DAY_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,6 @@ class Estimate:
                 f"{self.epoch_s:.2g} s per epoch per trial, measured now in {self.measured_s:.1f} s); "
                 f"{self.device_hours:.3g} {self.device}-hours; disk {size(self.disk_bytes)}; "
                 f"memory {size(self.memory_bytes)} per trial")
-
-
-def duration(seconds: float) -> str:
-    """'40 s', '12 min', '3.5 h', '9 days'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * DAY_S:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / DAY_S:.0f} days"
 
 
 def size(count: int) -> str:
@@ -215,8 +203,10 @@ def record(config: SweepConfig, estimate: Estimate) -> None:
                                                                  "started": time.time()}, indent=1).encode())
 
 
-def local_resources() -> tuple[float, float]:
-    """This machine's CPUs and GPUs, as a local Ray sees them."""
-    import torch
-
-    return float(os.cpu_count() or 1), float(torch.cuda.device_count())
+def record_end(sweep_dir: Path) -> dict | None:
+    """The run's end time added to its ``estimate.json``; returns the record (None without one)."""
+    recorded = read_estimate(sweep_dir)
+    if recorded is not None:
+        recorded["ended"] = time.time()
+        write_atomic(sweep_dir / ESTIMATE_FILE, json.dumps(recorded, indent=1).encode())
+    return recorded

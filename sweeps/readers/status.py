@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from analysis.metrics import FINAL_METRICS, GRID, MetricName
 from sweeps.config import ConfigError, SweepConfig, sweep_path
+from sweeps.estimate_record import against_actual, read_estimate
 from sweeps.layout import (ERROR_FILE, EXPERIMENT_STATE, PARAMS_FILE, RESULT_FILE, TUNE_DIR, experiment_path, read_json,
                            read_run_ids, read_tracking, saved_config)
 from sweeps.packs import PACK_KEY, STEP_MODE_KEY, member_failures, member_results, trial_points
@@ -63,7 +65,17 @@ def sweep_status(storage: Path, name: str) -> dict[str, Any]:
                      "`vaesweep run` with the same name rebuilds the sweep")
         trials = folder_trials(path, config, notes)
     # "trials": one row per grid point (the key's name is schema 1's, kept for the scripts that read it)
-    return {"schema": STATUS_SCHEMA, **tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes}
+    return {"schema": STATUS_SCHEMA, **tracking, "sweep": name, "path": str(sweep_dir), "trials": trials, "notes": notes,
+            "estimate": estimate_state(sweep_dir)}
+
+
+def estimate_state(sweep_dir: Path) -> dict[str, Any] | None:
+    """The last run's estimate beside what happened (``estimate.json``), None without one."""
+    recorded = read_estimate(sweep_dir)
+    if recorded is None:
+        return None
+    return {"line": recorded.get("line"), "wall_s": recorded["wall_s"], "started": recorded["started"],
+            "ended": recorded.get("ended"), "against_actual": against_actual(recorded, time.time())}
 
 
 def ray_trials(path: Path, config: SweepConfig | None, run_ids: dict[str, str]) -> list[dict[str, Any]]:
@@ -156,6 +168,8 @@ def format_status(status: dict[str, Any]) -> str:
     """A fixed-width table, one line per grid point, after the notes on what could not be read."""
     header = f"{'alpha':>7} {'k':>4} {'seed':>4} {'state':<11} {'epochs':>6} {'IS loglik':>10} {'active':>6} {'probe':>6}"
     lines = [f"sweep {status['sweep']} ({status['path']}); MLflow {status.get('tracking_uri', '?')}"]
+    if status.get("estimate"):
+        lines.append(f"time: {status['estimate']['against_actual']} ({status['estimate']['line']})")
     lines += [f"note: {note}" for note in status.get("notes", [])]
     modes = Counter(trial["step_mode"] for trial in status["trials"] if trial.get("step_mode"))
     if modes:
