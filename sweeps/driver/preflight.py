@@ -110,11 +110,12 @@ def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, f
     check_same_data(resolved.sweep_dir(), data)
     if not force and (problem := space_problem(resolved, data.pixels)):
         raise ConfigError(problem)
+    existing = saved_settings(resolved.sweep_dir()) is not None
     return Checked(resolved, data, growth, said_estimate(resolved, data, address if check_nodes else None,
-                                                         growth is not None, max_hours))
+                                                         existing, max_hours))
 
 
-def said_estimate(config: SweepConfig, data: DataSet, address: str | None, grown: bool,
+def said_estimate(config: SweepConfig, data: DataSet, address: str | None, existing: bool,
                   max_hours: float | None) -> Estimate | None:
     """The sweep's cost, timed here and printed (with the cheaper ways when it runs over a day);
     ConfigError when it runs over ``max_hours``. None for a search, whose trials a scheduler stops."""
@@ -125,7 +126,7 @@ def said_estimate(config: SweepConfig, data: DataSet, address: str | None, grown
     cpus, gpus = sum(node.get("CPU", 0.0) for node in nodes), sum(node.get("GPU", 0.0) for node in nodes)
     found, warning = sweep_estimate(config, data, cpus, gpus)
     where = f" (the cluster's {cpus:g} CPUs and {gpus:g} GPUs; the steps timed on this driver)" if address else ""
-    whole = " (for the whole grid; a finished grid point costs little)" if grown else ""
+    whole = " (for the whole grid; a finished grid point costs little)" if existing else ""
     print(found.line() + where + whole)
     if max_hours is not None and found.wall_s > max_hours * 3600:
         raise ConfigError(f"--max-hours {max_hours:g}: the sweep would run about {duration(found.wall_s)} "
