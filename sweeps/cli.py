@@ -238,7 +238,7 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--autoscaling", action="store_true",
                      help="with --address: the cluster adds nodes on demand, so a trial's resources that no node has "
                           "yet are not refused")
-    run.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+    run.add_argument("--tracking-uri", default=None,
                      help="MLflow server (default: $MLFLOW_TRACKING_URI, else an embedded store under the sweep)")
     run.add_argument("--data-dir", type=Path, default=None, help="MNIST's idx files (default: $VAESWEEP_DATA_DIR or the cache); the other data sets keep their own cache")
     run.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
@@ -308,7 +308,8 @@ def check_creatable(folder: Path, flag: str) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    config = load_sweep(args.config, args.overrides, args.name, args.storage, args.tracking_uri)
+    config = load_sweep(args.config, args.overrides, args.name, args.storage,
+                       args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     if args.address is not None and not ADDRESS_PATTERN.match(args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")

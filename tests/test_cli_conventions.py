@@ -103,3 +103,18 @@ def test_the_configuration_reference_is_current_and_lists_every_field():
         for name in set(model.model_fields) - left_out:
             assert f"| `{name}` |" in text, f"{section}.{name}"
     assert cli("config", "schema").stdout.startswith("{")
+
+
+def test_the_command_line_reference_is_current_and_names_every_flag():
+    from sweeps.cli import build_parser
+    from sweeps.cli_reference import reference, subcommands
+
+    text = reference()
+    assert (DOCS / "cli.md").read_text() == text, "regenerate: python -m sweeps.cli_reference > docs/cli.md"
+
+    def flags(parser) -> set[str]:
+        own = {flag for action in parser._actions for flag in action.option_strings if flag not in ("-h", "--help")}
+        return own.union(*(flags(child) for child in subcommands(parser).values()))
+
+    assert {"--retry-failed", "--max-hours", "--trials", "--epsilon", "--from"} <= flags(build_parser())
+    assert all(f"`{flag}`" in text for flag in flags(build_parser()))
