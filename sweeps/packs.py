@@ -14,11 +14,11 @@ expands a trial into ``members``: one MLflow run, one status row, one result per
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from analysis.metrics import GRID, check_metrics
+from analysis.metrics import GRID
 from sweeps.config import SweepConfig
 from sweeps.layout import MEMBERS_DIR
 from vae.config import grid_point_label
@@ -28,11 +28,6 @@ MEMBERS_KEY = "members"  # in a pack's result: label -> that member's metrics
 FAILED_KEY = "failed"  # in a pack's result: label -> the diverged member's message
 STEP_MODE_KEY = "step_mode"  # in a trial's result: how its steps ran (PackedTrainer.step_mode), for every member
 NODE_KEY = "ray_node_id"  # in a trial's result: the Ray node it ran on (a tag of each member's MLflow run)
-
-
-def check_result_keys(keys: Iterable[str]) -> None:
-    """ValueError naming any key of a result outside the metrics' schema and the Ray node's key."""
-    check_metrics(keys, also=[NODE_KEY])
 
 
 def trial_points(sweep: SweepConfig, config: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sweeps.failures import FATAL_KEY
+from sweeps.failures import FATAL_KEY, first_cause
 from sweeps.layout import (BASIC_VARIANT_STATE, EXPERIMENT_STATE, RESULT_FILE, SEARCHER_STATE, TUNE_DIR, TUNER_FILE,
                            experiment_path, read_json)
 from sweeps.packs import FAILED_KEY, MEMBERS_KEY
@@ -48,7 +48,7 @@ def failed_for_good(experiment_dir: Path) -> dict[str, str]:
         for label in {**last.get(FAILED_KEY, {}), **last.get(MEMBERS_KEY, {})}:
             failed.pop(label, None)
         if FATAL_KEY in last:
-            failed.update(last.get(FAILED_KEY) or {})
+            failed.update({label: first_cause(error) for label, error in (last.get(FAILED_KEY) or {}).items()})
     return failed
 
 

@@ -118,3 +118,12 @@ def test_the_command_line_reference_is_current_and_names_every_flag():
 
     assert {"--retry-failed", "--max-hours", "--trials", "--epsilon", "--from"} <= flags(build_parser())
     assert all(f"`{flag}`" in text for flag in flags(build_parser()))
+
+
+def test_the_metrics_reference_is_current_and_describes_every_metric_once():
+    from analysis.metrics import SCHEMA
+    from sweeps.metrics_reference import reference
+
+    text = reference()
+    assert (DOCS / "metrics.md").read_text() == text, "regenerate: python -m sweeps.metrics_reference > docs/metrics.md"
+    assert all(text.count(f"| `{name}` |") == 1 for name in SCHEMA)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.metrics import FINAL_METRICS
+from analysis.metrics import FINAL_METRICS, check_metrics
 from analysis.settings import EvalConfig
-from sweeps.packs import check_result_keys
+from sweeps.packs import NODE_KEY
 from sweeps.trial.engine import run_trial
 from sweeps.trial.local_run import train_to_directory
 from vae.checkpoint import load_checkpoint
@@ -96,9 +96,9 @@ def test_divergence_stops_the_engine_naming_epoch_and_step(small, tmp_path):
 
 
 def test_an_unknown_metric_is_refused_where_it_is_made():
-    check_result_keys(["epoch", "test_log_likelihood", "ray_node_id"])
+    check_metrics(["epoch", "test_log_likelihood", "ray_node_id"], also=[NODE_KEY])
     with pytest.raises(ValueError, match=r"\['test_loglik'\] are not in analysis/metrics.py's schema"):
-        check_result_keys(["epoch", "test_loglik"])
+        check_metrics(["epoch", "test_loglik"])
 
 
 def test_train_directory_holds_history_final_metrics_and_analysis_and_refuses_a_finished_rerun(mnist_dir, tmp_path):

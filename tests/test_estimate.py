@@ -49,3 +49,14 @@ def test_the_dry_run_says_the_estimate_and_past_a_day_the_cheaper_ways(tmp_path)
     assert "days (10000000 epochs x" in long.stdout
     assert "that is more than a day here; cheaper: one seed" in long.stderr and "--set train.epochs=100" in long.stderr
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
+
+
+def test_an_existing_sweep_is_estimated_for_what_it_has_left():
+    smoke = load_sweep("smoke").resolved(gpus=0)
+    costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0) for k in smoke.grid.k}
+    labels = [f"a{alpha:g}_k{k}_s0" for alpha in smoke.grid.alpha for k in smoke.grid.k]
+    done = {label: 5 for label in labels[:4]} | {labels[4]: 3}  # four finished, one at epoch 3 of 5
+    found = schedule_costs(smoke, costs, cpus=2, gpus=0, pixels=784, measured_s=1.0, done=done)
+    fresh, resumed = 4.0 + 5 * 2.0 + 3 * 1.0 + 3.0, 4.0 + 2 * 2.0 + 1 * 1.0 + 3.0  # probe epochs 1, 2, 5
+    assert found.finished == 4 and found.wall_s == pytest.approx(17.0 + schedule([fresh, resumed] + [4.0] * 4, 2))
+    assert "6 grid points (4 finished) in 6 trials" in found.line()

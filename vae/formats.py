@@ -1,9 +1,10 @@
 """The version of the files vaesweep writes, and the one place that reads or refuses an earlier version's.
 
-Format 3 (written now): as format 2, and a pack member's final metrics in ``final_metrics.json``.
-Format 2: checkpoints hold a pack's members (``configs``) and ``format``; a sweep folder has ``data.json``
-and ``tracking.json`` with ``format``, and ``sweep.yaml`` between a head and an end line; a pack member's
-final metrics are in ``metrics.json`` (the name of a `vaesweep train` run folder's record): read as such.
+Format 3 (written now): checkpoints, ``data.json`` and ``tracking.json`` carry ``format``; a pack
+member's final metrics are in ``final_metrics.json``.
+Format 2: checkpoints hold a pack's members (``configs``); a sweep folder has ``data.json`` and a
+``sweep.yaml`` between a head and an end line; a pack member's final metrics are in ``metrics.json``
+(the name of a `vaesweep train` run folder's record): read as such.
 Format 1: a checkpoint of one trainer per model (``config``, no ``configs``): refused, it cannot be
 resumed by a pack; a sweep folder without ``data.json`` (its data is not checked on resume, and the
 report assumes labelled images) and a ``sweep.yaml`` without the head and end lines (read as whole).
@@ -24,13 +25,13 @@ SETTINGS_END = "# end of settings\n"
 
 
 def checkpoint_format(state: dict[str, Any]) -> int:
-    """The format a loaded checkpoint was written in (1 when it has no ``configs``)."""
-    return int(state.get(FORMAT_KEY, FORMAT if "configs" in state else 1))
+    """The format a loaded checkpoint was written in (2 for a pack's without the key, 1 without ``configs``)."""
+    return int(state.get(FORMAT_KEY, 2 if "configs" in state else 1))
 
 
 def is_current_checkpoint(state: dict[str, Any]) -> bool:
-    """True for a checkpoint this version resumes (format 2 and later ones it knows)."""
-    return checkpoint_format(state) >= 2
+    """True for a checkpoint this version resumes: formats 2 and 3 (a pack's checkpoint is the same in both)."""
+    return 2 <= checkpoint_format(state) <= FORMAT
 
 
 def refuse_earlier_checkpoint(state: dict[str, Any], fix: str = "") -> None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 SWEEP_START_S = 17.0  # Ray's start (about 11 s) and the MLflow server's (about 6 s) on 2 cores (docs/benchmarks.md)
 TRIAL_START_S = 4.0  # a trial's worker start, imports and data from the object store (docs/benchmarks.md)
-IS_SLICE = 20  # test images the IS log-likelihood is timed on
+IS_SLICE = 100  # test images the IS log-likelihood is timed on (one batch of it)
 PROBE_SLICE = 1000  # training images the probes are timed on
 
 
@@ -48,8 +48,9 @@ class PackCost:
     probe_s: float
     final_s: float
 
-    def trial_s(self, epochs: int, probe_rounds: int) -> float:
-        return TRIAL_START_S + epochs * self.epoch_s + self.members * (probe_rounds * self.probe_s + self.final_s)
+    def trial_s(self, epochs: int, probe_rounds: int, final: bool = True) -> float:
+        """A trial that trains ``epochs`` more, probes ``probe_rounds`` times and (``final``) evaluates."""
+        return TRIAL_START_S + epochs * self.epoch_s + self.members * (probe_rounds * self.probe_s + final * self.final_s)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Estimate:
     """A sweep's cost before it runs."""
 
     grid_points: int
+    finished: int  # grid points an existing sweep has finished (they replay at a worker's start)
     trials: int
     at_once: int
     wall_s: float
@@ -69,12 +71,13 @@ class Estimate:
     measured_s: float
 
     def line(self) -> str:
-        return (f"estimate: {self.grid_points} grid point{'s' * (self.grid_points > 1)} in {self.trials} "
+        finished = f" ({self.finished} finished)" if self.finished else ""
+        return (f"estimate: {self.grid_points} grid point{'s' * (self.grid_points > 1)}{finished} in {self.trials} "
                 f"trial{'s' * (self.trials > 1)}, "
                 f"{self.at_once} at a time: about {duration(self.wall_s)} ({self.epochs} epochs x "
                 f"{self.epoch_s:.2g} s per epoch per trial, measured now in {self.measured_s:.1f} s); "
                 f"{self.device_hours:.3g} {self.device}-hours; disk {size(self.disk_bytes)}; "
-                f"memory {size(self.memory_bytes)} per trial")
+                f"memory about {size(self.memory_bytes)} per trial (the timing's peak)")
 
 
 def size(count: int) -> str:
@@ -115,9 +118,15 @@ def measure(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCos
         if shape in costs:
             continue
         trainer = trial_trainer([config.point_config(point) for point in pack], images)
-        epoch_s = math.ceil(trainer.train_x.shape[-2] / first.batch_size) * trainer.seconds_per_step()
+        try:
+            epoch_s = math.ceil(trainer.train_x.shape[-2] / first.batch_size) * trainer.seconds_per_step()
+        except ValueError:  # an epoch shorter than a CUDA graph's steps: timed whole
+            epoch_s = timed(trainer.train_epoch)
         evaluation = evaluation or evaluation_seconds(trainer.member(0), config)
         costs[shape] = PackCost(shape[0], shape[1], epoch_s, *evaluation)
+        del trainer
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the trials, not the driver, need the GPU's memory
     return costs
 
 
@@ -142,32 +151,49 @@ def evaluation_seconds(member, config: SweepConfig) -> tuple[float, float]:
 
 
 def timed(work) -> float:
+    """Seconds ``work()`` takes, the GPU's queue drained."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
     start = time.perf_counter()
     work()
+    sync()
     return time.perf_counter() - start
 
 
-def sweep_estimate(config: SweepConfig, data: DataSet, cpus: float, gpus: float) -> tuple[Estimate, str | None]:
-    """The sweep's cost on ``cpus`` CPUs and ``gpus`` GPUs, its steps timed here (a grid search), and the
-    warning with cheaper ways when it runs over a day."""
+def sweep_estimate(config: SweepConfig, data: DataSet, cpus: float, gpus: float,
+                   done: dict[str, int] | None = None) -> tuple[Estimate, str | None]:
+    """The cost on ``cpus`` CPUs and ``gpus`` GPUs of what the sweep has left (``done``: epochs trained
+    per grid point), its steps timed here (a grid search), and the warning with cheaper ways when a new
+    sweep runs over a day."""
     start = time.perf_counter()
     costs = measure(config, data)
-    found = schedule_costs(config, costs, cpus, gpus, data.pixels, time.perf_counter() - start)
-    return found, cheaper_ways(config, costs, cpus, gpus, data.pixels) if found.wall_s > DAY_S else None
+    found = schedule_costs(config, costs, cpus, gpus, data.pixels, time.perf_counter() - start, done)
+    over = found.wall_s > DAY_S and not done
+    return found, cheaper_ways(config, costs, cpus, gpus, data.pixels) if over else None
 
 
 def schedule_costs(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cpus: float, gpus: float,
-                   pixels: int, measured_s: float) -> Estimate:
+                   pixels: int, measured_s: float, done: dict[str, int] | None = None) -> Estimate:
+    """The Estimate of the sweep's trials from their packs' costs; ``done``: the epochs each grid point
+    of an existing sweep has trained (a trial then trains what its least trained member lacks)."""
     from analysis.probes import probe_epochs
+    from vae.config import grid_point_label
 
+    done = done or {}
     epochs = config.train.epochs
-    rounds = len(probe_epochs(epochs, config.eval.probe_epochs))
     packs = config.packs()
-    durations = [costs[(pack[0]["k"], len(pack))].trial_s(epochs, rounds) for pack in packs]
+    durations = []
+    for pack in packs:
+        start = min(done.get(grid_point_label(**point), 0) for point in pack)
+        rounds = len([e for e in probe_epochs(epochs, config.eval.probe_epochs) if e > start])
+        durations.append(costs[(pack[0]["k"], len(pack))].trial_s(epochs - start, rounds, start < epochs))
     at_once = slots(config, cpus, gpus)
     per = "GPU" if config.resources.gpu else "CPU"
     share = config.resources.gpu if config.resources.gpu else config.resources.cpus
-    return Estimate(grid_points=sum(map(len, packs)), trials=len(packs), at_once=at_once,
+    return Estimate(grid_points=sum(map(len, packs)), finished=sum(epoch >= epochs for epoch in done.values()),
+                    trials=len(packs), at_once=at_once,
                     wall_s=SWEEP_START_S + schedule(durations, at_once), device_hours=share * sum(durations) / 3600,
                     device=per, epochs=epochs, epoch_s=max(cost.epoch_s for cost in costs.values()),
                     disk_bytes=disk_estimate(config, pixels).total,
@@ -179,7 +205,8 @@ def cheaper_ways(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cp
     """The warning of a sweep over a day: cheaper ways, each with its estimate (per-member costs scaled)."""
     def cost_of(changed: SweepConfig) -> str:
         per_member = {k: cost for (k, _), cost in costs.items()}
-        scaled = {(pack[0]["k"], len(pack)): scale(per_member[pack[0]["k"]], len(pack)) for pack in changed.packs()}
+        scaled = {(pack[0]["k"], len(pack)): costs.get((pack[0]["k"], len(pack))) or scale(per_member[pack[0]["k"]], len(pack))
+                  for pack in changed.packs()}
         return duration(schedule_costs(changed, scaled, cpus, gpus, pixels, 0.0).wall_s)
 
     seeds = config.model_copy(update={"grid": config.grid.model_copy(update={"seed": config.grid.seed[:1]})})
@@ -208,5 +235,8 @@ def record_end(sweep_dir: Path) -> dict | None:
     recorded = read_estimate(sweep_dir)
     if recorded is not None:
         recorded["ended"] = time.time()
-        write_atomic(sweep_dir / ESTIMATE_FILE, json.dumps(recorded, indent=1).encode())
+        try:
+            write_atomic(sweep_dir / ESTIMATE_FILE, json.dumps(recorded, indent=1).encode())
+        except OSError:  # a full disk: the run's own end line matters more than this record
+            pass
     return recorded

@@ -21,7 +21,7 @@ from sweeps.driver.recovery import new_experiment
 from sweeps.layout import saved_config, saved_settings
 
 # Settings a run may give differently from the sweep's own without changing what a grid point is.
-FREE = {"storage", "tracking", "earlier_grids"}
+FREE = {"storage", "tracking", "earlier_grids", "checkpoint_every", "max_failures"}
 GROW_PREFIX = "grown-"
 
 
@@ -61,13 +61,16 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
     """What running ``config`` does to the sweep of its name: the config to run (with the sweep's
     ``earlier_grids``) and the Growth when it adds grid points (None for a new sweep or a resume);
     ConfigError (one line: the setting, and what to do instead) for any other change."""
-    if saved_settings(config.sweep_dir()) is None:
-        return config, None
+    if saved_settings(config.sweep_dir()) is None:  # a new sweep: its grid is its only stage
+        return config.model_copy(update={"earlier_grids": []}), None
     saved = saved_config(config.sweep_dir())  # validated: settings added since then take their defaults
     old = {k: v for k, v in saved.to_dict().items() if k not in FREE}
     new = {k: v for k, v in config.to_dict().items() if k not in FREE}
+    same_points = points(saved.grid) == points(config.grid)
+    if same_points:  # the grid written in another order is the same grid
+        new["grid"] = old["grid"]
     if old == new:
-        return config.model_copy(update={"earlier_grids": saved.earlier_grids}), None
+        return config.model_copy(update={"earlier_grids": saved.earlier_grids, "grid": saved.grid}), None
     changed = changed_settings(old, new)
     name = config.name
     longer = config.train.epochs > saved.train.epochs and probes_kept(saved, config)
@@ -86,8 +89,10 @@ def sweep_change(config: SweepConfig) -> tuple[SweepConfig, Growth | None]:
                           f"k={k}, seed={seed}); a sweep only grows: to draw fewer points, keep their rows of its "
                           "report's trials.csv and run `vaesweep report --trials FILE`, or start a new sweep with "
                           "another --name")
-    grids = [*saved.earlier_grids, saved.grid] if saved.grid != config.grid else saved.earlier_grids
-    grown = config.model_copy(update={"earlier_grids": grids})
+    if same_points:
+        grown = config.model_copy(update={"earlier_grids": saved.earlier_grids, "grid": saved.grid})
+    else:
+        grown = config.model_copy(update={"earlier_grids": [*saved.earlier_grids, saved.grid]})
     kept = len(points(saved.grid))
     return grown, Growth(kept=kept, new=len(points(config.grid)) - kept, grown=grown,
                          epochs_from=saved.train.epochs if longer else None)
@@ -103,7 +108,7 @@ def start_growth(config: SweepConfig, growth: Growth) -> str:
     """Under the sweep's lock: the next fit starts a new Ray experiment over the grown grid (sweeps/driver/
     recovery.py), every earlier point continuing from its newest checkpoint; returns what was done."""
     found, aside = new_experiment(config.sweep_dir(), config, GROW_PREFIX)
-    finished = sum(epoch >= config.train.epochs for epoch, _ in found.values())
+    finished = sum(epoch >= (growth.epochs_from or config.train.epochs) for epoch, _ in found.values())
     kept = ("its grid points continue from their last checkpoints" if growth.epochs_from is not None else
             "its finished grid points report their results again without training")
     return f"{growth.line(finished)}; Ray's state of the sweep before it is in {aside.relative_to(config.sweep_dir())}, {kept}"
@@ -123,6 +128,8 @@ def refusal(name: str, setting: str, old: Any, new: Any) -> str:
                     f"from its runs' history, or start a new sweep with another --name")
         return (f"sweep {name!r}: train.epochs {old} -> {new} may add probe epochs past {old} only (eval.probe_epochs): "
                 "keep the sweep's probe epochs, or start a new sweep with another --name")
-    return (f"sweep {name!r} already exists with {setting}={old!r}, not {new!r}: it defines what a finished grid point is; "
-            f"set it back, or start a new sweep with another --name (a sweep grows only in grid.alpha, grid.k "
-            "and grid.seed)")
+    why = ("it decides which grid points train together" if setting.startswith("resources.") else
+           "it decides what the search proposes" if setting.startswith(("optuna.", "search")) else
+           "it defines what a finished grid point is")
+    return (f"sweep {name!r} already exists with {setting}={old!r}, not {new!r}: {why}; set it back, or start a new "
+            "sweep with another --name (a sweep grows only in grid.alpha, grid.k, grid.seed and train.epochs)")

@@ -49,7 +49,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     config, data, _, estimate = preflight(config, address, data_dir, force, autoscaling, max_hours=max_hours)
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):
-        claim_sweep_folder(config, data)
+        config = claim_sweep_folder(config, data)
         if estimate is not None:
             record(config, estimate)
         with interruption.handling(), tracking_server(config) as server, \
@@ -73,15 +73,17 @@ def note_where_runs_are_seen(config: SweepConfig, address: str | None) -> None:
               "(mlflow/README.md)", file=sys.stderr)
 
 
-def claim_sweep_folder(config: SweepConfig, data: DataSet) -> None:
+def claim_sweep_folder(config: SweepConfig, data: DataSet) -> SweepConfig:
     """Under the lock: the checks again (another driver may have started or grown the sweep meanwhile), a
-    growth's new Ray experiment prepared, then the sweep's settings and data record written."""
+    growth's new Ray experiment prepared, then the sweep's settings and data record written; returns the
+    config the sweep runs."""
     config, growth = sweep_change(config)
     check_same_data(config.sweep_dir(), data)
     if growth is not None:
         print(f"vaesweep: {start_growth(config, growth)}", file=sys.stderr)
     write_settings(config)
     record_data(config.sweep_dir(), data)
+    return config
 
 
 def fit_on_ray(config: SweepConfig, data: DataSet, address: str | None, context: DriverContext,

@@ -13,6 +13,7 @@ from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.data_record import check_same_data
 from sweeps.driver.disk import space_problem
 from sweeps.driver.local_ray import init_ray
+from sweeps.driver.recovery import newest_checkpoints
 from sweeps.driver.estimate import Estimate, duration, sweep_estimate
 from sweeps.driver.growth import Growth, sweep_change
 from sweeps.layout import saved_config, saved_settings
@@ -120,14 +121,16 @@ def said_estimate(config: SweepConfig, data: DataSet, address: str | None, exist
     """The sweep's cost, timed here and printed (with the cheaper ways when it runs over a day);
     ConfigError when it runs over ``max_hours``. None for a search, whose trials a scheduler stops."""
     if config.search != "grid":
-        print("estimate: none for a search (ASHA stops trials early); each trial costs at most what a grid point does")
+        unchecked = "; --max-hours is not checked" if max_hours is not None else ""
+        print(f"estimate: none for a search (ASHA stops trials early){unchecked}")
         return None
     nodes = node_resources(address)
     cpus, gpus = sum(node.get("CPU", 0.0) for node in nodes), sum(node.get("GPU", 0.0) for node in nodes)
-    found, warning = sweep_estimate(config, data, cpus, gpus)
+    done = {label: epoch for label, (epoch, _) in newest_checkpoints(config.sweep_dir(), config).items()} \
+        if existing else None
+    found, warning = sweep_estimate(config, data, cpus, gpus, done)
     where = f" (the cluster's {cpus:g} CPUs and {gpus:g} GPUs; the steps timed on this driver)" if address else ""
-    whole = " (for the whole grid; a finished grid point costs little)" if existing else ""
-    print(found.line() + where + whole)
+    print(found.line() + where)
     if max_hours is not None and found.wall_s > max_hours * 3600:
         raise ConfigError(f"--max-hours {max_hours:g}: the sweep would run about {duration(found.wall_s)} "
                           f"({found.line()}); run fewer grid points or epochs, or raise --max-hours")

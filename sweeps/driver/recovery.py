@@ -62,7 +62,8 @@ def newest_checkpoints(sweep_dir: Path, config: SweepConfig) -> dict[str, tuple[
             continue
         labels = [grid_point_label(point["alpha"], point["k"], point["seed"]) for point in state["configs"]]
         epoch = int(state["epoch"])
-        if epoch >= config.train.epochs and not is_final(path.parent, labels):
+        diverged = {labels[int(i)] for i in state.get("failures", {})}
+        if epoch >= config.train.epochs and not is_final(path.parent, [l for l in labels if l not in diverged]):
             continue
         for label in labels:
             if label not in found or epoch > found[label][0]:

@@ -125,13 +125,14 @@ def final_metrics(member: Member, evaluation: EvalConfig, out: Path,
     }
 
 
-def replay_final(source: Path, labels: list[str], sink: TrialSink) -> dict[str, Any]:
+def replay_final(source: Path, labels: list[str], sink: TrialSink, failed: dict[str, str]) -> dict[str, Any]:
     """Report a finished trial's last epoch again from its final checkpoint folder (checkpoint, each
     member's analysis and final metrics), training nothing: how a sweep rebuilt after losing Ray's
-    state keeps its finished trials (sweeps/driver/recovery.py)."""
+    or grown sweep keeps its finished trials (sweeps/driver/recovery.py); ``labels``: the members that
+    finished, ``failed``: label -> message of those that diverged."""
     members = {label: json.loads(member_metrics_file(sink.member_folder(source, label)).read_text())
                for label in labels}
-    result = pack_result(next(iter(members.values()))["epoch"], members, {})
+    result = pack_result(next(iter(members.values()))["epoch"], members, failed)
     with sink.folder() as folder:
         shutil.copytree(source, folder, dirs_exist_ok=True)
         sink.report(result, folder)

@@ -125,6 +125,8 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
     labels = [grid_point_label(**point) for point in points]
     trainer = None
     try:
+        if all(label in failed_before for label in labels):  # at once: a retry would fail the same way
+            raise FailedBefore(f"{failed_before[labels[0]]}; {RETRY_HINT}")
         configs = [sweep.point_config(point) for point in points]
         trainer = trial_trainer(configs, images_of(data, configs[0].train_subset, configs[0].test_subset))
         loaded, history = None, []
@@ -135,11 +137,11 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
         elif (folder := recovered_folder(recovered, labels)) is not None:
             loaded, history = restore(trainer, folder)
         sink = TuneSink(history)
-        if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, labels):
-            replay_final(loaded, labels, sink)  # finished before its sweep was rebuilt: nothing to train
+        failed = {labels[i]: str(err) for i, err in trainer.failures.items()}
+        living = [label for label in labels if label not in failed]
+        if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, living):
+            replay_final(loaded, living, sink, failed)  # finished before its sweep was rebuilt or grown
             return
-        if all(label in failed_before for label in labels):
-            raise FailedBefore(f"{failed_before[labels[0]]}; {RETRY_HINT}")
         run_trial(trainer, labels, sweep.eval, sink, sweep.checkpoint_every)
     except tuple(NOT_RETRIED) as err:
         report_fatal(err, labels, trainer)
