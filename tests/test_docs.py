@@ -54,3 +54,32 @@ def test_the_docs_verdicts_are_recomputed_from_their_trials_and_quoted_as_writte
         assert done.returncode == 0, done.stderr
         assert (out / "verdicts.json").read_text() == (study / "verdicts.json").read_text(), study.name
         assert verdicts_markdown(json.loads((study / "verdicts.json").read_text())) in results, study.name
+
+
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+\s+(.*)$", page.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_a_heading_anchor_is_spelled_as_github_spells_it():
+    assert anchors(ROOT / "docs" / "cli.md") >= {"vaesweep-run", "vaesweep-data-fetch", "exit-codes"}
+
+
+def test_every_relative_link_and_anchor_in_the_docs_resolves():
+    broken, checked = [], 0
+    for page in PAGES:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target):  # http(s), mailto: outside the repository
+                continue
+            checked += 1
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+                broken.append(f"{page.relative_to(ROOT)}: {target} (no such heading)")
+    assert checked >= 20 and not broken, "\n".join(broken)
