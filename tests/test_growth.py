@@ -53,6 +53,7 @@ def test_a_sweep_grows_by_a_seed_and_an_alpha_training_only_the_new_grid_points(
     grown = vaesweep("run", str(config), "--data-dir", str(mnist_dir))
     assert grown.returncode == 0 and "9 of 9 grid points finished, 0 failed" in grown.stdout, grown.stderr[-3000:]
     assert "grows sweep grow: 4 grid points kept (4 finished), 5 new" in grown.stderr
+    assert grown.stdout.count("finished before, not trained again") == 4, grown.stdout
 
     after = runs_by_label(sweep_dir)
     assert tracking(sweep_dir)["parent_run_id"] == parent and len(after) == 9

@@ -34,8 +34,6 @@ def clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-
-
 class SweepProgress(tune.Callback):
     """The driver's progress lines (or Ray's own tables with ``--verbose``)."""
 
@@ -44,6 +42,7 @@ class SweepProgress(tune.Callback):
         self.start = self.last = 0.0
         self.epochs: dict[str, int] = {}  # newest epoch of each trial
         self.trained = 0  # epochs trained by this run (the rate of the remaining-time estimate)
+        self.replayed: set[str] = set()  # trials whose first result here was their last epoch: finished before
         self.newest = ""
         self.failed: set[str] = set()  # grid points said to have failed (in this driver run)
         self.reporter: CLIReporter | None = None
@@ -51,7 +50,7 @@ class SweepProgress(tune.Callback):
     def setup(self, **info: Any) -> None:
         """Each driver run (a resumed sweep's callback is unpickled from the run that started it)."""
         self.start = self.last = time.monotonic()
-        self.failed = set()
+        self.failed, self.replayed, self.trained = set(), set(), 0
         self.reporter = CLIReporter(max_report_frequency=INTERVAL_S) if current().verbose else None
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
@@ -61,7 +60,11 @@ class SweepProgress(tune.Callback):
         members = member_results(trial_points(self.sweep, trial.config), result)
         if "epoch" not in result or not members:
             return
-        self.trained += self.epochs.get(trial.trial_id, result["epoch"] - 1) < result["epoch"]
+        # the rate of the remaining-time estimate counts epochs trained in this driver run: not a trial's
+        # first result after a resume, nor a finished trial's result replayed by a rebuild or growth
+        if trial.trial_id not in self.epochs and result["epoch"] >= self.sweep.train.epochs > 1:
+            self.replayed.add(trial.trial_id)
+        self.trained += self.epochs.get(trial.trial_id, 0) == result["epoch"] - 1
         self.epochs[trial.trial_id] = result["epoch"]
         point, metrics = members[0]
         pack = f" (+{len(members) - 1} in its pack)" if len(members) > 1 else ""
@@ -74,6 +77,10 @@ class SweepProgress(tune.Callback):
         points = trial_points(self.sweep, trial.config)
         if epoch < self.sweep.train.epochs:
             print(f"  stopped {', '.join(grid_point_label(**p) for p in points)} after epoch {epoch} (scheduler)", flush=True)
+            return
+        if trial.trial_id in self.replayed:
+            pack = f" (+{len(points) - 1} in its pack)" if len(points) > 1 else ""
+            print(f"  kept    {grid_point_label(**points[0])}{pack}: finished before, not trained again", flush=True)
             return
         for point, metrics in member_results(points, last):
             if MetricName.test_log_likelihood in metrics:
