@@ -1,4 +1,4 @@
-"""``vaesweep run``: a sweep started or resumed by name, in the steps a reader expects: preflight, the
+"""``vaesweep run``: a sweep started, resumed or grown by name, in the steps a reader expects: preflight, the
 sweep folder claimed, services started (the MLflow server, Ray), the fit, and the close.
 
 Everything of a sweep lives in ``STORAGE/NAME/`` (sweeps/layout.py). Running the same name again

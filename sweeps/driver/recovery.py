@@ -8,7 +8,8 @@ What is ours survives such a write: the saved config (``sweep.yaml``), each tria
 aside (``tune/unreadable-<time>/``, nothing is deleted), starts a new Ray experiment over the same
 grid, and hands each grid point its newest readable checkpoint (``recovered.json``): a finished
 point reports its final result again without training, the others resume from their checkpoint,
-and the MLflow runs are adopted by grid point (sweeps/tracking.py), so none is duplicated.
+and the MLflow runs are adopted by grid point (sweeps/tracking.py), so none is duplicated. A grown
+sweep starts its new experiment the same way (``new_experiment``: sweeps/driver/growth.py).
 
 The same folder scan serves the readers: ``vaesweep status`` on an unreadable state shows what
 the trial folders hold.

@@ -1,4 +1,4 @@
-"""``vaesweep status``: each trial's grid point, state, MLflow run and final metrics.
+"""``vaesweep status``: each grid point's state, MLflow run and final metrics, and the last run's estimate.
 
 Read from Ray's experiment state in ``STORAGE/NAME/tune`` (no Ray cluster and no MLflow server
 needed), plus ``tracking.json`` and ``runs.json`` for the MLflow ids. A damaged folder is shown as
