@@ -35,9 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.metrics import NODE_KEY, MetricName
+from analysis.metrics import MetricName
 from sweeps.config import load_sweep
-from sweeps.packs import STEP_MODE_KEY, trial_points
+from sweeps.packs import NODE_KEY, STEP_MODE_KEY, trial_points
 from vae.config import grid_point_label
 
 WARM_RESULTS = 5  # results left out of each median: Tune's and the server's first requests

@@ -160,3 +160,11 @@ def test_earlier_file_formats_are_read_or_refused_in_one_module():
     found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in SOURCE if path != ROOT / "vae/formats.py"
              for n, line in enumerate(path.read_text().splitlines(), 1) if EARLIER_FORMAT.search(line)]
     assert not found, "tell an earlier format's files apart in vae/formats.py:\n" + "\n".join(found)
+
+
+def test_every_benchmark_imports_what_the_product_still_defines():
+    import importlib.util
+
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))  # ImportError names a moved name
