@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ from sweeps.ray_files import error_line, trial_error
 from sweeps.driver.run_writer import TrialRuns, ensure_parent_run, get_or_create_experiment
 from vae.config import grid_point_label
 
+CLOSE_THREADS = 8  # a finished pack's runs closed at once (the server answers each request in about 10 ms)
+
 
 class MlflowTrialCallback(tune.Callback):
     """Writes each trial's child run from Tune's events: results per epoch, final artifacts, end state."""
@@ -47,6 +50,8 @@ class MlflowTrialCallback(tune.Callback):
         self.filled: set[str] = set()  # trials whose records were brought up to their folders' on first sight
         self.cost: dict[str, list[float]] = {}  # seconds the driver spent per kind of write
         self.trials: list = []  # the experiment's trials, as Tune last passed them
+        self.closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaesweep-run-ends")  # one trial at a time
+        self.closing: list = []  # its pending work
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the sweep's config is pickled: everything else belongs to one driver run and starts afresh
@@ -146,24 +151,41 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Ended by itself (all epochs) or by a scheduler (stopped early): FINISHED either way (but for a
-        pack's diverged members, FAILED above)."""
+        pack's diverged members, FAILED above). The members' final artifacts and ends are written in the
+        background by ``CLOSE_THREADS`` threads, so that Tune goes on at once (a pack of 240 held the driver
+        for its 240 closes in series); ``on_experiment_end`` waits for them."""
         self.trials = trials
-        points = trial_points(self.sweep, trial.config)
         last = trial.last_result or {}
-        if trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as local:
-                folder = Path(local)
-                for point in points:
-                    self._log_final(trial, point, member_folder(folder, point))
         epoch = last.get("epoch", 0)
         stopped_at = epoch if epoch < self.sweep.train.epochs else None
-        for point in points:
-            if grid_point_label(**point) not in member_failures(last) and (key := self._open(trial, point)) is not None:
-                self._write("end run", self.runs.close, key, "FINISHED", None, stopped_at)
+        # opened one by one: a run seen for the first time is recorded in runs.json
+        keys = [(point, self._open(trial, point)) for point in trial_points(self.sweep, trial.config)]
+        if self.runs is None or any(key is None for _, key in keys):
+            return
+        final = Path(trial.checkpoint.path) if trial.checkpoint is not None else None  # the sweep's own folder
+        ends = [(key, member_folder(final, point) if final else None, grid_point_label(**point) not in member_failures(last))
+                for point, key in keys]
+        self.closing.append(self.closer.submit(self._write, "log final artifacts and end runs", self._end_runs, ends,
+                                               stopped_at))
 
-    def _log_final(self, trial, point: dict[str, Any], folder: Path) -> None:
-        if (folder / ANALYSIS_DIR / ANALYSIS_FILE).is_file() and (key := self._open(trial, point)) is not None:
-            self._write("log final artifacts", self.runs.log_final, key, folder)
+    def _end_runs(self, ends: list[tuple[str, Path | None, bool]], stopped_at: int | None) -> None:
+        """For each (run key, the member's final folder, finished): the final artifacts logged if the folder
+        holds them, and the run ended FINISHED if finished; each is idempotent, so a retry redoes them all."""
+        def end(key: str, folder: Path | None, finished: bool) -> None:
+            if folder is not None and (folder / ANALYSIS_DIR / ANALYSIS_FILE).is_file():
+                self.runs.log_final(key, folder)
+            if finished:
+                self.runs.close(key, "FINISHED", None, stopped_at)
+
+        with ThreadPoolExecutor(max_workers=CLOSE_THREADS) as pool:
+            for done in [pool.submit(end, *job) for job in ends]:
+                done.result()  # the first failure is raised (the others have ended by then)
+
+    def wait_for_ends(self) -> None:
+        """Block until every finished trial's runs are ended (before the sweep's runs are closed)."""
+        for done in self.closing:
+            done.result()
+        self.closing = []
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
@@ -180,6 +202,7 @@ class MlflowTrialCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The queued epochs sent (the sweep ended, or was stopped); with --verbose, one line on what writing
         MLflow cost the driver (the price of being the only writer)."""
+        self.wait_for_ends()
         if self.runs is not None:  # (self.runs read at the call: a revived server's runs when retried)
             self._write("send queued epochs", lambda: self.runs.batches.close())
         epochs = self.cost.get("log metrics", [])
