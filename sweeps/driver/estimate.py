@@ -76,8 +76,13 @@ class Estimate:
                 f"trial{'s' * (self.trials > 1)}, "
                 f"{self.at_once} at a time: about {duration(self.wall_s)} ({self.epochs} epochs x "
                 f"{self.epoch_s:.2g} s per epoch per trial, measured now in {self.measured_s:.1f} s); "
-                f"{self.device_hours:.3g} {self.device}-hours; disk {size(self.disk_bytes)}; "
+                f"{device_time(self.device_hours, self.device)}; disk {size(self.disk_bytes)}; "
                 f"memory about {size(self.memory_bytes)} per trial (the timing's peak)")
+
+
+def device_time(hours: float, device: str) -> str:
+    """'625 CPU-hours', or under an hour '2 CPU-minutes'."""
+    return f"{hours:.3g} {device}-hours" if hours >= 1 else f"{max(1, round(hours * 60))} {device}-minutes"
 
 
 def size(count: int) -> str:
