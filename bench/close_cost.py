@@ -51,7 +51,7 @@ def driver_hold(callback: MlflowTrialCallback, sweep) -> tuple[float, float]:
     start = time.perf_counter()
     callback.on_trial_complete(0, [], trial)
     held = time.perf_counter() - start
-    callback.wait_for_ends()
+    callback.collect_ends(wait=True)
     return held, time.perf_counter() - start
 
 

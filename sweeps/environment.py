@@ -50,6 +50,7 @@ def quiet_libraries(verbose: bool) -> None:
     minute later; without ``verbose``, Tune's legacy reporter (silent at verbose=0) and no warning about
     the experiment snapshot Tune forces after every num_to_keep checkpoints (by design here)."""
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "1"
+    no_artifact_progress_bars()  # the driver downloads a run's analysis.json to compare its epoch
     if not verbose:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

@@ -123,11 +123,11 @@ def measure(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCos
         if shape in costs:
             continue
         trainer = trial_trainer([config.point_config(point) for point in pack], images)
+        evaluation = evaluation or evaluation_seconds(trainer.member(0), config)  # on the untrained model
         try:
             epoch_s = math.ceil(trainer.train_x.shape[-2] / first.batch_size) * trainer.seconds_per_step()
         except ValueError:  # an epoch shorter than a CUDA graph's steps: timed whole
             epoch_s = timed(trainer.train_epoch)
-        evaluation = evaluation or evaluation_seconds(trainer.member(0), config)
         costs[shape] = PackCost(shape[0], shape[1], epoch_s, *evaluation)
         del trainer
     if torch.cuda.is_available():

@@ -24,7 +24,7 @@ from sweeps.driver.disk_guard import DiskGuard
 from sweeps.driver.estimate import record
 from sweeps.driver.interruption import Interruption
 from sweeps.driver.local_ray import init_ray
-from sweeps.driver.lock import sweep_lock
+from sweeps.driver.lock import check_free, sweep_lock
 from sweeps.driver.outcome import SweepOutcome, outcome_of
 from sweeps.driver.growth import start_growth, sweep_change
 from sweeps.driver.preflight import preflight
@@ -46,6 +46,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     the disk cannot hold what it will write, unless ``force``."""
     quiet_console(verbose)
     note_where_runs_are_seen(config, address)
+    check_free(config.sweep_dir(), config.name, "run")  # a second driver is refused before the slow checks
     config, data, _, estimate = preflight(config, address, data_dir, force, autoscaling, max_hours=max_hours)
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):

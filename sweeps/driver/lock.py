@@ -21,7 +21,6 @@ from sweeps.layout import HOLDER_FILE, LOCK_FILE
 from vae.atomic import write_atomic
 
 
-
 def holder(sweep_dir: Path) -> str:
     """'pid P on host H since T' of the process holding the sweep, as far as it wrote it down."""
     try:
@@ -29,6 +28,24 @@ def holder(sweep_dir: Path) -> str:
         return f"pid {record['pid']} on host {record['host']} since {record['since']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def busy(sweep_dir: Path, name: str, action: str) -> ConfigError:
+    return ConfigError(f"sweep {name} is already running ({holder(sweep_dir)}); wait for it to end or stop it "
+                       f"(Ctrl-C in its terminal) before `vaesweep {action} {name}`")
+
+
+def check_free(sweep_dir: Path, name: str, action: str) -> None:
+    """ConfigError at once if another process holds the sweep: before a run's slower checks (it creates
+    nothing; the run takes the lock itself later)."""
+    if not (sweep_dir / LOCK_FILE).exists():
+        return
+    lock = FileLock(sweep_dir / LOCK_FILE)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise busy(sweep_dir, name, action) from None
+    lock.release()
 
 
 @contextlib.contextmanager
@@ -39,8 +56,7 @@ def sweep_lock(sweep_dir: Path, name: str, action: str) -> Iterator[None]:
     try:
         lock.acquire(blocking=False)
     except Timeout:
-        raise ConfigError(f"sweep {name} is already running ({holder(sweep_dir)}); wait for it to end or stop it "
-                          f"(Ctrl-C in its terminal) before `vaesweep {action} {name}`") from None
+        raise busy(sweep_dir, name, action) from None
     try:
         since = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         write_atomic(sweep_dir / HOLDER_FILE,

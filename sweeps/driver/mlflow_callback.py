@@ -51,7 +51,7 @@ class MlflowTrialCallback(tune.Callback):
         self.cost: dict[str, list[float]] = {}  # seconds the driver spent per kind of write
         self.trials: list = []  # the experiment's trials, as Tune last passed them
         self.closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaesweep-run-ends")  # one trial at a time
-        self.closing: list = []  # its pending work
+        self.closing: list = []  # its work: (future, the ends, stopped_at)
 
     def __getstate__(self) -> dict[str, Any]:
         """Only the sweep's config is pickled: everything else belongs to one driver run and starts afresh
@@ -124,6 +124,7 @@ class MlflowTrialCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         self.trials = trials
+        self.collect_ends(wait=False)
         if "epoch" not in result:
             return
         if self.runs is not None:  # what the writer thread could not send, handled as any failed write
@@ -165,8 +166,7 @@ class MlflowTrialCallback(tune.Callback):
         final = Path(trial.checkpoint.path) if trial.checkpoint is not None else None  # the sweep's own folder
         ends = [(key, member_folder(final, point) if final else None, grid_point_label(**point) not in member_failures(last))
                 for point, key in keys]
-        self.closing.append(self.closer.submit(self._write, "log final artifacts and end runs", self._end_runs, ends,
-                                               stopped_at))
+        self.closing.append((self.closer.submit(self._end_runs, ends, stopped_at), ends, stopped_at))
 
     def _end_runs(self, ends: list[tuple[str, Path | None, bool]], stopped_at: int | None) -> None:
         """For each (run key, the member's final folder, finished): the final artifacts logged if the folder
@@ -181,11 +181,17 @@ class MlflowTrialCallback(tune.Callback):
             for done in [pool.submit(end, *job) for job in ends]:
                 done.result()  # the first failure is raised (the others have ended by then)
 
-    def wait_for_ends(self) -> None:
-        """Block until every finished trial's runs are ended (before the sweep's runs are closed)."""
-        for done in self.closing:
-            done.result()
-        self.closing = []
+    def collect_ends(self, wait: bool) -> None:
+        """The background ends that are over (all of them, once over, when ``wait``): one that failed is
+        done again here, on the driver's thread, through ``_write`` (which revives the sweep's own server:
+        a server must be started from the driver's thread, whose end stops it)."""
+        pending = []
+        for future, ends, stopped_at in self.closing:
+            if not wait and not future.done():
+                pending.append((future, ends, stopped_at))
+            elif future.exception() is not None:
+                self._write("log final artifacts and end runs", self._end_runs, ends, stopped_at)
+        self.closing = pending
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         """Failed for good (retries spent): FAILED, with the error's last line; KILLED when the disk was
@@ -202,7 +208,7 @@ class MlflowTrialCallback(tune.Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The queued epochs sent (the sweep ended, or was stopped); with --verbose, one line on what writing
         MLflow cost the driver (the price of being the only writer)."""
-        self.wait_for_ends()
+        self.collect_ends(wait=True)
         if self.runs is not None:  # (self.runs read at the call: a revived server's runs when retried)
             self._write("send queued epochs", lambda: self.runs.batches.close())
         epochs = self.cost.get("log metrics", [])

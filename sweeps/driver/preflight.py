@@ -111,15 +111,13 @@ def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, f
     check_same_data(resolved.sweep_dir(), data)
     if not force and (problem := space_problem(resolved, data.pixels)):
         raise ConfigError(problem)
-    existing = saved_settings(resolved.sweep_dir()) is not None
-    return Checked(resolved, data, growth, said_estimate(resolved, data, address if check_nodes else None,
-                                                         existing, max_hours))
+    return Checked(resolved, data, growth, said_estimate(resolved, data, address if check_nodes else None, max_hours))
 
 
-def said_estimate(config: SweepConfig, data: DataSet, address: str | None, existing: bool,
-                  max_hours: float | None) -> Estimate | None:
+def said_estimate(config: SweepConfig, data: DataSet, address: str | None, max_hours: float | None) -> Estimate | None:
     """The sweep's cost, timed here and printed (with the cheaper ways when it runs over a day);
-    ConfigError when it runs over ``max_hours``. None for a search, whose trials a scheduler stops."""
+    ConfigError when it runs over ``max_hours``. None for a search, whose trials a scheduler stops, and
+    when the timing fails (an estimate never stops a sweep; a limit it cannot check is said)."""
     if config.search != "grid":
         unchecked = "; --max-hours is not checked" if max_hours is not None else ""
         print(f"estimate: none for a search (ASHA stops trials early){unchecked}")
@@ -127,8 +125,13 @@ def said_estimate(config: SweepConfig, data: DataSet, address: str | None, exist
     nodes = node_resources(address)
     cpus, gpus = sum(node.get("CPU", 0.0) for node in nodes), sum(node.get("GPU", 0.0) for node in nodes)
     done = {label: epoch for label, (epoch, _) in newest_checkpoints(config.sweep_dir(), config).items()} \
-        if existing else None
-    found, warning = sweep_estimate(config, data, cpus, gpus, done)
+        if saved_settings(config.sweep_dir()) is not None else None
+    try:
+        found, warning = sweep_estimate(config, data, cpus, gpus, done)
+    except Exception as err:  # noqa: BLE001 - e.g. a config whose first steps diverge: the trials will say so
+        unchecked = "; --max-hours is not checked" if max_hours is not None else ""
+        print(f"estimate: none ({type(err).__name__} while timing the trials' steps){unchecked}")
+        return None
     where = f" (the cluster's {cpus:g} CPUs and {gpus:g} GPUs; the steps timed on this driver)" if address else ""
     print(found.line() + where)
     if max_hours is not None and found.wall_s > max_hours * 3600:
