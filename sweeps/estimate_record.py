@@ -13,11 +13,12 @@ DAY_S = 86400.0
 
 
 def duration(seconds: float) -> str:
-    """'40 s', '12 min', '3.5 h', '9 days'."""
+    """'40 s', '1 min 33 s', '3.5 h', '9 days'."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes} min {secs:02d} s"
     if seconds < 2 * DAY_S:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / DAY_S:.0f} days"
@@ -34,7 +35,7 @@ def read_estimate(sweep_dir: Path) -> dict[str, Any] | None:
 
 
 def against_actual(recorded: dict[str, Any], now: float) -> str:
-    """'ran 1 min 52 s, estimated 1 min 40 s' (or, mid-sweep, 'running 5 min of about 12 min: ~7 min left')."""
+    """'ran 1 min 33 s, estimated 79 s before it started' (mid-sweep: 'running ... of about ...: ~... left')."""
     took, wall = (recorded.get("ended") or now) - recorded["started"], recorded["wall_s"]
     if recorded.get("ended"):
         return f"ran {duration(took)}, estimated {duration(wall)} before it started"
