@@ -25,6 +25,7 @@ from sweeps.driver.mlflow_callback import MlflowTrialCallback
 from sweeps.driver.tracking_target import open_tracking
 from sweeps.mlflow_server import LocalMlflowServer
 from sweeps.packs import PACK_KEY
+from vae.metric_names import MetricName
 
 
 def end_seconds(callback: MlflowTrialCallback, members: int, threads: int, tag: str) -> float:
@@ -33,7 +34,7 @@ def end_seconds(callback: MlflowTrialCallback, members: int, threads: int, tag: 
     keys = []
     for i in range(members):
         key = runs.open(f"trial-{tag}", {"alpha": round(0.01 * i, 2), "k": 10 + ord(tag[0]), "seed": 0})
-        runs.log_epoch(key, {"epoch": 1, "train_vr_bound_alpha": -100.0})
+        runs.log_epoch(key, {"epoch": 1, MetricName.train_vr_bound_alpha: -100.0})
         keys.append(key)
     mlflow_callback.CLOSE_THREADS = threads
     start = time.perf_counter()
@@ -47,7 +48,7 @@ def driver_hold(callback: MlflowTrialCallback, sweep) -> tuple[float, float]:
     trial = SimpleNamespace(trial_id="trial-c", config={PACK_KEY: 0}, last_result={"epoch": sweep.train.epochs},
                             checkpoint=None)
     for point in sweep.packs()[0]:
-        callback.runs.log_epoch(callback._open(trial, point), {"epoch": 1, "train_vr_bound_alpha": -100.0})
+        callback.runs.log_epoch(callback._open(trial, point), {"epoch": 1, MetricName.train_vr_bound_alpha: -100.0})
     start = time.perf_counter()
     callback.on_trial_complete(0, [], trial)
     held = time.perf_counter() - start
