@@ -28,7 +28,7 @@ from analysis.settings import EvalConfig
 from sweeps import environment, exit_codes
 from sweeps.config import ConfigError, first_error, load_sweep, one_line, preset_names, sweep_path
 from sweeps.failures import failure_summary
-from sweeps.layout import RUN_RECORD_FILE, existing_sweep, read_tracking
+from sweeps.layout import REPORT_DIR, RUN_RECORD_FILE, existing_sweep, read_tracking
 from sweeps.mlflow_server import TrackingError
 from vae.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from vae.config import TrainConfig, grid_point_label
@@ -424,7 +424,7 @@ def run_report(args: argparse.Namespace) -> int:
     existing_sweep(args.storage, args.name)  # before report's imports: a mistyped name is answered at once
     from sweeps.readers.report import write_report
 
-    out = args.out or args.storage / args.name / "report"
+    out = args.out or args.storage / args.name / REPORT_DIR
     check_creatable(out, f"--out {out}")
     environment.no_artifact_progress_bars()
     written = write_report(args.name, args.storage, out, args.run, say=note, margin=args.margin)

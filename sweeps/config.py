@@ -80,13 +80,13 @@ class GridConfig(Strict):
 
 
 class ResourcesConfig(Strict):
-    """What each Ray trial asks for; ``auto`` is resolved against this machine, or the cluster of ``--address``."""
+    """What each Ray trial asks for; ``auto`` is resolved against the driver's machine, or the cluster of ``--address``."""
 
     # allow_inf_nan=False: an infinite share means nothing to Ray (and int(inf) would raise below)
     cpus: float = Field(1.0, gt=0, allow_inf_nan=False, description="CPUs per trial (torch threads follow it)")
     gpu: Annotated[float, Field(ge=0, allow_inf_nan=False)] | Literal["auto"] = Field(
         "auto", description="GPU per trial; a fraction shares one GPU between trials; auto = 1 where the driver "
-        "sees a GPU (this machine, or the cluster of --address), else 0")
+        "sees a GPU (on its machine, or in the cluster of --address), else 0")
     pack: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="grid points of one k trained together in one trial (vectorised; 1 = a trial per grid "
         "point); auto = every grid point of a k in one trial when trials get a GPU, else 1")

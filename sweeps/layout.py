@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -55,6 +55,53 @@ MEMBER_METRICS_FILE = "final_metrics.json"
 ANALYSIS_DIR = "analysis"
 # A `vaesweep train` run folder's record: config, data, evaluation settings, per-epoch history, final metrics.
 RUN_RECORD_FILE = "metrics.json"
+REPORT_DIR = "report"  # `vaesweep report`'s default output folder
+SERVER_LOG = "mlflow-server.log"  # the log of the sweep's own MLflow server
+GROWN_PREFIX = "grown-"  # TUNE_DIR/grown-<time>/: Ray's state of the sweep before it grew
+
+
+class Entry(NamedTuple):
+    """One file or folder of a sweep folder, for the reference page (docs/sweep-folder.md)."""
+
+    name: str
+    where: str
+    holds: str
+
+
+SWEEP = "`STORAGE/NAME/`"
+TUNE = f"`STORAGE/NAME/{TUNE_DIR}/`"
+TRIAL = f"{TUNE}, in each trial's folder"
+FINAL = "in a trial's final checkpoint folder"
+FOLDER = (
+    Entry(SWEEP_FILE, SWEEP, "the sweep's validated config, every default written; a resume or growth is checked against it"),
+    Entry(DATA_FILE, SWEEP, "the data set: its spec, name, sizes, image side, labels, SHA-256; a resume refuses other data"),
+    Entry(TRACKING_FILE, SWEEP, "where the MLflow records are: store URI, experiment, parent run id"),
+    Entry(RUN_IDS_FILE, SWEEP, "each grid point's MLflow run id (for `vaesweep status`)"),
+    Entry(ESTIMATE_FILE, SWEEP, "the cost estimate the last run started with, its start and end times"),
+    Entry(LOCK_FILE, SWEEP, "the lock the running driver holds (`vaesweep run`, `vaesweep sync`)"),
+    Entry(HOLDER_FILE, SWEEP, "who holds the lock: pid, host, command, start time"),
+    Entry(RECOVERED_FILE, SWEEP, "after a rebuild of an unreadable Ray state: each grid point's newest readable checkpoint"),
+    Entry(STORE_FILE, SWEEP, "the embedded MLflow store (sqlite), absent with `--tracking-uri`"),
+    Entry(ARTIFACTS_DIR, SWEEP, "the embedded store's artifacts: each run's `analysis/` and `checkpoint/`, the report"),
+    Entry(SERVER_LOG, SWEEP, "the log of the sweep's own MLflow server"),
+    Entry(REPORT_DIR, SWEEP, "`vaesweep report`'s output: report.html, the figures, trials.csv, summary.csv, verdicts.json"),
+    Entry(TUNE_DIR, SWEEP, "Ray Tune's experiment: its state files and one folder per trial"),
+    Entry(TUNER_FILE, TUNE, "Ray's tuner (a pickle)"),
+    Entry(EXPERIMENT_STATE, TUNE, "Ray's experiment state: each trial's status and last result"),
+    Entry(BASIC_VARIANT_STATE, TUNE, "Ray's grid generator state (a pickle)"),
+    Entry(SEARCHER_STATE, TUNE, "an Optuna search's sampler state"),
+    Entry(UNREADABLE_PREFIX + "<time>", TUNE, "Ray's state files that could not be read, set aside when the sweep was rebuilt"),
+    Entry(GROWN_PREFIX + "<time>", TUNE, "Ray's state files of the sweep before it grew"),
+    Entry(PARAMS_FILE, TRIAL, "the trial's config as Ray gave it"),
+    Entry(RESULT_FILE, TRIAL, "one JSON line per epoch: every member's metrics under `members`"),
+    Entry(ERROR_FILE, TRIAL, "a failed trial's traceback"),
+    Entry(CHECKPOINTS, TRIAL, f"the trial's checkpoint folders ({CHECKPOINTS_KEPT} kept): every member's weights, optimizer and random state"),
+    Entry(HISTORY_FILE, "in each checkpoint folder", "every epoch's result up to that checkpoint, so a record a full disk cost is still written on resume"),
+    Entry(MEMBERS_DIR + "/<label>", FINAL, "one folder per grid point (label `a{alpha}_k{k}_s{seed}`): its own checkpoint, metrics and analysis"),
+    Entry(MEMBER_METRICS_FILE, "in each `members/<label>/`", "the grid point's metrics at its last epoch"),
+    Entry(ANALYSIS_DIR, "in each `members/<label>/`, and in a `vaesweep train` folder", "analysis.json, spectrum.csv, probes.csv, the interpolations and fig4_geodesics.png"),
+    Entry(RUN_RECORD_FILE, "a `vaesweep train` folder", "the run's config, data, evaluation settings, per-epoch history and final metrics"),
+)
 
 
 def backend_uri(sweep_dir: Path) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 from sweeps.environment import fail_fast_mlflow_clients
-from sweeps.layout import STORE_FILE, artifacts_dir, backend_uri
+from sweeps.layout import SERVER_LOG, STORE_FILE, artifacts_dir, backend_uri
 
 STARTUP_TIMEOUT_S = 120
 
@@ -192,7 +192,7 @@ class LocalMlflowServer:
         fail_fast_mlflow_clients()  # the server is our child: when it dies, every call to it must fail at once
         forget_artifact_locations()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_dir / "mlflow-server.log", "ab") as log:  # the child keeps its own copy
+        with open(self.sweep_dir / SERVER_LOG, "ab") as log:  # the child keeps its own copy
             self.process = start_server(server_command(self.sweep_dir, self.port), log)
         return self
 
@@ -207,7 +207,7 @@ class LocalMlflowServer:
     def wait(self) -> str:
         """Block until the server answers /health; returns its URI."""
         try:
-            wait_until_healthy(self.uri, self.process, self.sweep_dir / "mlflow-server.log")
+            wait_until_healthy(self.uri, self.process, self.sweep_dir / SERVER_LOG)
         except RuntimeError:
             self.stop()
             raise
@@ -215,7 +215,7 @@ class LocalMlflowServer:
 
     @property
     def log(self) -> Path:
-        return self.sweep_dir / "mlflow-server.log"
+        return self.sweep_dir / SERVER_LOG
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

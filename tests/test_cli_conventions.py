@@ -127,3 +127,21 @@ def test_the_metrics_reference_is_current_and_describes_every_metric_once():
     text = reference()
     assert (DOCS / "metrics.md").read_text() == text, "regenerate: python -m sweeps.metrics_reference > docs/metrics.md"
     assert all(text.count(f"| `{name}` |") == 1 for name in SCHEMA)
+
+
+def test_the_sweep_folder_reference_is_current_and_names_every_file_of_the_layout():
+    """Every file or folder name sweeps/layout.py defines has its row, so a new file cannot go unsaid."""
+    import ast
+
+    import sweeps.layout as layout
+    from sweeps.folder_reference import reference
+
+    text = reference()
+    assert (DOCS / "sweep-folder.md").read_text() == text, "regenerate: python -m sweeps.folder_reference > docs/sweep-folder.md"
+    own = {target.id for node in ast.parse(Path(layout.__file__).read_text()).body if isinstance(node, ast.Assign)
+           for target in node.targets if isinstance(target, ast.Name)}
+    names = {getattr(layout, key) for key in own if isinstance(getattr(layout, key), str)
+             and key.endswith(("_FILE", "_DIR", "_STATE", "_PREFIX", "_LOG", "CHECKPOINTS"))}
+    listed = {entry.name for entry in layout.FOLDER}
+    missing = {name for name in names if not any(entry.startswith(name) for entry in listed)}
+    assert not missing, f"add to sweeps/layout.py's FOLDER: {sorted(missing)}"

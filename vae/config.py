@@ -61,8 +61,8 @@ class TrainConfig(BaseModel):
 
     matmul_precision: Literal["highest", "high"] = Field(
         "highest", description="CUDA training only: highest = float32 matrix products; high = TF32 products "
-        "(NOT VALIDATED yet: the k=30, alpha 0 and 1, 3-seed, 100-epoch comparison against highest has not been "
-        "run on a GPU; docs/benchmarks.md); evaluation stays float32; on CPU it changes nothing"
+        "(not validated: its effect on the log-likelihood, against highest, is not measured; docs/benchmarks.md); "
+        "evaluation stays float32; on CPU it changes nothing"
     )
 
     cuda_graphs: Literal["auto", "off"] = Field(

@@ -18,11 +18,10 @@ from typing import Any
 
 from sweeps.config import ConfigError, SweepConfig
 from sweeps.driver.recovery import new_experiment
-from sweeps.layout import saved_config, saved_settings
+from sweeps.layout import GROWN_PREFIX, saved_config, saved_settings
 
 # Settings a run may give differently from the sweep's own without changing what a grid point is.
 FREE = {"storage", "tracking", "earlier_grids", "checkpoint_every", "max_failures"}
-GROW_PREFIX = "grown-"
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def probes_kept(saved: SweepConfig, config: SweepConfig) -> bool:
 def start_growth(config: SweepConfig, growth: Growth) -> str:
     """Under the sweep's lock: the next fit starts a new Ray experiment over the grown grid (sweeps/driver/
     recovery.py), every earlier point continuing from its newest checkpoint; returns what was done."""
-    found, aside = new_experiment(config.sweep_dir(), config, GROW_PREFIX)
+    found, aside = new_experiment(config.sweep_dir(), config, GROWN_PREFIX)
     finished = sum(epoch >= (growth.epochs_from or config.train.epochs) for epoch, _ in found.values())
     kept = ("its grid points continue from their last checkpoints" if growth.epochs_from is not None else
             "its finished grid points report their results again without training")

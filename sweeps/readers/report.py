@@ -35,7 +35,7 @@ from analysis.figures import (PROBE_PANELS, active_components_figure, bounds_fig
 from analysis.metrics import EIGENVALUE_KEY, FINAL_METRICS, GRID, UNLABELLED_FINAL_METRICS, MetricName
 from analysis.verdict_record import verdict_table, write_verdict_record
 from sweeps.config import ConfigError, SweepConfig, sweep_path
-from sweeps.layout import SWEEP_FILE, read_data_record, read_tracking, saved_config
+from sweeps.layout import REPORT_DIR, SWEEP_FILE, read_data_record, read_tracking, saved_config
 from sweeps.mlflow_server import TrackingError, store_problem, with_restart
 from sweeps.readers.runs import run_frames
 from sweeps.tracking import child_runs
@@ -299,7 +299,7 @@ def build_report(store: MlflowClient, connect: Callable[[], MlflowClient], confi
         problems += [f"missing metric in {line}" for line in missing_metrics(trials, metrics)]
         problems += stopped_early(trials) + notes
         (out / "report.html").write_text(render_html(config, data, pngs, captions, judged, summary, trials, problems))
-        client.log_artifacts(tracking["parent_run_id"], str(out), "report")
+        client.log_artifacts(tracking["parent_run_id"], str(out), REPORT_DIR)
     return {"grid_points": len(trials), "finished": len(finished), "problems": problems, "figures": len(pngs),
             "verdicts": judged}
 
