@@ -247,6 +247,9 @@ def add_sweep_parsers(commands: argparse._SubParsersAction) -> None:
                      help="start even if the free disk space looks too small for what the sweep will write")
     run.add_argument("--max-hours", type=positive_float, default=None, metavar="H",
                      help="refuse (exit 2) a sweep whose estimate, timed before it starts, exceeds H hours")
+    run.add_argument("--no-estimate", dest="estimate", action="store_false",
+                     help="skip the cost estimate (seconds of timing before each start), e.g. in scripts that "
+                          "resume a sweep again and again")
     run.add_argument("--retry-failed", action="store_true",
                      help="train again the grid points that ended on an error a retry repeats (a divergence, a "
                           "data or config error), e.g. after a fix; without it they stay FAILED (a member that "
@@ -313,6 +316,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"))
     if args.address is not None and not ADDRESS_PATTERN.match(args.address):
         raise UsageError(f"--address {args.address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    if args.max_hours is not None and not args.estimate:
+        raise UsageError("run: --max-hours judges the estimate that --no-estimate skips; drop one of them")
     check_creatable(config.sweep_dir(), f"--storage {config.storage}")
     if args.dry_run:
         return dry_run(config, args)
@@ -322,7 +327,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         from sweeps.driver.launch import run_sweep
 
         outcome = run_sweep(config, args.address, args.data_dir, args.verbose, args.force, args.autoscaling,
-                            args.retry_failed, args.max_hours)
+                            args.retry_failed, args.max_hours, args.estimate)
     from sweeps.driver.estimate import record_end
     from sweeps.estimate_record import against_actual
 
@@ -358,7 +363,8 @@ def dry_run(config, args: argparse.Namespace) -> int:
         print("vaesweep: the cluster's nodes are checked when the sweep starts; resources 'auto' are listed here as "
               "on this machine")
     config, data, growth, _ = preflight(config, None, args.data_dir, args.force, args.autoscaling,
-                                        check_nodes=args.address is None, max_hours=args.max_hours)
+                                        check_nodes=args.address is None, max_hours=args.max_hours,
+                                        estimate=args.estimate)
     if growth is not None:
         print(growth.line(finished_points(config)))
     packs = config.packs()

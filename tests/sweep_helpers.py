@@ -38,8 +38,16 @@ def write_config(tmp_path: Path, name: str, alphas: list[float], epochs: int = 2
     return path
 
 
-def vaesweep(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VAESWEEP), *args], capture_output=True, text=True, timeout=timeout,
+# A real run times its cost first (seconds): the tests of the estimate ask for it (``estimate=True``),
+# every other test's run skips it, as a script that resumes sweeps may (``--no-estimate``).
+NO_ESTIMATE = "--no-estimate"
+
+
+def vaesweep(*args: str, env: dict[str, str] | None = None, timeout: int = 600,
+             estimate: bool = False) -> subprocess.CompletedProcess:
+    real_run = args[:1] == ("run",) and not {"--dry-run", "--max-hours"} & set(args)
+    flags = [NO_ESTIMATE] if real_run and not estimate else []
+    return subprocess.run([str(VAESWEEP), *args, *flags], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 
@@ -69,7 +77,7 @@ def trial_results(sweep_dir: Path) -> dict[str, list[dict]]:
 
 def start_sweep(config: Path, mnist_dir: Path, log: Path, *flags: str) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), *flags],
+        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), NO_ESTIMATE, *flags],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

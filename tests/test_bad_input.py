@@ -165,6 +165,8 @@ BAD_INPUT = [
     ("storage-under-a-file", ["run", "smoke", "--storage", "existing-file/sub"], {}, "--storage existing-file/sub"),
     ("run-over-max-hours", ["run", "tiny.yaml", "--max-hours", "1e-6"], {"tiny.yaml": TINY_DIGITS},
      "--max-hours 1e-06: the sweep would run about"),
+    ("run-max-hours-without-estimate", ["run", "smoke", "--max-hours", "1", "--no-estimate"], {},
+     "--max-hours judges the estimate that --no-estimate skips"),
     ("run-existing-sweep-other-config", ["run", "smoke", "--name", "existing"], {}, "with train.lr=0.01, not 0.001"),
     ("run-existing-sweep-without-a-grid-point", ["run", "smoke", "--name", "existing", "--set", "train.lr=0.01",
                                                  "--set", "grid.alpha=[0.0, 0.5]"], {},

@@ -51,6 +51,12 @@ def test_the_dry_run_says_the_estimate_and_past_a_day_the_cheaper_ways(tmp_path)
     assert not any(tmp_path.iterdir()), "a dry run writes nothing"
 
 
+def test_no_estimate_skips_the_timing_and_says_so(tmp_path):
+    skipped = vaesweep("run", "smoke", "--storage", str(tmp_path), "--dry-run", *TINY, "--no-estimate")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "estimate: skipped (--no-estimate)" in skipped.stdout and "about" not in skipped.stdout
+
+
 def test_an_existing_sweep_is_estimated_for_what_it_has_left():
     smoke = load_sweep("smoke").resolved(gpus=0)
     costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0) for k in smoke.grid.k}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_helpers import (VAESWEEP, alive, children, descendants, epoch_steps, tracking, trial_results, vaesweep,
+from sweep_helpers import (NO_ESTIMATE, VAESWEEP, alive, children, descendants, epoch_steps, tracking, trial_results, vaesweep,
                            write_config)
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ LONG = {"epochs": 4, "train_subset": 6000, "test_subset": 100}
 
 def start(config: Path, mnist_dir: Path, log: Path) -> subprocess.Popen:
     with open(log, "wb") as out:
-        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+        return subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), NO_ESTIMATE],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, start_sweep,
+from sweep_helpers import (NO_ESTIMATE, SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, start_sweep,
                            trial_results, vaesweep, wait_for_epochs, write_config)
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_the_smoke_grid_in_packs_of_three_matches_the_unpacked_sweep_through_a_k
     log = tmp_path / "packed.log"
     with open(log, "wb") as out:
         driver = subprocess.Popen([str(VAESWEEP), "run", "smoke", "--storage", str(storage), "--data-dir", str(mnist_dir),
-                                   *SMOKE_FAST, "--set", "resources.pack=3"],
+                                   *SMOKE_FAST, "--set", "resources.pack=3", NO_ESTIMATE],
                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
     while not any(len(results) >= 2 for results in trial_results(sweep_dir).values()):

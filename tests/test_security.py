@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sweep_helpers import VAESWEEP, descendants, server_below, wait_for_epochs, write_config
+from sweep_helpers import NO_ESTIMATE, VAESWEEP, descendants, server_below, wait_for_epochs, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def test_a_local_sweep_listens_on_loopback_only_and_keeps_rays_token_private(mni
     config = write_config(tmp_path, "private", [0.0, 1.0], train={"epochs": 3, "train_subset": 6000, "test_subset": 100})
     log = tmp_path / "driver.log"
     with open(log, "wb") as out:
-        driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)], stdout=out,
+        driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), NO_ESTIMATE], stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HOME": str(home)})
     try:
         wait_for_epochs(tmp_path / "runs" / "private", 1, driver)

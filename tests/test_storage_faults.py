@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep_helpers import (SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, server_below,
+from sweep_helpers import (NO_ESTIMATE, SMOKE_FAST, VAESWEEP, assert_every_run_finished_once, children, epoch_steps, server_below,
                            point_result, tracking, trial_results, vaesweep, write_config)
 from sweeps.cli import main
 
@@ -98,7 +98,7 @@ def test_a_disk_filled_by_another_program_stops_the_sweep_and_it_resumes_once_fr
         sweep_dir = disk / "runs" / "filled"
         log = tmp_path / "driver.log"
         with open(log, "wb") as out:
-            driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+            driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), NO_ESTIMATE],
                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 300
         while not list((sweep_dir / "tune").glob("*/checkpoint_*")):

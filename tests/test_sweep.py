@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.metrics import FINAL_METRICS
-from sweep_helpers import VAESWEEP, children, epoch_steps, tracking, vaesweep, write_config
+from sweep_helpers import NO_ESTIMATE, VAESWEEP, children, epoch_steps, tracking, vaesweep, write_config
 from sweeps.readers.status import STATUS_SCHEMA
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def tiny(mnist_dir, tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedP
     root = tmp_path_factory.mktemp("tiny")
     config = write_config(root, "tiny", [0.0, 1.0], grid={"alpha": [0.0, 1.0], "k": [5], "seed": [0, 1]})
     return root, config, vaesweep("run", str(config), "--data-dir", str(mnist_dir),
-                                  env={"VAESWEEP_FAIL_ONCE_AT_EPOCH": "2"})
+                                  env={"VAESWEEP_FAIL_ONCE_AT_EPOCH": "2"}, estimate=True)
 
 
 @pytest.mark.xdist_group("tiny")  # one worker runs the shared sweep once
@@ -186,7 +186,7 @@ def test_killed_driver_resumes_without_duplicates(mnist_dir, tmp_path):
     sweep_dir = tmp_path / "runs" / "killed"
     # Ray saves its experiment state at most every 10 s by default: three short trials could all end
     # within one such window (seen once), and the state read below would show none finished, then all
-    driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir)],
+    driver = subprocess.Popen([str(VAESWEEP), "run", str(config), "--data-dir", str(mnist_dir), NO_ESTIMATE],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                               env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
     deadline = time.monotonic() + 400

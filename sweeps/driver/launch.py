@@ -41,13 +41,14 @@ if TYPE_CHECKING:
 
 def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | None = None,
               verbose: bool = False, force: bool = False, autoscaling: bool = False,
-              retry_failed: bool = False, max_hours: float | None = None) -> SweepOutcome:
+              retry_failed: bool = False, max_hours: float | None = None, estimate: bool = True) -> SweepOutcome:
     """Run, resume or grow the sweep, holding its folder; returns how it ended. Refused (ConfigError) when
     the disk cannot hold what it will write, unless ``force``."""
     quiet_console(verbose)
     note_where_runs_are_seen(config, address)
     check_free(config.sweep_dir(), config.name, "run")  # a second driver is refused before the slow checks
-    config, data, _, estimate = preflight(config, address, data_dir, force, autoscaling, max_hours=max_hours)
+    config, data, _, estimate = preflight(config, address, data_dir, force, autoscaling, max_hours=max_hours,
+                                          estimate=estimate)
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):
         config = claim_sweep_folder(config, data)

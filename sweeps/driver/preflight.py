@@ -92,12 +92,13 @@ class Checked(NamedTuple):
 
 
 def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, force: bool,
-              autoscaling: bool, check_nodes: bool = True, max_hours: float | None = None) -> Checked:
+              autoscaling: bool, check_nodes: bool = True, max_hours: float | None = None,
+              estimate: bool = True) -> Checked:
     """Every check a run makes before it writes anything or starts Ray (the dry run makes them too):
     resources against this machine or the cluster (the device line printed), a sweep of that name with
     another config or data, the data read and checked against the config, the disk space (unless
     ``force``). Returns the config to run (resources resolved; a grown sweep's earlier grids), the data
-    and the sweep's growth (None: a new sweep or a resume); ConfigError or DataError says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep)."""
+    and the sweep's growth (None: a new sweep or a resume); ConfigError or DataError says what is refused. ``check_nodes`` False: the nodes are not asked (a dry run of a cluster sweep); ``estimate`` False: no cost is timed."""
     from vae.data_sets import load_data
 
     resolved = resolve_resources(config, address)
@@ -111,6 +112,9 @@ def preflight(config: SweepConfig, address: str | None, data_dir: Path | None, f
     check_same_data(resolved.sweep_dir(), data)
     if not force and (problem := space_problem(resolved, data.pixels)):
         raise ConfigError(problem)
+    if not estimate:
+        print("estimate: skipped (--no-estimate)")
+        return Checked(resolved, data, growth, None)
     return Checked(resolved, data, growth, said_estimate(resolved, data, address if check_nodes else None, max_hours))
 
 
