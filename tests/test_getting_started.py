@@ -20,6 +20,8 @@ from sweep_helpers import VAESWEEP
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "getting-started.md"
 QUICK = ("vaesweep --version", "vaesweep data check digits", "vaesweep train --data digits", "vaesweep run smoke --dry-run")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+DURATION = r"(?:\d+ min \d+ s|\d+(?:\.\d+)? (?:s|h|days)\b)"  # sweeps.estimate_record.duration's forms
+SIZE = r"\d+(?:\.\d+)? (?:MB|GB)"
 
 
 def console_commands(page: Path) -> list[tuple[str, list[str]]]:
@@ -35,14 +37,15 @@ def console_commands(page: Path) -> list[tuple[str, list[str]]]:
 
 
 def form(line: str) -> re.Pattern[str]:
-    """A shown line as a pattern: its words fixed, each number any number, each hex digest any digest,
-    each absolute path any path, a trailing ``...`` anything."""
+    """A shown line as a pattern: its words fixed, each number any number, each duration any duration
+    (``75 s`` or ``3 min 20 s``), each size any size, each hex digest any digest, each absolute path any
+    path, a trailing ``...`` anything."""
     pattern, end = "", 0
-    for token in re.finditer(r"(?<![\w.])/[\w./-]+|[0-9a-f]{16,}|-?\d+(?:\.\d+)?|\.\.\.$", line):
+    for token in re.finditer(rf"{DURATION}|{SIZE}|(?<![\w.])/[\w./-]+|[0-9a-f]{{16,}}|-?\d+(?:\.\d+)?|\.\.\.$", line):
         pattern += re.escape(line[end:token.start()])
         text = token.group(0)
-        pattern += (".*" if text == "..." else r"/\S+" if text.startswith("/") else "[0-9a-f]+" if len(text) >= 16
-                    else NUMBER.pattern)
+        pattern += (".*" if text == "..." else DURATION if re.fullmatch(DURATION, text) else SIZE if re.fullmatch(SIZE, text)
+                    else r"/\S+" if text.startswith("/") else "[0-9a-f]+" if len(text) >= 16 else NUMBER.pattern)
         end = token.end()
     return re.compile(pattern + re.escape(line[end:]) + "$")
 
@@ -65,6 +68,8 @@ def test_the_form_of_a_line_fixes_its_words_and_frees_its_numbers():
     assert form(shown).match("test log-likelihood (IS, 2000 samples): -25.3 nats")
     assert not form(shown).match("test log-likelihood (IS samples): -25.3 nats")
     assert form("sha256 7ec527b6dfdde3d588bf71971676f61a70bcc6d237d02526fd6faad3bcc9fb96").match("sha256 " + "0" * 64)
+    assert form("about 75 s (5 epochs x 2.1 s per epoch); memory about 994 MB").match(
+        "about 3 min 20 s (5 epochs x 6.7 s per epoch); memory about 1.5 GB")
     assert form("sweep folder /home/me/runs/smoke; all checks").match("sweep folder /srv/x/runs/smoke; all checks")
     assert unmatched(["a 1", "b 2"], ["b 2", "a 1"]) == ["b 2"]
 
