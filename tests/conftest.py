@@ -34,13 +34,6 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow end-to-end tests first (in their order), the quick ones after: under pytest-xdist the
-    quick tests then fill the workers' gaps at the end instead of one worker finishing a long sweep
-    alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The verified MNIST cache (torchvision layout, raw idx files); a user's filled cache is reused."""
