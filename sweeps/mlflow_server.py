@@ -192,7 +192,7 @@ class LocalMlflowServer:
         fail_fast_mlflow_clients()  # the server is our child: when it dies, every call to it must fail at once
         forget_artifact_locations()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.sweep_dir / SERVER_LOG, "ab") as log:  # the child keeps its own copy
+        with open(self.log, "ab") as log:  # the child keeps its own copy
             self.process = start_server(server_command(self.sweep_dir, self.port), log)
         return self
 
@@ -207,7 +207,7 @@ class LocalMlflowServer:
     def wait(self) -> str:
         """Block until the server answers /health; returns its URI."""
         try:
-            wait_until_healthy(self.uri, self.process, self.sweep_dir / SERVER_LOG)
+            wait_until_healthy(self.uri, self.process, self.log)
         except RuntimeError:
             self.stop()
             raise

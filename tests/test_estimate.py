@@ -57,6 +57,20 @@ def test_no_estimate_skips_the_timing_and_says_so(tmp_path):
     assert "estimate: skipped (--no-estimate)" in skipped.stdout and "about" not in skipped.stdout
 
 
+def test_a_run_without_an_estimate_leaves_no_earlier_run_s_to_be_ended(tmp_path):
+    """The end line and status pair a run's end with its own estimate, never with an earlier run's."""
+    from sweeps.driver.estimate import record, record_end
+
+    sweep = load_sweep("smoke", storage=str(tmp_path))
+    sweep.sweep_dir().mkdir(parents=True)
+    found = schedule_costs(sweep.resolved(gpus=0), {(k, 1): PackCost(k, 1, 2.0, 1.0, 3.0) for k in sweep.grid.k},
+                           cpus=2, gpus=0, pixels=784, measured_s=1.0)
+    record(sweep, found)
+    assert record_end(sweep.sweep_dir())["line"] == found.line()
+    record(sweep, None)  # the next run: --no-estimate
+    assert record_end(sweep.sweep_dir()) is None
+
+
 def test_an_existing_sweep_is_estimated_for_what_it_has_left():
     smoke = load_sweep("smoke").resolved(gpus=0)
     costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0) for k in smoke.grid.k}

@@ -229,10 +229,16 @@ def scale(cost: PackCost, members: int) -> PackCost:
     return PackCost(cost.k, members, cost.epoch_s * members / cost.members, cost.probe_s, cost.final_s)
 
 
-def record(config: SweepConfig, estimate: Estimate) -> None:
-    """Write the estimate a run starts with into the sweep folder (``estimate.json``)."""
-    write_atomic(config.sweep_dir() / ESTIMATE_FILE, json.dumps({**asdict(estimate), "line": estimate.line(),
-                                                                 "started": time.time()}, indent=1).encode())
+def record(config: SweepConfig, estimate: Estimate | None) -> None:
+    """Write the estimate a run starts with into the sweep folder (``estimate.json``); a run without one
+    (``--no-estimate``, a search, a timing that failed) removes an earlier run's, whose end this run's
+    end is not."""
+    path = config.sweep_dir() / ESTIMATE_FILE
+    if estimate is None:
+        path.unlink(missing_ok=True)
+        return
+    write_atomic(path, json.dumps({**asdict(estimate), "line": estimate.line(), "started": time.time()},
+                                  indent=1).encode())
 
 
 def record_end(sweep_dir: Path) -> dict | None:

@@ -52,8 +52,7 @@ def run_sweep(config: SweepConfig, address: str | None = None, data_dir: Path | 
     interruption = Interruption()
     with sweep_lock(config.sweep_dir(), config.name, "run"):
         config = claim_sweep_folder(config, data)
-        if estimate is not None:
-            record(config, estimate)
+        record(config, estimate)
         with interruption.handling(), tracking_server(config) as server, \
                 running(DriverContext(server, verbose)) as context:
             runs = fit_on_ray(config, data, address, context, interruption, retry_failed)
