@@ -7,7 +7,7 @@ import pytest
 
 from sweep_helpers import vaesweep
 from sweeps.config import load_sweep
-from sweeps.driver.estimate import PackCost, duration, schedule, schedule_costs, slots
+from sweeps.driver.estimate import SWEEP_FIXED_S, PackCost, duration, schedule, schedule_costs, slots
 
 
 def test_trials_are_placed_longest_first_on_the_least_loaded_slot():
@@ -28,9 +28,9 @@ def test_a_sweep_costs_its_epochs_probes_and_evaluation_per_trial_scheduled():
     smoke = load_sweep("smoke").resolved(gpus=0)
     costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0) for k in smoke.grid.k}
     found = schedule_costs(smoke, costs, cpus=2, gpus=0, pixels=784, measured_s=1.0)
-    per_trial = 4.0 + 5 * 2.0 + 3 * 1.0 + 3.0  # start, 5 epochs, 3 probe epochs, final evaluation
+    per_trial = 5 * 2.0 + 3 * 1.0 + 3.0  # 5 epochs, 3 probe epochs, final evaluation (a reused worker: no start)
     assert found.trials == 6 and found.at_once == 2
-    assert found.wall_s == pytest.approx(17.0 + 3 * per_trial)
+    assert found.wall_s == pytest.approx(SWEEP_FIXED_S + 3 * per_trial)
     assert found.device_hours == pytest.approx(6 * per_trial / 3600)
     assert duration(found.wall_s) == f"{found.wall_s:.0f} s" and duration(9 * 86400) == "9 days"
 
@@ -77,6 +77,6 @@ def test_an_existing_sweep_is_estimated_for_what_it_has_left():
     labels = [f"a{alpha:g}_k{k}_s0" for alpha in smoke.grid.alpha for k in smoke.grid.k]
     done = {label: 5 for label in labels[:4]} | {labels[4]: 3}  # four finished, one at epoch 3 of 5
     found = schedule_costs(smoke, costs, cpus=2, gpus=0, pixels=784, measured_s=1.0, done=done)
-    fresh, resumed = 4.0 + 5 * 2.0 + 3 * 1.0 + 3.0, 4.0 + 2 * 2.0 + 1 * 1.0 + 3.0  # probe epochs 1, 2, 5
-    assert found.finished == 4 and found.wall_s == pytest.approx(17.0 + schedule([fresh, resumed] + [4.0] * 4, 2))
+    fresh, resumed = 5 * 2.0 + 3 * 1.0 + 3.0, 2 * 2.0 + 1 * 1.0 + 3.0  # probe epochs 1, 2, 5
+    assert found.finished == 4 and found.wall_s == pytest.approx(SWEEP_FIXED_S + schedule([fresh, resumed], 2))
     assert "6 grid points (4 finished) in 6 trials" in found.line()

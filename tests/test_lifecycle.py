@@ -184,6 +184,9 @@ def test_a_trial_worker_ended_inside_a_callback_prints_no_traceback(monkeypatch)
     shown: list[type] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: shown.append(type(unraisable.exc_value)))
     quiet_exits_in_callbacks()
+    hook = sys.unraisablehook
+    quiet_exits_in_callbacks()  # the next trial in a reused worker: the hook is not wrapped again
+    assert sys.unraisablehook is hook
 
     class Referent:
         pass

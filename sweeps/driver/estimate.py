@@ -5,9 +5,9 @@ For each distinct pack (its k and size) the estimate builds the real trainer on 
 the trials' CPU threads, and times full-batch steps after a warm-up (``PackedTrainer.seconds_per_step``);
 an epoch is those steps times the steps per epoch. It times one member's probes and final evaluation
 (IS log-likelihood on a slice of the test images, scaled; the latent analysis whole) on the untrained
-model. A trial costs its epochs, its probe epochs and its final evaluation per member, plus a worker's
-start; the trials are placed longest first on the slots the resources give (CPUs or GPUs over what a
-trial asks), and the sweep's start (Ray, the MLflow server) is added.
+model. A trial costs its epochs, its probe epochs and its final evaluation per member; the trials are
+placed longest first on the slots the resources give (CPUs or GPUs over what a trial asks), and the
+sweep's fixed cost (Ray, the MLflow server, the first workers, the close) is added.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from vae.atomic import write_atomic
 if TYPE_CHECKING:
     from vae.data import DataSet
 
-SWEEP_START_S = 17.0  # Ray's start (about 11 s) and the MLflow server's (about 6 s) on 2 cores (docs/benchmarks.md)
-TRIAL_START_S = 4.0  # a trial's worker start, imports and data from the object store (docs/benchmarks.md)
+# What a sweep pays besides its trials on 2 cores (bench/fixed_cost.py, docs/benchmarks.md): Ray and the
+# MLflow server started together (8.5 s), the first workers' start and imports (4.5 s), the close (3 s).
+# A trial that follows another on its slot reuses that worker (``reuse_actors``) and pays no start.
+SWEEP_FIXED_S = 16.0
 IS_SLICE = 100  # test images the IS log-likelihood is timed on (one batch of it)
 PROBE_SLICE = 1000  # training images the probes are timed on
 
@@ -50,7 +52,7 @@ class PackCost:
 
     def trial_s(self, epochs: int, probe_rounds: int, final: bool = True) -> float:
         """A trial that trains ``epochs`` more, probes ``probe_rounds`` times and (``final``) evaluates."""
-        return TRIAL_START_S + epochs * self.epoch_s + self.members * (probe_rounds * self.probe_s + final * self.final_s)
+        return epochs * self.epoch_s + self.members * (probe_rounds * self.probe_s + final * self.final_s)
 
 
 @dataclass(frozen=True)
@@ -106,15 +108,26 @@ def schedule(durations: list[float], at_once: int) -> float:
 
 
 def measure(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCost]:
-    """PackCost of each distinct (k, pack size) of the sweep, timed here: the steps of each; the probes
-    and the final evaluation once, on the first pack's first member, the probes fit on at most
-    ``PROBE_SLICE`` images and scaled to the probe size (a logistic fit costs about linearly in images)."""
+    """PackCost of each distinct (k, pack size) of the sweep, timed here on the threads a trial has: its
+    CPUs for torch and for BLAS (more BLAS threads than a trial's made its probes 8x slower)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = max(1, int(config.resources.cpus))
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):  # a trial's BLAS threads: Ray sets its OMP_NUM_THREADS to its CPUs
+        return measured_packs(config, data)
+
+
+def measured_packs(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCost]:
+    """The steps of each pack shape; the probes and the final evaluation once, on the first pack's first
+    member, the probes fit on at most ``PROBE_SLICE`` images and scaled to the probe size (a logistic fit
+    costs about linearly in images)."""
     import torch
 
     from sweeps.trial.engine import trial_trainer
     from vae.data import images_of
 
-    torch.set_num_threads(max(1, int(config.resources.cpus)))
     first = config.point_config(config.packs()[0][0])
     images = images_of(data, first.train_subset, first.test_subset)
     costs, evaluation = {}, None
@@ -199,7 +212,7 @@ def schedule_costs(config: SweepConfig, costs: dict[tuple[int, int], PackCost], 
     share = config.resources.gpu if config.resources.gpu else config.resources.cpus
     return Estimate(grid_points=sum(map(len, packs)), finished=sum(epoch >= epochs for epoch in done.values()),
                     trials=len(packs), at_once=at_once,
-                    wall_s=SWEEP_START_S + schedule(durations, at_once), device_hours=share * sum(durations) / 3600,
+                    wall_s=SWEEP_FIXED_S + schedule(durations, at_once), device_hours=share * sum(durations) / 3600,
                     device=per, epochs=epochs, epoch_s=max(cost.epoch_s for cost in costs.values()),
                     disk_bytes=disk_estimate(config, pixels).total,
                     memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, measured_s=measured_s)

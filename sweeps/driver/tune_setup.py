@@ -29,10 +29,12 @@ def param_space(config: SweepConfig) -> dict[str, Any]:
 
 
 def tune_config(config: SweepConfig):
+    """Grid or Optuna search. A trial's worker is reused by the next trial (``reuse_actors``: every trial
+    asks the same resources), which then skips a process start and its imports (about 6 s on 2 cores)."""
     from ray import tune
 
     if config.search == "grid":
-        return tune.TuneConfig()
+        return tune.TuneConfig(reuse_actors=True)
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -41,7 +43,8 @@ def tune_config(config: SweepConfig):
                                   max_concurrent=config.optuna.max_concurrent)
     scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="max", max_t=config.train.epochs,
                               grace_period=config.optuna.grace_period, reduction_factor=config.optuna.reduction_factor)
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.optuna.num_samples,
+                           reuse_actors=True)
 
 
 def sweep_run_config(config: SweepConfig, pixels: int):

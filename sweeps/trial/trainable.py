@@ -98,13 +98,17 @@ def quiet_exits_in_callbacks() -> None:
     """Ray ends a trial's worker on SIGTERM (a sweep stopping: Ctrl-C, a full disk) by raising SystemExit
     wherever the worker is. Inside a weakref or ``__del__`` callback Python cannot raise it and prints
     "Exception ignored in ..." with a traceback, which the driver forwards to the user (seen once in a
-    full-disk stop). That exit is the expected end of the worker, not an error: left unprinted."""
+    full-disk stop). That exit is the expected end of the worker, not an error: left unprinted. Set once
+    per worker (a worker runs trial after trial: ``reuse_actors``)."""
     default = sys.unraisablehook
+    if getattr(default, "quiets_exits", False):
+        return
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, SystemExit):
             default(unraisable)
 
+    hook.quiets_exits = True
     sys.unraisablehook = hook
 
 
