@@ -26,12 +26,12 @@ def test_the_slots_are_what_the_resources_give_a_trial():
 
 def test_a_sweep_costs_its_epochs_probes_and_evaluation_per_trial_scheduled():
     smoke = load_sweep("smoke").resolved(gpus=0)
-    costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0) for k in smoke.grid.k}
+    costs = {(k, 1): PackCost(k, 1, epoch_s=2.0, probe_s=1.0, final_s=3.0, setup_s=0.5) for k in smoke.grid.k}
     found = schedule_costs(smoke, costs, cpus=2, gpus=0, pixels=784, measured_s=1.0)
-    per_trial = 5 * 2.0 + 3 * 1.0 + 3.0  # 5 epochs, 3 probe epochs, final evaluation (a reused worker: no start)
+    per_trial = 5 * 2.0 + 3 * 1.0 + 3.0  # 5 epochs, 3 probe epochs, final evaluation
     assert found.trials == 6 and found.at_once == 2
-    assert found.wall_s == pytest.approx(SWEEP_FIXED_S + 3 * per_trial)
-    assert found.device_hours == pytest.approx(6 * per_trial / 3600)
+    assert found.wall_s == pytest.approx(SWEEP_FIXED_S + 0.5 + 3 * per_trial), "a fresh worker's setup once per slot"
+    assert found.device_hours == pytest.approx((6 * per_trial + 2 * 0.5) / 3600)
     assert duration(found.wall_s) == f"{found.wall_s:.0f} s" and duration(9 * 86400) == "9 days"
 
 

@@ -41,14 +41,16 @@ PROBE_SLICE = 1000  # training images the probes are timed on
 
 @dataclass(frozen=True)
 class PackCost:
-    """Seconds of one pack (k, members): an epoch of training, and per member the probes of one probe
-    epoch and the final evaluation."""
+    """Seconds of one pack (k, members): an epoch of training, per member the probes of one probe epoch
+    and the final evaluation, and the setup of a trial in a fresh worker (its images and trainer built;
+    a trial that reuses the worker of another pays a fraction)."""
 
     k: int
     members: int
     epoch_s: float
     probe_s: float
     final_s: float
+    setup_s: float = 0.0
 
     def trial_s(self, epochs: int, probe_rounds: int, final: bool = True) -> float:
         """A trial that trains ``epochs`` more, probes ``probe_rounds`` times and (``final``) evaluates."""
@@ -122,26 +124,29 @@ def measure(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCos
 def measured_packs(config: SweepConfig, data: DataSet) -> dict[tuple[int, int], PackCost]:
     """The steps of each pack shape; the probes and the final evaluation once, on the first pack's first
     member, the probes fit on at most ``PROBE_SLICE`` images and scaled to the probe size (a logistic fit
-    costs about linearly in images)."""
+    costs about linearly in images); a trial's setup once, as a fresh worker pays it (the first trainer
+    built in a process initializes torch's and the model's modules: 1.6 s of 2 s for smoke)."""
     import torch
 
     from sweeps.trial.engine import trial_trainer
     from vae.data import images_of
 
     first = config.point_config(config.packs()[0][0])
+    start = time.perf_counter()
     images = images_of(data, first.train_subset, first.test_subset)
-    costs, evaluation = {}, None
+    costs, evaluation, setup_s = {}, None, None
     for pack in config.packs():
         shape = (pack[0]["k"], len(pack))
         if shape in costs:
             continue
         trainer = trial_trainer([config.point_config(point) for point in pack], images)
+        setup_s = setup_s or time.perf_counter() - start
         evaluation = evaluation or evaluation_seconds(trainer.member(0), config)  # on the untrained model
         try:
             epoch_s = math.ceil(trainer.train_x.shape[-2] / first.batch_size) * trainer.seconds_per_step()
         except ValueError:  # an epoch shorter than a CUDA graph's steps: timed whole
             epoch_s = timed(trainer.train_epoch)
-        costs[shape] = PackCost(shape[0], shape[1], epoch_s, *evaluation)
+        costs[shape] = PackCost(shape[0], shape[1], epoch_s, *evaluation, setup_s)
         del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the trials, not the driver, need the GPU's memory
@@ -195,7 +200,8 @@ def sweep_estimate(config: SweepConfig, data: DataSet, cpus: float, gpus: float,
 def schedule_costs(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cpus: float, gpus: float,
                    pixels: int, measured_s: float, done: dict[str, int] | None = None) -> Estimate:
     """The Estimate of the sweep's trials from their packs' costs; ``done``: the epochs each grid point
-    of an existing sweep has trained (a trial then trains what its least trained member lacks)."""
+    of an existing sweep has trained (a trial then trains what its least trained member lacks). Each
+    slot's first trial sets up a fresh worker; the slots do it side by side."""
     from analysis.probes import probe_epochs
     from vae.config import grid_point_label
 
@@ -210,9 +216,10 @@ def schedule_costs(config: SweepConfig, costs: dict[tuple[int, int], PackCost], 
     at_once = slots(config, cpus, gpus)
     per = "GPU" if config.resources.gpu else "CPU"
     share = config.resources.gpu if config.resources.gpu else config.resources.cpus
+    setup_s = max(cost.setup_s for cost in costs.values())
     return Estimate(grid_points=sum(map(len, packs)), finished=sum(epoch >= epochs for epoch in done.values()),
-                    trials=len(packs), at_once=at_once,
-                    wall_s=SWEEP_FIXED_S + schedule(durations, at_once), device_hours=share * sum(durations) / 3600,
+                    trials=len(packs), at_once=at_once, wall_s=SWEEP_FIXED_S + setup_s + schedule(durations, at_once),
+                    device_hours=share * (sum(durations) + at_once * setup_s) / 3600,
                     device=per, epochs=epochs, epoch_s=max(cost.epoch_s for cost in costs.values()),
                     disk_bytes=disk_estimate(config, pixels).total,
                     memory_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, measured_s=measured_s)
@@ -239,7 +246,7 @@ def cheaper_ways(config: SweepConfig, costs: dict[tuple[int, int], PackCost], cp
 
 def scale(cost: PackCost, members: int) -> PackCost:
     """A pack's cost at another size, its epoch scaled per member (packs on CPU cost about linearly)."""
-    return PackCost(cost.k, members, cost.epoch_s * members / cost.members, cost.probe_s, cost.final_s)
+    return PackCost(cost.k, members, cost.epoch_s * members / cost.members, cost.probe_s, cost.final_s, cost.setup_s)
 
 
 def record(config: SweepConfig, estimate: Estimate | None) -> None:
