@@ -59,6 +59,9 @@ def test_a_sweep_grows_by_a_seed_and_an_alpha_training_only_the_new_grid_points(
     assert {label: after[label] for label in before_runs} == before_runs, "finished runs: same ids, each epoch once"
     assert all(steps == [1, 2] for _, steps in after.values())
     assert trained_labels(sweep_dir, before_folders) == set(after) - set(before_runs), "only the new points train"
+    grown_trials = [results for folder, results in trial_results(sweep_dir).items() if folder not in before_folders]
+    assert len({results[0]["pid"] for results in grown_trials}) < len(grown_trials) == 6, \
+        "a trial that follows another on its slot runs in the same worker (reuse_actors)"
     assert {run.info.status for run in children(sweep_dir)} == {"FINISHED"}
 
     status = json.loads(vaesweep("status", "grow", "--storage", str(tmp_path / "runs"), "--json").stdout)
