@@ -55,11 +55,13 @@ def restore(trainer: PackedTrainer, latest: Path) -> tuple[Path | None, list[dic
     return None, []
 
 
-def maybe_inject_failure(epoch: int) -> None:
-    """Raise once per trial at the epoch named by the test hook ``hooks.FAIL_ONCE_ENV``."""
+def maybe_inject_failure(epoch: int, sweep_dir: Path) -> None:
+    """Raise once per trial at the epoch named by the test hook ``hooks.FAIL_ONCE_ENV``; the marker of a
+    trial that raised is kept by trial id in the sweep folder (a reused worker's ``get_trial_dir`` names
+    a staging folder, not the trial's)."""
     if hooks.fail_once_at() != epoch:
         return
-    marker = Path(tune.get_context().get_trial_dir()) / "injected_failure"
+    marker = sweep_dir / f".injected_failure-{tune.get_context().get_trial_id()}"
     if not marker.exists():
         marker.touch()
         raise RuntimeError(f"injected failure at epoch {epoch} ({hooks.FAIL_ONCE_ENV})")
@@ -70,9 +72,10 @@ class TuneSink:
     ``tune.report`` copies into the trial's storage, with every result reported so far (``history``,
     restored with the checkpoint) beside it."""
 
-    def __init__(self, history: list[dict[str, Any]]) -> None:
+    def __init__(self, history: list[dict[str, Any]], sweep_dir: Path) -> None:
         self.node_id = ray.get_runtime_context().get_node_id()  # which machine ran it (updated on a retry)
         self.history = history
+        self.sweep_dir = sweep_dir
 
     @contextlib.contextmanager
     def folder(self) -> Iterator[Path]:
@@ -83,7 +86,7 @@ class TuneSink:
         return folder / MEMBERS_DIR / label
 
     def report(self, result: dict[str, Any], folder: Path | None) -> None:
-        maybe_inject_failure(result["epoch"])
+        maybe_inject_failure(result["epoch"], self.sweep_dir)
         result = {**result, NODE_KEY: self.node_id}
         # a finished trial replayed after a rebuild reports its last epoch again: kept once
         self.history = [*(old for old in self.history if old.get("epoch") != result["epoch"]), result]
@@ -140,7 +143,7 @@ def train_trial(params: dict[str, Any], sweep: SweepConfig, data: DataSet,
                 loaded, history = restore(trainer, Path(folder))
         elif (folder := recovered_folder(recovered, labels)) is not None:
             loaded, history = restore(trainer, folder)
-        sink = TuneSink(history)
+        sink = TuneSink(history, sweep.sweep_dir())
         failed = {labels[i]: str(err) for i, err in trainer.failures.items()}
         living = [label for label in labels if label not in failed]
         if trainer.epoch >= configs[0].epochs and loaded is not None and is_final(loaded, living):
