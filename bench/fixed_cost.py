@@ -7,8 +7,9 @@ parts from the sweep folder: the run's start and end in ``estimate.json``, the p
 sweep's MLflow store, and each trial's first and last result in its ``result.json`` (a result's
 ``timestamp``, whole seconds, less its ``time_this_iter_s`` is when that epoch began; so each part is
 +-1 s). The trials' compute is their ``time_total_s`` (epochs, probes, final evaluation) over the trials
-Ray ran at once, and so are the handovers, which the slots pay side by side. Prints the table of docs/benchmarks.md and the ratio of the command's time to the
-compute per slot (target 1.3x), both from this one run.
+Ray ran at once, and so are the handovers, which the slots pay side by side. Prints the table of
+docs/benchmarks.md and the ratio of the command's time to the compute per slot (target 1.3x), both from
+this one run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.layout import ESTIMATE_FILE, TRACKING_FILE, TUNE_DIR
+from sweeps.estimate_record import read_estimate
+from sweeps.layout import TUNE_DIR, backend_uri, read_tracking
 
 VAESWEEP = Path(sys.executable).parent / "vaesweep"
 PRESET = "smoke"  # the small sweep the targets are set for
@@ -62,9 +64,8 @@ def main() -> None:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         total = time.time() - begun
         sweep_dir = Path(tmp) / PRESET
-        estimate = json.loads((sweep_dir / ESTIMATE_FILE).read_text())
-        tracking = json.loads((sweep_dir / TRACKING_FILE).read_text())
-        parent = MlflowClient(f"sqlite:///{sweep_dir / 'mlflow.db'}").get_run(tracking["parent_run_id"])
+        estimate = read_estimate(sweep_dir)
+        parent = MlflowClient(backend_uri(sweep_dir)).get_run(read_tracking(sweep_dir)["parent_run_id"])
         spans, at_once = trial_spans(sweep_dir), estimate["at_once"]
     opened = parent.info.start_time / 1000
     handovers = slot_handovers(spans, at_once)
